@@ -1,0 +1,1 @@
+//! The Phoenix store (lands with Foundation 2).
