@@ -12,5 +12,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== cargo build (the binaries the end-to-end tests run)"
+cargo build --locked -p phoenix-apiserver -p phoenixctl
+
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod condition;
 pub mod decode;
 pub mod defaults;
@@ -15,8 +16,10 @@ pub mod duration;
 pub mod kinds;
 pub mod manifest;
 pub mod meta;
+pub mod proto;
 pub mod resource;
 pub mod schema;
+pub mod selector;
 pub mod validation;
 
 pub use condition::{Condition, ConditionStatus};

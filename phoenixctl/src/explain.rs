@@ -14,27 +14,27 @@ pub fn run(query: &str) -> CmdResult {
         ),
         ExplainError::NoSuchField { .. } => Failure::new(Code::NotFound, e.to_string()),
     })?;
-    println!("FIELD:    {}", doc.path);
-    println!("TYPE:     {}", doc.type_name);
+    outln!("FIELD:    {}", doc.path);
+    outln!("TYPE:     {}", doc.type_name);
     if doc.path.contains('.') {
-        println!("REQUIRED: {}", if doc.required { "yes" } else { "no" });
+        outln!("REQUIRED: {}", if doc.required { "yes" } else { "no" });
     }
     if let Some(d) = &doc.default {
-        println!("DEFAULT:  {d}");
+        outln!("DEFAULT:  {d}");
     }
-    println!();
-    println!("DESCRIPTION:");
+    outln!();
+    outln!("DESCRIPTION:");
     for line in doc.description.lines() {
-        println!("    {line}");
+        outln!("    {line}");
     }
     if !doc.fields.is_empty() {
-        println!();
-        println!("FIELDS:");
+        outln!();
+        outln!("FIELDS:");
         for (name, ty, required, desc) in &doc.fields {
             let req = if *required { " (required)" } else { "" };
-            println!("    {name}\t<{ty}>{req}");
+            outln!("    {name}\t<{ty}>{req}");
             if !desc.is_empty() {
-                println!("        {desc}");
+                outln!("        {desc}");
             }
         }
     }

@@ -1,0 +1,600 @@
+//! A typed client of the Phoenix API, and the client configuration file (contexts with
+//! server URL, CA and token) that `phoenix serve` writes and `phoenixctl` reads.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request, Status};
+
+use crate::decode::{self, DecodeError};
+use crate::proto::{self, phoenix_client::PhoenixClient};
+use crate::resource::{Kind, Object};
+
+pub use proto::ApplyOutcome;
+
+/// The client configuration file.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientConfig {
+    /// `phoenix.thinkheads.ai/v1alpha1`.
+    pub api_version: String,
+    /// `Config`.
+    pub kind: String,
+    /// The context used when none is named.
+    pub current_context: String,
+    /// Named servers with their credentials.
+    pub contexts: Vec<Context>,
+}
+
+/// One server and the credentials to use with it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Context {
+    /// Context name.
+    pub name: String,
+    /// `https://HOST:PORT` (or `http://` for a server started without TLS).
+    pub server: String,
+    /// PEM of the CA that signed the server's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority_data: Option<String>,
+    /// Bearer token.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Context {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("name", &self.name)
+            .field("server", &self.server)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("current_context", &self.current_context)
+            .field("contexts", &self.contexts)
+            .finish()
+    }
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No file at the path (and none given by flag or `$PHOENIXCONFIG`).
+    #[error(
+        "no client configuration at {0} (run `phoenix serve` once, or pass --config / --server and --token)"
+    )]
+    Missing(PathBuf),
+    /// The file could not be read or written.
+    #[error("{path}: {error}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        error: std::io::Error,
+    },
+    /// The file is not a valid configuration.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The named context does not exist.
+    #[error("no context named {0:?} in the configuration")]
+    NoSuchContext(String),
+}
+
+impl ClientConfig {
+    /// A configuration with one context, made current.
+    pub fn single(context: Context) -> Self {
+        Self {
+            api_version: crate::API_VERSION.into(),
+            kind: "Config".into(),
+            current_context: context.name.clone(),
+            contexts: vec![context],
+        }
+    }
+
+    /// Reads a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::Missing(path.into()));
+            }
+            Err(error) => {
+                return Err(ConfigError::Io {
+                    path: path.into(),
+                    error,
+                });
+            }
+        };
+        serde_saphyr::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            message: e.without_snippet().to_string(),
+        })
+    }
+
+    /// Writes the file with mode 0600 (it holds a token), creating parent directories.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let io = |error| ConfigError::Io {
+            path: path.into(),
+            error,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let text = serde_saphyr::to_string(self).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        write_private(path, text.as_bytes()).map_err(io)
+    }
+
+    /// The named context, or the current one.
+    pub fn context(&self, name: Option<&str>) -> Result<&Context, ConfigError> {
+        let name = name.unwrap_or(&self.current_context);
+        self.contexts
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| ConfigError::NoSuchContext(name.into()))
+    }
+}
+
+/// Writes `bytes` to `path` with mode 0600, atomically (temp file + rename).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `~/.config/phoenix/config.yaml`, if `$HOME` is set.
+pub fn default_config_path() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/phoenix/config.yaml"))
+}
+
+/// The configuration file to use: `flag`, else `$PHOENIXCONFIG`, else the default path.
+pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("PHOENIXCONFIG").map(PathBuf::from))
+        .or_else(default_config_path)
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server URL is malformed or the TLS settings are unusable.
+    #[error("bad server address {server:?}: {message}")]
+    BadServer {
+        /// The URL.
+        server: String,
+        /// Why.
+        message: String,
+    },
+    /// The server could not be reached (or the TLS handshake failed).
+    #[error("cannot reach {server}: {message}")]
+    Connect {
+        /// The URL.
+        server: String,
+        /// Why.
+        message: String,
+    },
+    /// The object or kind does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The object changed since it was read (resourceVersion) or already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// The server rejected the object; one `path: reason` per line.
+    #[error("{0}")]
+    Invalid(String),
+    /// No or a wrong token.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The token's role does not allow the call.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// A watch asked for a compacted resourceVersion: relist.
+    #[error("resourceVersion too old: {0}")]
+    TooOld(String),
+    /// Any other server error.
+    #[error("{code:?}: {message}")]
+    Server {
+        /// gRPC code.
+        code: Code,
+        /// Message.
+        message: String,
+    },
+    /// The server sent an object this client cannot decode.
+    #[error("undecodable object from the server: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+impl ClientError {
+    /// Classifies a gRPC status.
+    pub fn from_status(s: Status) -> Self {
+        let message = s.message().to_string();
+        match s.code() {
+            Code::NotFound => ClientError::NotFound(message),
+            Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => {
+                ClientError::Conflict(message)
+            }
+            Code::InvalidArgument => ClientError::Invalid(message),
+            Code::Unauthenticated => ClientError::Unauthenticated(message),
+            Code::PermissionDenied => ClientError::Forbidden(message),
+            Code::OutOfRange => ClientError::TooOld(message),
+            Code::Unavailable => ClientError::Connect {
+                server: String::new(),
+                message,
+            },
+            code => ClientError::Server { code, message },
+        }
+    }
+}
+
+/// Adds `authorization: Bearer TOKEN` to every call.
+#[derive(Clone)]
+pub struct BearerToken(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Inner = PhoenixClient<InterceptedService<Channel, BearerToken>>;
+
+/// A connected client. Cheap to clone; calls may run concurrently.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Inner,
+    server: String,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    /// The objects.
+    pub items: Vec<Object>,
+    /// Revision of the list; watch from it.
+    pub resource_version: String,
+    /// Token for the next page; empty when done.
+    pub continue_token: String,
+}
+
+/// A change seen by a watch.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    /// Created (or present at the start of a watch without resourceVersion).
+    Added(Object),
+    /// Changed.
+    Modified(Object),
+    /// Gone; the last state.
+    Deleted(Object),
+    /// Every change up to this resourceVersion was sent.
+    Bookmark(String),
+}
+
+impl WatchEvent {
+    /// The object, unless a bookmark.
+    pub fn object(&self) -> Option<&Object> {
+        match self {
+            WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => Some(o),
+            WatchEvent::Bookmark(_) => None,
+        }
+    }
+}
+
+impl Client {
+    /// Connects to `context.server`, verifying TLS against the context's CA.
+    pub async fn connect(context: &Context) -> Result<Self, ClientError> {
+        let server = context.server.clone();
+        let bad = |message: String| ClientError::BadServer {
+            server: server.clone(),
+            message,
+        };
+        let mut endpoint = Endpoint::from_shared(server.clone())
+            .map_err(|e| bad(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        if server.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &context.certificate_authority_data {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| bad(e.to_string()))?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
+            server: server.clone(),
+            message: error_chain(&e),
+        })?;
+        let token = if context.token.is_empty() {
+            None
+        } else {
+            Some(
+                format!("Bearer {}", context.token)
+                    .parse()
+                    .map_err(|_| bad("the token has characters not allowed in a header".into()))?,
+            )
+        };
+        Ok(Client {
+            inner: PhoenixClient::with_interceptor(channel, BearerToken(token))
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024),
+            server,
+        })
+    }
+
+    /// The server URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    fn status(&self, s: Status) -> ClientError {
+        match ClientError::from_status(s) {
+            ClientError::Connect { message, .. } => ClientError::Connect {
+                server: self.server.clone(),
+                message,
+            },
+            other => other,
+        }
+    }
+
+    /// Creates or updates `object`.
+    pub async fn apply(
+        &self,
+        object: &Object,
+        dry_run: bool,
+    ) -> Result<(Object, ApplyOutcome), ClientError> {
+        let resp = self
+            .inner
+            .clone()
+            .apply(proto::ApplyRequest {
+                object: object.to_json_bytes(),
+                dry_run,
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        Ok((decode_object(&resp.object)?, resp.outcome()))
+    }
+
+    /// Applies many objects in one call; each result stands alone.
+    pub async fn apply_batch(
+        &self,
+        objects: &[Object],
+        dry_run: bool,
+    ) -> Result<Vec<Result<(Object, ApplyOutcome), ClientError>>, ClientError> {
+        let resp = self
+            .inner
+            .clone()
+            .apply_batch(proto::ApplyBatchRequest {
+                objects: objects.iter().map(Object::to_json_bytes).collect(),
+                dry_run,
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        Ok(resp
+            .results
+            .into_iter()
+            .map(|r| match r.applied {
+                Some(a) => Ok((decode_object(&a.object)?, a.outcome())),
+                None => {
+                    Err(self.status(Status::new(Code::from_i32(r.error_code), r.error_message)))
+                }
+            })
+            .collect())
+    }
+
+    /// Reads one object.
+    pub async fn get(&self, kind: Kind, name: &str) -> Result<Object, ClientError> {
+        let resp = self
+            .inner
+            .clone()
+            .get(proto::GetRequest {
+                kind: kind.name().into(),
+                name: name.into(),
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        decode_object(&resp.json)
+    }
+
+    /// Lists one page of objects of `kind` matching `selector` (empty: all).
+    pub async fn list(
+        &self,
+        kind: Kind,
+        selector: &str,
+        limit: u32,
+        continue_token: &str,
+    ) -> Result<ListPage, ClientError> {
+        let resp = self
+            .inner
+            .clone()
+            .list(proto::ListRequest {
+                kind: kind.name().into(),
+                label_selector: selector.into(),
+                limit,
+                continue_token: continue_token.into(),
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        Ok(ListPage {
+            items: resp
+                .items
+                .iter()
+                .map(|b| decode_object(b))
+                .collect::<Result<_, _>>()?,
+            resource_version: resp.resource_version,
+            continue_token: resp.continue_token,
+        })
+    }
+
+    /// Lists every object of `kind` matching `selector`, following continue tokens.
+    pub async fn list_all(&self, kind: Kind, selector: &str) -> Result<ListPage, ClientError> {
+        let mut page = self.list(kind, selector, 0, "").await?;
+        while !page.continue_token.is_empty() {
+            let next = self.list(kind, selector, 0, &page.continue_token).await?;
+            page.items.extend(next.items);
+            page.continue_token = next.continue_token;
+        }
+        Ok(page)
+    }
+
+    /// Deletes (or marks for deletion, when finalizers remain). Returns the object and
+    /// whether it is gone.
+    pub async fn delete(
+        &self,
+        kind: Kind,
+        name: &str,
+        resource_version: Option<&str>,
+        dry_run: bool,
+    ) -> Result<(Object, bool), ClientError> {
+        let resp = self
+            .inner
+            .clone()
+            .delete(proto::DeleteRequest {
+                kind: kind.name().into(),
+                name: name.into(),
+                resource_version: resource_version.unwrap_or_default().into(),
+                dry_run,
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        Ok((decode_object(&resp.object)?, resp.deleted))
+    }
+
+    /// Writes `object`'s status (CAS on its resourceVersion).
+    pub async fn update_status(&self, object: &Object) -> Result<Object, ClientError> {
+        let resp = self
+            .inner
+            .clone()
+            .update_status(proto::UpdateRequest {
+                object: object.to_json_bytes(),
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        decode_object(&resp.json)
+    }
+
+    /// Writes `object`'s metadata (finalizers, labels, annotations, owners; CAS on its
+    /// resourceVersion).
+    pub async fn update_metadata(&self, object: &Object) -> Result<Object, ClientError> {
+        let resp = self
+            .inner
+            .clone()
+            .update_metadata(proto::UpdateRequest {
+                object: object.to_json_bytes(),
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        decode_object(&resp.json)
+    }
+
+    /// Watches `kind` from `resource_version` (empty: current objects first as `Added`).
+    pub async fn watch(
+        &self,
+        kind: Kind,
+        selector: &str,
+        resource_version: &str,
+    ) -> Result<impl Stream<Item = Result<WatchEvent, ClientError>> + Send + 'static, ClientError>
+    {
+        let stream = self
+            .inner
+            .clone()
+            .watch(proto::WatchRequest {
+                kind: kind.name().into(),
+                label_selector: selector.into(),
+                resource_version: resource_version.into(),
+                allow_bookmarks: true,
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        let server = self.server.clone();
+        Ok(stream.map(move |item| {
+            let ev = item.map_err(|s| match ClientError::from_status(s) {
+                ClientError::Connect { message, .. } => ClientError::Connect {
+                    server: server.clone(),
+                    message,
+                },
+                other => other,
+            })?;
+            Ok(match ev.r#type() {
+                proto::EventType::Bookmark => WatchEvent::Bookmark(ev.resource_version),
+                proto::EventType::Added => WatchEvent::Added(decode_object(&ev.object)?),
+                proto::EventType::Deleted => WatchEvent::Deleted(decode_object(&ev.object)?),
+                _ => WatchEvent::Modified(decode_object(&ev.object)?),
+            })
+        }))
+    }
+
+    /// The JSON schema of `kind`, as the server knows it.
+    pub async fn schema(&self, kind: Kind) -> Result<String, ClientError> {
+        Ok(self
+            .inner
+            .clone()
+            .schema(proto::SchemaRequest {
+                kind: kind.name().into(),
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner()
+            .json_schema)
+    }
+}
+
+fn decode_object(bytes: &[u8]) -> Result<Object, ClientError> {
+    Ok(decode::decode_json("<server>", bytes)?)
+}
+
+/// The error and its sources on one line (transport errors nest the useful part).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,139 @@
+//! The server's TLS material: a CA and a server certificate generated into the data
+//! directory on first start (`pki/`), reused afterwards.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// PEM-encoded CA certificate, server certificate and server key.
+#[derive(Clone)]
+pub struct Pki {
+    /// CA certificate (clients trust this).
+    pub ca_pem: String,
+    /// Server certificate chain.
+    pub cert_pem: String,
+    /// Server private key (never logged).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pki { .. }")
+    }
+}
+
+/// Why the TLS material could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {error}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        error: std::io::Error,
+    },
+    /// Certificate generation failed.
+    #[error("generating certificates: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// Loads `dir/pki/*`, generating what is missing. The server certificate names `localhost`,
+/// `127.0.0.1`, `::1` and every entry of `extra_sans` (host names or IP addresses). When the
+/// SANs asked for are not all in an existing server certificate, a new one is issued by the
+/// same CA.
+pub fn load_or_create(dir: &Path, extra_sans: &[String]) -> Result<Pki, PkiError> {
+    let pki = dir.join("pki");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| PkiError::Io { path, error }
+    };
+    std::fs::create_dir_all(&pki).map_err(io(&pki))?;
+    let ca_crt = pki.join("ca.crt");
+    let ca_key = pki.join("ca.key");
+    let (ca_pem, ca_key_pem) = if ca_crt.exists() && ca_key.exists() {
+        (
+            std::fs::read_to_string(&ca_crt).map_err(io(&ca_crt))?,
+            std::fs::read_to_string(&ca_key).map_err(io(&ca_key))?,
+        )
+    } else {
+        let key = KeyPair::generate()?;
+        let cert = ca_params().self_signed(&key)?;
+        let (c, k) = (cert.pem(), key.serialize_pem());
+        phoenix_api::client::write_private(&ca_key, k.as_bytes()).map_err(io(&ca_key))?;
+        std::fs::write(&ca_crt, &c).map_err(io(&ca_crt))?;
+        (c, k)
+    };
+    let mut sans: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    for s in extra_sans {
+        if !sans.contains(s) {
+            sans.push(s.clone());
+        }
+    }
+    let srv_crt = pki.join("server.crt");
+    let srv_key = pki.join("server.key");
+    let sans_file = pki.join("server.sans");
+    let recorded = std::fs::read_to_string(&sans_file).unwrap_or_default();
+    let have_all = sans.iter().all(|s| recorded.lines().any(|l| l == s));
+    if srv_crt.exists() && srv_key.exists() && have_all {
+        return Ok(Pki {
+            ca_pem,
+            cert_pem: std::fs::read_to_string(&srv_crt).map_err(io(&srv_crt))?,
+            key_pem: std::fs::read_to_string(&srv_key).map_err(io(&srv_key))?,
+        });
+    }
+    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+    // The issuer is rebuilt from the same parameters and key as the CA certificate, so its
+    // name and key identifier match the certificate clients trust.
+    let ca_params = ca_params();
+    let issuer = Issuer::from_params(&ca_params, ca_key);
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn("phoenix-apiserver");
+    params.subject_alt_names = sans
+        .iter()
+        .map(|s| match s.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => s.clone().try_into().map(SanType::DnsName),
+        })
+        .collect::<Result<_, _>>()?;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+    let cert = params.signed_by(&key, &issuer)?;
+    let (c, k) = (cert.pem(), key.serialize_pem());
+    phoenix_api::client::write_private(&srv_key, k.as_bytes()).map_err(io(&srv_key))?;
+    std::fs::write(&srv_crt, &c).map_err(io(&srv_crt))?;
+    std::fs::write(&sans_file, sans.join("\n") + "\n").map_err(io(&sans_file))?;
+    Ok(Pki {
+        ca_pem,
+        cert_pem: c,
+        key_pem: k,
+    })
+}
+
+/// The CA's parameters; the same on every start.
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn("Phoenix CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = rcgen::date_time_ymd(2026, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+    params
+}
+
+fn dn(cn: &str) -> DistinguishedName {
+    let mut d = DistinguishedName::new();
+    d.push(DnType::CommonName, cn);
+    d.push(DnType::OrganizationName, "Phoenix");
+    d
+}

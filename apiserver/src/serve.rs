@@ -1,0 +1,273 @@
+//! `phoenix serve`: the API server with its store, caches, auth and HTTP endpoints.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use phoenix_api::client::{ClientConfig, Context, default_config_path};
+use phoenix_api::proto::phoenix_server::PhoenixServer;
+use phoenix_store::Store;
+use phoenix_store::embedded::{EmbeddedConfig, EmbeddedStore};
+use phoenix_store::etcd::{EtcdConfig, EtcdStore};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::auth::{Role, Tokens};
+use crate::cache::Cache;
+use crate::metrics::Metrics;
+use crate::objects::Objects;
+use crate::service::Service;
+
+/// Flags of `phoenix serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Data directory: embedded store, TLS material, tokens, admin.yaml.
+    /// Default: $PHOENIX_DATA_DIR, else ~/.local/share/phoenix.
+    #[arg(long, env = "PHOENIX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    pub listen: SocketAddr,
+    /// HTTP listen address for /metrics, /healthz, /readyz.
+    #[arg(long, default_value = "127.0.0.1:7080")]
+    pub http_listen: SocketAddr,
+    /// Use etcd (comma-separated client URLs) instead of the embedded store.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// Extra names or addresses for the server certificate (repeatable).
+    #[arg(long)]
+    pub tls_san: Vec<String>,
+    /// How long Events are kept.
+    #[arg(long, default_value = "1h")]
+    pub event_ttl: String,
+    /// Do not write ~/.config/phoenix/config.yaml even when it does not exist.
+    #[arg(long)]
+    pub no_user_config: bool,
+}
+
+/// The data directory to use.
+pub fn data_dir(flag: Option<&Path>) -> PathBuf {
+    if let Some(d) = flag {
+        return d.to_path_buf();
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/phoenix"),
+        None => PathBuf::from("phoenix-data"),
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    /// The gRPC address actually bound.
+    pub grpc_addr: SocketAddr,
+    /// The HTTP address actually bound.
+    pub http_addr: SocketAddr,
+    /// `<data-dir>/admin.yaml`.
+    pub admin_config: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops taking requests, ends watches, and waits for the server to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if tokio::time::timeout(Duration::from_secs(10), &mut self.done)
+            .await
+            .is_err()
+        {
+            tracing::warn!("graceful shutdown took over 10 s; aborting");
+            self.done.abort();
+            let _ = (&mut self.done).await;
+        }
+    }
+
+    /// Waits until the server ends (it ends only on [`Running::stop`] or a fatal error).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.done).await;
+    }
+
+    /// A handle that stops the server when called.
+    pub fn take_shutdown(&mut self) -> Option<oneshot::Sender<()>> {
+        self.shutdown.take()
+    }
+}
+
+/// Starts the server; returns once it accepts connections.
+pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
+    let dir = data_dir(args.data_dir.as_deref());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("securing {}", dir.display()))?;
+    }
+    let event_ttl = phoenix_api::duration::parse_duration(&args.event_ttl)
+        .map_err(|e| anyhow::anyhow!("--event-ttl {:?} {e}", args.event_ttl))?;
+
+    let store: Arc<dyn Store> = if args.etcd_endpoints.is_empty() {
+        let path = dir.join("store");
+        tracing::info!(path = %path.display(), "opening the embedded store");
+        Arc::new(
+            EmbeddedStore::open(&path, EmbeddedConfig::default())
+                .with_context(|| format!("opening the embedded store in {}", path.display()))?,
+        )
+    } else {
+        tracing::info!(endpoints = ?args.etcd_endpoints, "connecting to etcd");
+        Arc::new(
+            EtcdStore::connect(EtcdConfig::new(args.etcd_endpoints.clone()))
+                .await
+                .context("connecting to etcd")?,
+        )
+    };
+
+    let mut sans = args.tls_san.clone();
+    if !args.listen.ip().is_unspecified() {
+        sans.push(args.listen.ip().to_string());
+    }
+    let pki = crate::pki::load_or_create(&dir, &sans)?;
+    let tokens = Arc::new(Tokens::new(&dir));
+    let metrics = Arc::new(Metrics::new());
+    let objects = Objects::new(store.clone(), metrics.clone());
+    let (cache, mut background) = Cache::start(store.clone());
+    background.extend(crate::gc::start(objects.clone(), cache.clone(), event_ttl));
+
+    let grpc = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let grpc_addr = grpc.local_addr()?;
+    let http = TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.http_listen))?;
+    let http_addr = http.local_addr()?;
+
+    let admin_config =
+        write_admin_config(&dir, &tokens, &pki.ca_pem, grpc_addr, !args.no_user_config)?;
+    std::fs::write(dir.join("http.addr"), http_addr.to_string())?;
+
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+    let service = Service::new(objects, cache.clone(), tokens, metrics.clone(), stopping_rx);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<PhoenixServer<Service>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(phoenix_api::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
+    let router = crate::http::router(metrics, cache);
+    let http_task = tokio::spawn(async move {
+        let r = axum::serve(http, router)
+            .with_graceful_shutdown(async {
+                let _ = http_stop_rx.await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    let server = Server::builder()
+        .tls_config(
+            ServerTlsConfig::new().identity(Identity::from_pem(&pki.cert_pem, &pki.key_pem)),
+        )?
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            PhoenixServer::new(service)
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024),
+        );
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+    let done = tokio::spawn(async move {
+        let r = server
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = shutdown_rx.await;
+                // End the watch streams, or the graceful shutdown would wait for them.
+                let _ = stopping_tx.send(true);
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+        let _ = http_stop_tx.send(());
+        let _ = http_task.await;
+        // Stop the caches and collectors so that the last reference to the store goes and
+        // it closes (the embedded store flushes and releases its lock).
+        for task in &background {
+            task.abort();
+        }
+        for task in background {
+            let _ = task.await;
+        }
+        drop(store);
+    });
+    tracing::info!(grpc = %format!("https://{grpc_addr}"), http = %http_addr, "serving");
+    eprintln!(
+        "phoenix: serving on https://{grpc_addr}; http on {http_addr}; client config {}",
+        admin_config.display()
+    );
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        admin_config,
+        shutdown: Some(shutdown_tx),
+        done,
+    })
+}
+
+/// Writes `<dir>/admin.yaml` (server URL, CA, an admin token) and, once, the user's config.
+fn write_admin_config(
+    dir: &Path,
+    tokens: &Tokens,
+    ca_pem: &str,
+    addr: SocketAddr,
+    user_config: bool,
+) -> anyhow::Result<PathBuf> {
+    let path = dir.join("admin.yaml");
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    };
+    let server = format!("https://{host}:{}", addr.port());
+    let known = ClientConfig::load(&path)
+        .ok()
+        .and_then(|c| c.contexts.into_iter().next())
+        .map(|c| c.token)
+        .filter(|t| tokens.authenticate(Some(&format!("Bearer {t}"))).is_ok());
+    let token = match known {
+        Some(t) => t,
+        None => {
+            let name = if tokens.is_empty()? {
+                "admin".to_string()
+            } else {
+                format!("admin-{}", jiff::Timestamp::now().as_second())
+            };
+            tokens.create(&name, Role::Admin)?
+        }
+    };
+    let config = ClientConfig::single(Context {
+        name: "default".into(),
+        server,
+        certificate_authority_data: Some(ca_pem.to_string()),
+        token,
+    });
+    config.save(&path)?;
+    if user_config
+        && let Some(user) = default_config_path()
+        && !user.exists()
+    {
+        config.save(&user)?;
+        tracing::info!(path = %user.display(), "wrote the phoenixctl configuration");
+    }
+    Ok(path)
+}

@@ -1,0 +1,492 @@
+//! The gRPC service: authentication, authorization, metrics, and the mapping of requests to
+//! object operations and the watch cache.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use futures::{Stream, StreamExt};
+use phoenix_api::Kind;
+use phoenix_api::proto::{self, phoenix_server::Phoenix};
+use phoenix_api::selector::Selector;
+use tokio::sync::{broadcast, mpsc};
+use tonic::{Request, Response, Status};
+
+use crate::auth::{Caller, Role, Tokens, require};
+use crate::cache::{Cache, ChangeType};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::objects::{Objects, Stored, parse_resource_version};
+
+/// How long a list waits for the cache to catch up with this server's own writes.
+const CACHE_WAIT: Duration = Duration::from_secs(10);
+/// Bookmark period of idle watches.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(2);
+/// Objects of one batch applied concurrently (they share group commits).
+const BATCH_CONCURRENCY: usize = 64;
+
+/// The Phoenix gRPC service.
+#[derive(Clone)]
+pub struct Service {
+    objects: Objects,
+    cache: Cache,
+    tokens: Arc<Tokens>,
+    metrics: Arc<Metrics>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").finish_non_exhaustive()
+    }
+}
+
+fn parse_kind(s: &str) -> Result<Kind, ApiError> {
+    Kind::parse_cli(s).ok_or_else(|| ApiError::BadRequest(format!("unknown kind {s:?}")))
+}
+
+fn parse_selector(s: &str) -> Result<Selector, ApiError> {
+    Selector::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// Removes Secret values for callers that may not read them.
+fn redact_bytes(kind: Kind, caller: &Caller, json: &[u8]) -> Vec<u8> {
+    if kind != Kind::Secret || caller.role == Role::Admin {
+        return json.to_vec();
+    }
+    match serde_json::from_slice::<serde_json::Value>(json) {
+        Ok(mut v) => {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("data");
+            }
+            serde_json::to_vec(&v).expect("JSON values serialize")
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+fn kind_of_bytes(bytes: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct K {
+        #[serde(default)]
+        kind: String,
+    }
+    serde_json::from_slice::<K>(bytes)
+        .map(|k| k.kind)
+        .unwrap_or_default()
+}
+
+impl Service {
+    /// A service over the given parts.
+    /// `stopping` turning true ends every watch stream (so a graceful shutdown finishes).
+    pub fn new(
+        objects: Objects,
+        cache: Cache,
+        tokens: Arc<Tokens>,
+        metrics: Arc<Metrics>,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Service {
+            objects,
+            cache,
+            tokens,
+            metrics,
+            stopping,
+        }
+    }
+
+    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, ApiError> {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        self.tokens.authenticate(header)
+    }
+
+    fn finish<T>(
+        &self,
+        method: &str,
+        kind: &str,
+        start: Instant,
+        r: Result<T, ApiError>,
+    ) -> Result<Response<T>, Status> {
+        let code = r.as_ref().map_or_else(|e| e.code(), |_| tonic::Code::Ok);
+        self.metrics
+            .observe_request(method, kind, code, start.elapsed());
+        if let Err(e) = &r
+            && matches!(code, tonic::Code::Unavailable | tonic::Code::Internal)
+        {
+            tracing::warn!(method, kind, error = %e, "request failed");
+        }
+        r.map(Response::new).map_err(Status::from)
+    }
+
+    fn apply_response(
+        stored: &Stored,
+        outcome: proto::ApplyOutcome,
+        kind: Kind,
+        caller: &Caller,
+    ) -> proto::ApplyResponse {
+        proto::ApplyResponse {
+            object: redact_bytes(kind, caller, &stored.to_bytes()),
+            outcome: outcome as i32,
+        }
+    }
+
+    async fn do_apply(
+        &self,
+        caller: &Caller,
+        bytes: &[u8],
+        dry_run: bool,
+    ) -> Result<proto::ApplyResponse, ApiError> {
+        require(caller, Role::Editor, "apply objects")?;
+        let object = crate::objects::admit_bytes(bytes)?;
+        let kind = object.kind();
+        let (stored, outcome) = self.objects.apply_object(&object, dry_run).await?;
+        Ok(Self::apply_response(&stored, outcome, kind, caller))
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Phoenix for Service {
+    async fn apply(
+        &self,
+        req: Request<proto::ApplyRequest>,
+    ) -> Result<Response<proto::ApplyResponse>, Status> {
+        let start = Instant::now();
+        let caller = self.caller(&req);
+        let req = req.into_inner();
+        let kind = kind_of_bytes(&req.object);
+        let r = match caller {
+            Ok(c) => self.do_apply(&c, &req.object, req.dry_run).await,
+            Err(e) => Err(e),
+        };
+        self.finish("Apply", &kind, start, r)
+    }
+
+    async fn apply_batch(
+        &self,
+        req: Request<proto::ApplyBatchRequest>,
+    ) -> Result<Response<proto::ApplyBatchResponse>, Status> {
+        let start = Instant::now();
+        let caller = self.caller(&req);
+        let req = req.into_inner();
+        let r = async {
+            let caller = caller?;
+            require(&caller, Role::Editor, "apply objects")?;
+            let dry_run = req.dry_run;
+            let results = futures::stream::iter(req.objects)
+                .map(|bytes| {
+                    let this = self.clone();
+                    let caller = caller.clone();
+                    async move {
+                        match this.do_apply(&caller, &bytes, dry_run).await {
+                            Ok(applied) => proto::ApplyResult {
+                                applied: Some(applied),
+                                ..Default::default()
+                            },
+                            Err(e) => proto::ApplyResult {
+                                applied: None,
+                                error_code: e.code() as i32,
+                                error_message: e.to_string(),
+                            },
+                        }
+                    }
+                })
+                .buffered(BATCH_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await;
+            Ok(proto::ApplyBatchResponse { results })
+        }
+        .await;
+        self.finish("ApplyBatch", "", start, r)
+    }
+
+    async fn get(
+        &self,
+        req: Request<proto::GetRequest>,
+    ) -> Result<Response<proto::Object>, Status> {
+        let start = Instant::now();
+        let caller = self.caller(&req);
+        let req = req.into_inner();
+        let r = async {
+            let caller = caller?;
+            let kind = parse_kind(&req.kind)?;
+            let stored = self.objects.get(kind, &req.name).await?;
+            Ok(proto::Object {
+                json: redact_bytes(kind, &caller, &stored.to_bytes()),
+            })
+        }
+        .await;
+        self.finish("Get", &req.kind, start, r)
+    }
+
+    async fn list(
+        &self,
+        req: Request<proto::ListRequest>,
+    ) -> Result<Response<proto::ListResponse>, Status> {
+        let start = Instant::now();
+        let caller = self.caller(&req);
+        let req = req.into_inner();
+        let r = async {
+            let caller = caller?;
+            let kind = parse_kind(&req.kind)?;
+            let selector = parse_selector(&req.label_selector)?;
+            let after = if req.continue_token.is_empty() {
+                String::new()
+            } else {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(&req.continue_token)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| ApiError::BadRequest("invalid continue token".into()))?
+            };
+            let cache = self.cache.kind(kind);
+            cache
+                .wait_for(self.objects.last_write(), CACHE_WAIT)
+                .await?;
+            let (items, revision, more) = cache.list(&selector, &after, req.limit as usize);
+            let continue_token = match (more, items.last()) {
+                (true, Some(last)) => {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last.name.as_bytes())
+                }
+                _ => String::new(),
+            };
+            Ok(proto::ListResponse {
+                items: items
+                    .iter()
+                    .map(|e| redact_bytes(kind, &caller, &e.json))
+                    .collect(),
+                resource_version: revision.to_string(),
+                continue_token,
+            })
+        }
+        .await;
+        self.finish("List", &req.kind, start, r)
+    }
+
+    async fn delete(
+        &self,
+        req: Request<proto::DeleteRequest>,
+    ) -> Result<Response<proto::DeleteResponse>, Status> {
+        let start = Instant::now();
+        let caller = self.caller(&req);
+        let req = req.into_inner();
+        let r = async {
+            let caller = caller?;
+            require(&caller, Role::Editor, "delete objects")?;
+            let kind = parse_kind(&req.kind)?;
+            let precondition = if req.resource_version.is_empty() {
+                None
+            } else {
+                Some(parse_resource_version(&req.resource_version)?)
+            };
+            let (stored, deleted) = self
+                .objects
+                .delete(kind, &req.name, precondition, req.dry_run)
+                .await?;
+            Ok(proto::DeleteResponse {
+                object: redact_bytes(kind, &caller, &stored.to_bytes()),
+                deleted,
+            })
+        }
+        .await;
+        self.finish("Delete", &req.kind, start, r)
+    }
+
+    async fn update_metadata(
+        &self,
+        req: Request<proto::UpdateRequest>,
+    ) -> Result<Response<proto::Object>, Status> {
+        let start = Instant::now();
+        let caller = self.caller(&req);
+        let req = req.into_inner();
+        let kind = kind_of_bytes(&req.object);
+        let r = async {
+            let caller = caller?;
+            require(&caller, Role::Editor, "update metadata")?;
+            let (stored, _gone) = self.objects.update_metadata(&req.object).await?;
+            Ok(proto::Object {
+                json: redact_bytes(parse_kind(&kind)?, &caller, &stored.to_bytes()),
+            })
+        }
+        .await;
+        self.finish("UpdateMetadata", &kind, start, r)
+    }
+
+    async fn update_status(
+        &self,
+        req: Request<proto::UpdateRequest>,
+    ) -> Result<Response<proto::Object>, Status> {
+        let start = Instant::now();
+        let caller = self.caller(&req);
+        let req = req.into_inner();
+        let kind = kind_of_bytes(&req.object);
+        let r = async {
+            let caller = caller?;
+            require(&caller, Role::Editor, "update status")?;
+            let stored = self.objects.update_status(&req.object).await?;
+            Ok(proto::Object {
+                json: stored.to_bytes(),
+            })
+        }
+        .await;
+        self.finish("UpdateStatus", &kind, start, r)
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<proto::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let start = Instant::now();
+        let caller = self.caller(&req);
+        let req = req.into_inner();
+        let r = async {
+            let caller = caller?;
+            let kind = parse_kind(&req.kind)?;
+            let selector = parse_selector(&req.label_selector)?;
+            let from = if req.resource_version.is_empty() {
+                None
+            } else {
+                Some(parse_resource_version(&req.resource_version)?)
+            };
+            let cache = self.cache.kind(kind).clone();
+            cache.wait_for(0, CACHE_WAIT).await?;
+            let sub = cache.subscribe(from)?;
+            let (tx, rx) = mpsc::channel::<Result<proto::WatchEvent, Status>>(256);
+            let metrics = self.metrics.clone();
+            let bookmarks = req.allow_bookmarks;
+            let mut stopping = self.stopping.clone();
+            tokio::spawn(async move {
+                metrics.active_watches.inc();
+                tokio::select! {
+                    _ = forward(cache, sub, selector, caller, kind, bookmarks, tx) => {}
+                    _ = stopping.wait_for(|s| *s) => {}
+                }
+                metrics.active_watches.dec();
+            });
+            let stream: WatchStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+            Ok(stream)
+        }
+        .await;
+        self.finish("Watch", &req.kind, start, r)
+    }
+
+    async fn schema(
+        &self,
+        req: Request<proto::SchemaRequest>,
+    ) -> Result<Response<proto::SchemaResponse>, Status> {
+        let start = Instant::now();
+        let caller = self.caller(&req);
+        let req = req.into_inner();
+        let r = async {
+            caller?;
+            let kind = parse_kind(&req.kind)?;
+            Ok(proto::SchemaResponse {
+                json_schema: serde_json::to_string_pretty(&phoenix_api::schema::schema_for(kind))
+                    .expect("schemas serialize"),
+            })
+        }
+        .await;
+        self.finish("Schema", &req.kind, start, r)
+    }
+}
+
+/// Sends a watcher its initial changes, then live ones, until it goes away or falls behind.
+async fn forward(
+    cache: Arc<crate::cache::KindCache>,
+    sub: crate::cache::Subscription,
+    selector: Selector,
+    caller: Caller,
+    kind: Kind,
+    bookmarks: bool,
+    tx: mpsc::Sender<Result<proto::WatchEvent, Status>>,
+) {
+    let mut last_sent = 0i64;
+    let to_event = |c: &crate::cache::Change| -> Option<proto::WatchEvent> {
+        let type_ = match c.type_ {
+            ChangeType::Added => proto::EventType::Added,
+            ChangeType::Modified => proto::EventType::Modified,
+            ChangeType::Deleted => proto::EventType::Deleted,
+            ChangeType::Bookmark => proto::EventType::Bookmark,
+            ChangeType::Reset => return None,
+        };
+        if let Some(e) = &c.entry
+            && !selector.matches(&e.labels)
+        {
+            return None;
+        }
+        Some(proto::WatchEvent {
+            r#type: type_ as i32,
+            object: c
+                .entry
+                .as_ref()
+                .map(|e| redact_bytes(kind, &caller, &e.json))
+                .unwrap_or_default(),
+            resource_version: c.revision.to_string(),
+        })
+    };
+    for c in &sub.initial {
+        if c.type_ == ChangeType::Bookmark && !bookmarks {
+            continue;
+        }
+        if let Some(ev) = to_event(c) {
+            last_sent = last_sent.max(c.revision);
+            if tx.send(Ok(ev)).await.is_err() {
+                return;
+            }
+        }
+    }
+    let mut rx = sub.rx;
+    let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            change = rx.recv() => match change {
+                Ok(c) => {
+                    if c.type_ == ChangeType::Reset {
+                        let _ = tx.send(Err(Status::out_of_range("the server relisted; list again and watch from the list's resourceVersion"))).await;
+                        return;
+                    }
+                    if c.type_ == ChangeType::Bookmark && (!bookmarks || c.revision <= last_sent) {
+                        continue;
+                    }
+                    if let Some(ev) = to_event(&c) {
+                        last_sent = last_sent.max(c.revision);
+                        if tx.send(Ok(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let _ = tx.send(Err(Status::out_of_range(format!(
+                        "the watch fell {n} changes behind; watch again from the last resourceVersion received"
+                    )))).await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = ticker.tick(), if bookmarks => {
+                if let Some(rev) = cache.bookmark_if_caught_up(&rx)
+                    && rev > last_sent
+                {
+                    last_sent = rev;
+                    let ev = proto::WatchEvent {
+                        r#type: proto::EventType::Bookmark as i32,
+                        object: Vec::new(),
+                        resource_version: rev.to_string(),
+                    };
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            _ = tx.closed() => return,
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! API semantics against a real in-process server on the embedded store, through the typed
+//! client over TLS: admission, generation, apply outcomes, finalizers, conflicts, watches,
+//! auth, and a restart.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use phoenix_api::client::{ApplyOutcome, Client, ClientConfig, ClientError, WatchEvent};
+use phoenix_api::{Kind, Object, decode};
+use phoenix_apiserver::serve::{self, Running, ServeArgs};
+
+fn args(dir: &std::path::Path) -> ServeArgs {
+    ServeArgs {
+        data_dir: Some(dir.to_path_buf()),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        etcd_endpoints: vec![],
+        tls_san: vec![],
+        event_ttl: "1h".into(),
+        no_user_config: true,
+    }
+}
+
+async fn client(running: &Running) -> Client {
+    let cfg = ClientConfig::load(&running.admin_config).unwrap();
+    Client::connect(cfg.context(None).unwrap()).await.unwrap()
+}
+
+fn guest(name: &str, cores: u32) -> Object {
+    decode::decode_str(
+        "t.yaml",
+        &format!(
+            "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Guest\nmetadata:\n  name: {name}\n  labels: {{app: web}}\nspec:\n  type: lxc\n  source: {{template: \"local:vztmpl/debian-12.tar.zst\"}}\n  cores: {cores}\n"
+        ),
+    )
+    .unwrap()
+    .remove(0)
+}
+
+fn meta(o: &Object) -> &phoenix_api::ObjectMeta {
+    o.metadata()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_get_generation_finalizers_conflicts_watch_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = serve::start(args(dir.path())).await.unwrap();
+    let c = client(&running).await;
+
+    // Create, then unchanged, then a spec change bumps generation; labels alone do not.
+    let (created, outcome) = c.apply(&guest("web", 2), false).await.unwrap();
+    assert_eq!(outcome, ApplyOutcome::Created);
+    assert_eq!(meta(&created).generation, Some(1));
+    assert!(meta(&created).uid.is_some() && meta(&created).creation_timestamp.is_some());
+    let (_, outcome) = c.apply(&guest("web", 2), false).await.unwrap();
+    assert_eq!(outcome, ApplyOutcome::Unchanged);
+    let (changed, outcome) = c.apply(&guest("web", 4), false).await.unwrap();
+    assert_eq!(outcome, ApplyOutcome::Configured);
+    assert_eq!(meta(&changed).generation, Some(2));
+    let mut relabelled = guest("web", 4);
+    relabelled
+        .metadata_mut()
+        .labels
+        .insert("tier".into(), "front".into());
+    let (relabelled, outcome) = c.apply(&relabelled, false).await.unwrap();
+    assert_eq!(outcome, ApplyOutcome::Configured);
+    assert_eq!(meta(&relabelled).generation, Some(2));
+    assert_eq!(meta(&relabelled).uid, meta(&created).uid);
+
+    // Status writes never touch spec or generation; a stale resourceVersion conflicts.
+    let Object::Guest(mut g) = relabelled.clone() else {
+        unreachable!()
+    };
+    g.status = Some(phoenix_api::kinds::GuestStatus {
+        vmid: Some(150),
+        ..Default::default()
+    });
+    g.spec.cores = Some(64);
+    let Object::Guest(after) = c.update_status(&Object::Guest(g.clone())).await.unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(after.spec.cores, Some(4));
+    assert_eq!(after.status.unwrap().vmid, Some(150));
+    assert_eq!(after.metadata.generation, Some(2));
+    let stale = c.update_status(&Object::Guest(g)).await.unwrap_err();
+    assert!(matches!(stale, ClientError::Conflict(_)), "{stale}");
+    // Apply keeps status.
+    let (again, _) = c.apply(&guest("web", 4), false).await.unwrap();
+    let Object::Guest(again) = again else {
+        unreachable!()
+    };
+    assert_eq!(again.status.unwrap().vmid, Some(150));
+
+    // Admission rejects with every error and stores nothing.
+    let bad = decode::decode_json(
+        "x",
+        br#"{"apiVersion":"phoenix.thinkheads.ai/v1alpha1","kind":"Guest","metadata":{"name":"bad"},"spec":{"type":"lxc","cores":0,"source":{"template":"nope"}}}"#,
+    )
+    .unwrap();
+    let err = c.apply(&bad, false).await.unwrap_err();
+    let ClientError::Invalid(msg) = err else {
+        panic!("{err}")
+    };
+    assert!(msg.contains("spec.cores: 0 is out of range"), "{msg}");
+    assert!(
+        msg.contains("spec.source.template: \"nope\" is not a volume id"),
+        "{msg}"
+    );
+    assert!(matches!(
+        c.get(Kind::Guest, "bad").await,
+        Err(ClientError::NotFound(_))
+    ));
+
+    // A watch from a revision sees exactly the later changes.
+    let list = c.list(Kind::Guest, "app=web", 0, "").await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let mut watch = Box::pin(
+        c.watch(Kind::Guest, "", &list.resource_version)
+            .await
+            .unwrap(),
+    );
+    c.apply(&guest("db", 1), false).await.unwrap();
+
+    // Delete with a finalizer: marked, waits; removing the finalizer deletes it.
+    let mut with_fin = guest("fin", 1);
+    with_fin.metadata_mut().finalizers = vec!["example.com/cleanup".into()];
+    c.apply(&with_fin, false).await.unwrap();
+    let (marked, gone) = c.delete(Kind::Guest, "fin", None, false).await.unwrap();
+    assert!(!gone);
+    assert!(meta(&marked).deletion_timestamp.is_some());
+    let err = c.apply(&with_fin, false).await.unwrap_err();
+    assert!(matches!(err, ClientError::Conflict(_)), "{err}");
+    let mut cleared = marked.clone();
+    cleared.metadata_mut().finalizers.clear();
+    c.update_metadata(&cleared).await.unwrap();
+    assert!(matches!(
+        c.get(Kind::Guest, "fin").await,
+        Err(ClientError::NotFound(_))
+    ));
+
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("watch event in time")
+            .unwrap()
+            .unwrap();
+        match ev {
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Added(o) => seen.push(format!("added {}", o.name())),
+            WatchEvent::Modified(o) => seen.push(format!("modified {}", o.name())),
+            WatchEvent::Deleted(o) => seen.push(format!("deleted {}", o.name())),
+        }
+    }
+    assert_eq!(
+        seen,
+        ["added db", "added fin", "modified fin", "deleted fin"]
+    );
+
+    // Delete with a stale precondition conflicts.
+    let db = c.get(Kind::Guest, "db").await.unwrap();
+    c.apply(&guest("db", 2), false).await.unwrap();
+    let err = c
+        .delete(
+            Kind::Guest,
+            "db",
+            meta(&db).resource_version.as_deref(),
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Conflict(_)), "{err}");
+
+    // A restart keeps every object and resumes watches from a resourceVersion.
+    let rv = c
+        .list(Kind::Guest, "", 0, "")
+        .await
+        .unwrap()
+        .resource_version;
+    running.stop().await;
+    let running = serve::start(args(dir.path())).await.unwrap();
+    let c = client(&running).await;
+    let names: Vec<String> = c
+        .list_all(Kind::Guest, "")
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| o.name().to_string())
+        .collect();
+    assert_eq!(names, ["db", "web"]);
+    let mut watch = Box::pin(c.watch(Kind::Guest, "", &rv).await.unwrap());
+    c.delete(Kind::Guest, "db", None, false).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            WatchEvent::Bookmark(_) => continue,
+            WatchEvent::Deleted(o) => {
+                assert_eq!(o.name(), "db");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_references_cascade() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = serve::start(args(dir.path())).await.unwrap();
+    let c = client(&running).await;
+    let (owner, _) = c.apply(&guest("owner", 1), false).await.unwrap();
+    let mut dep = guest("dependent", 1);
+    dep.metadata_mut().owner_references = vec![phoenix_api::OwnerReference {
+        api_version: phoenix_api::API_VERSION.into(),
+        kind: "Guest".into(),
+        name: "owner".into(),
+        uid: meta(&owner).uid.clone().unwrap(),
+        controller: false,
+    }];
+    c.apply(&dep, false).await.unwrap();
+    c.delete(Kind::Guest, "owner", None, false).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match c.get(Kind::Guest, "dependent").await {
+            Err(ClientError::NotFound(_)) => break,
+            Ok(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => panic!("dependent not collected: {other:?}"),
+        }
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_roles_and_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = serve::start(args(dir.path())).await.unwrap();
+    let admin = ClientConfig::load(&running.admin_config).unwrap();
+    let ctx = admin.context(None).unwrap().clone();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&running.admin_config)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // No token.
+    let anon = Client::connect(&phoenix_api::client::Context {
+        token: String::new(),
+        ..ctx.clone()
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        anon.list(Kind::Guest, "", 0, "").await,
+        Err(ClientError::Unauthenticated(_))
+    ));
+    // Viewer reads, cannot write.
+    let tokens = phoenix_apiserver::auth::Tokens::new(dir.path());
+    let viewer_token = tokens
+        .create("ci-viewer", phoenix_apiserver::auth::Role::Viewer)
+        .unwrap();
+    let viewer = Client::connect(&phoenix_api::client::Context {
+        token: viewer_token,
+        ..ctx.clone()
+    })
+    .await
+    .unwrap();
+    assert!(viewer.list(Kind::Guest, "", 0, "").await.is_ok());
+    assert!(matches!(
+        viewer.apply(&guest("x", 1), false).await,
+        Err(ClientError::Forbidden(_))
+    ));
+    // Editor writes Secrets but cannot read their data; admin can.
+    let editor_token = tokens
+        .create("ci-editor", phoenix_apiserver::auth::Role::Editor)
+        .unwrap();
+    let editor = Client::connect(&phoenix_api::client::Context {
+        token: editor_token,
+        ..ctx.clone()
+    })
+    .await
+    .unwrap();
+    let secret = decode::decode_str(
+        "s.yaml",
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata: {name: s}\nstringData: {password: hunter2}\n",
+    )
+    .unwrap()
+    .remove(0);
+    let secret = phoenix_api::admit(secret).unwrap();
+    let (applied, _) = editor.apply(&secret, false).await.unwrap();
+    let Object::Secret(s) = applied else {
+        unreachable!()
+    };
+    assert!(s.data.is_empty(), "an editor gets no secret data back");
+    let Object::Secret(s) = editor.get(Kind::Secret, "s").await.unwrap() else {
+        unreachable!()
+    };
+    assert!(s.data.is_empty());
+    let admin_client = Client::connect(&ctx).await.unwrap();
+    let Object::Secret(s) = admin_client.get(Kind::Secret, "s").await.unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(
+        s.data.get("password").map(String::as_str),
+        Some("aHVudGVyMg==")
+    );
+    // A client that trusts another CA fails the TLS handshake.
+    let other = tempfile::tempdir().unwrap();
+    let other_pki = phoenix_apiserver::pki::load_or_create(other.path(), &[]).unwrap();
+    let err = Client::connect(&phoenix_api::client::Context {
+        certificate_authority_data: Some(other_pki.ca_pem),
+        ..ctx.clone()
+    })
+    .await
+    .and(Ok(()));
+    let err = match err {
+        Err(e) => e.to_string(),
+        Ok(()) => {
+            let c = Client::connect(&phoenix_api::client::Context {
+                certificate_authority_data: Some(
+                    phoenix_apiserver::pki::load_or_create(other.path(), &[])
+                        .unwrap()
+                        .ca_pem,
+                ),
+                ..ctx.clone()
+            })
+            .await
+            .unwrap();
+            c.list(Kind::Guest, "", 0, "")
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("invalid peer"),
+        "{err}"
+    );
+    running.stop().await;
+}
