@@ -58,6 +58,14 @@ pub struct Stored {
 }
 
 impl Stored {
+    /// `value` written at `revision` (its resourceVersion is set to it).
+    pub fn at(value: Value, revision: i64) -> Stored {
+        Stored {
+            value: with_resource_version(value, revision),
+            revision,
+        }
+    }
+
     /// JSON bytes for the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&self.value).expect("JSON values serialize")
@@ -195,10 +203,7 @@ impl Objects {
                 kind,
                 name: name.into(),
             })?;
-        Ok(Stored {
-            value: with_resource_version(Self::parse_kv(&kv)?, kv.mod_revision),
-            revision: kv.mod_revision,
-        })
+        Ok(Stored::at(Self::parse_kv(&kv)?, kv.mod_revision))
     }
 
     /// Creates or updates the object in `bytes` (see the protocol's Apply).
@@ -247,13 +252,7 @@ impl Objects {
                     {
                         Ok(rev) => {
                             self.wrote(rev);
-                            return Ok((
-                                Stored {
-                                    value: with_resource_version(value, rev),
-                                    revision: rev,
-                                },
-                                ApplyOutcome::Created,
-                            ));
+                            return Ok((Stored::at(value, rev), ApplyOutcome::Created));
                         }
                         Err(StoreError::AlreadyExists { .. }) => continue,
                         Err(e) => return Err(e.into()),
@@ -293,22 +292,10 @@ impl Objects {
                         m.insert("generation".into(), json!(generation + 1));
                     }
                     if value == existing {
-                        return Ok((
-                            Stored {
-                                value: with_resource_version(value, kv.mod_revision),
-                                revision: kv.mod_revision,
-                            },
-                            ApplyOutcome::Unchanged,
-                        ));
+                        return Ok((Stored::at(value, kv.mod_revision), ApplyOutcome::Unchanged));
                     }
                     if dry_run {
-                        return Ok((
-                            Stored {
-                                value: with_resource_version(value, kv.mod_revision),
-                                revision: kv.mod_revision,
-                            },
-                            ApplyOutcome::Configured,
-                        ));
+                        return Ok((Stored::at(value, kv.mod_revision), ApplyOutcome::Configured));
                     }
                     let bytes = serde_json::to_vec(&value).expect("JSON values serialize");
                     match self
@@ -317,13 +304,7 @@ impl Objects {
                     {
                         Ok(rev) => {
                             self.wrote(rev);
-                            return Ok((
-                                Stored {
-                                    value: with_resource_version(value, rev),
-                                    revision: rev,
-                                },
-                                ApplyOutcome::Configured,
-                            ));
+                            return Ok((Stored::at(value, rev), ApplyOutcome::Configured));
                         }
                         Err(StoreError::Conflict { .. }) => continue,
                         Err(e) => return Err(e.into()),
@@ -378,13 +359,7 @@ impl Objects {
             let k = key(kind, name);
             if has_finalizers(&value) {
                 if meta(&value).contains_key("deletionTimestamp") || dry_run {
-                    return Ok((
-                        Stored {
-                            value: with_resource_version(value, kv.mod_revision),
-                            revision: kv.mod_revision,
-                        },
-                        false,
-                    ));
+                    return Ok((Stored::at(value, kv.mod_revision), false));
                 }
                 meta_mut(&mut value).insert("deletionTimestamp".into(), json!(now()));
                 let bytes = serde_json::to_vec(&value).expect("JSON values serialize");
@@ -394,13 +369,7 @@ impl Objects {
                 {
                     Ok(rev) => {
                         self.wrote(rev);
-                        return Ok((
-                            Stored {
-                                value: with_resource_version(value, rev),
-                                revision: rev,
-                            },
-                            false,
-                        ));
+                        return Ok((Stored::at(value, rev), false));
                     }
                     Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
                     Err(StoreError::Conflict { current }) => {
@@ -415,13 +384,7 @@ impl Objects {
                 }
             }
             if dry_run {
-                return Ok((
-                    Stored {
-                        value: with_resource_version(value, kv.mod_revision),
-                        revision: kv.mod_revision,
-                    },
-                    true,
-                ));
+                return Ok((Stored::at(value, kv.mod_revision), true));
             }
             match self
                 .timed("delete", self.store.delete(&k, Some(kv.mod_revision)))
@@ -495,10 +458,7 @@ impl Objects {
         {
             Ok(rev) => {
                 self.wrote(rev);
-                Ok(Stored {
-                    value: with_resource_version(value, rev),
-                    revision: rev,
-                })
+                Ok(Stored::at(value, rev))
             }
             Err(StoreError::Conflict { current }) => {
                 Err(Self::conflict(kind, name, rv, current.as_deref()))
@@ -523,10 +483,7 @@ impl Objects {
             None => obj.remove("status"),
         };
         if value == existing {
-            return Ok(Stored {
-                value: with_resource_version(value, kv.mod_revision),
-                revision: kv.mod_revision,
-            });
+            return Ok(Stored::at(value, kv.mod_revision));
         }
         self.write_update(kind, object.name(), value, rv).await
     }
@@ -571,13 +528,7 @@ impl Objects {
             .map_err(|e| ApiError::Invalid(e.to_string()))?;
         phoenix_api::validation::validate(&check).map_err(|e| ApiError::Invalid(e.to_string()))?;
         if value == existing {
-            return Ok((
-                Stored {
-                    value: with_resource_version(value, kv.mod_revision),
-                    revision: kv.mod_revision,
-                },
-                false,
-            ));
+            return Ok((Stored::at(value, kv.mod_revision), false));
         }
         if deleting && !has_finalizers(&value) {
             return match self
@@ -586,13 +537,7 @@ impl Objects {
             {
                 Ok(rev) => {
                     self.wrote(rev);
-                    Ok((
-                        Stored {
-                            value: with_resource_version(value, rev),
-                            revision: rev,
-                        },
-                        true,
-                    ))
+                    Ok((Stored::at(value, rev), true))
                 }
                 Err(StoreError::Conflict { current }) => {
                     Err(Self::conflict(kind, &name, rv, current.as_deref()))
