@@ -250,7 +250,8 @@ fn write_admin_config(
             let name = if tokens.is_empty()? {
                 "admin".to_string()
             } else {
-                format!("admin-{}", jiff::Timestamp::now().as_second())
+                // Unique even across restarts within one second.
+                format!("admin-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
             };
             tokens.create(&name, Role::Admin)?
         }

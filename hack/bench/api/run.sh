@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# API server benchmark: batch apply of 10 000 Guests with phoenixctl into `phoenix serve` on
+# the embedded store and on etcd (next to raw etcd-client puts of the same JSON), watch
+# fan-out latency (100 watchers, 2 000 objects/s), and footprint (RSS, cold start,
+# `phoenixctl get guests` of 10 000). One run, ~2-3 minutes, starts its own etcd and servers.
+# Needs etcd (Debian's etcd-server) and protoc. Extra arguments go to the benchmark, e.g.
+#   hack/bench/api/run.sh --objects 10000 --watchers 100 --rate 2000 --watch-secs 5 --reps 3
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+cargo build --release --quiet -p phoenix-apiserver -p phoenixctl -p phoenix-e2e --bin phoenix \
+  --bin phoenixctl --bin api-bench
+export PHOENIX_BIN="$CARGO_TARGET_DIR/release/phoenix"
+export PHOENIXCTL_BIN="$CARGO_TARGET_DIR/release/phoenixctl"
+
+# The benchmark runs in its own process group (with the servers, phoenixctl and etcd it
+# starts), which is killed on exit, failure or interrupt, so that nothing is left running.
+setsid "$CARGO_TARGET_DIR/release/api-bench" "$@" &
+bench=$!
+cleanup() { kill -KILL -- "-$bench" 2>/dev/null || true; }
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
+wait "$bench"
