@@ -129,6 +129,14 @@ fn decode_bytes(bytes: &[u8]) -> Result<Object, ApiError> {
     decode::decode_json("request", bytes).map_err(|e| ApiError::Invalid(e.to_string()))
 }
 
+/// Result of a compare-and-swap write.
+enum Cas {
+    /// Written at this revision.
+    Done(i64),
+    /// The object changed since it was read (now `current`, `None` if gone).
+    Lost(Option<Box<KeyValue>>),
+}
+
 /// The object operations. Cheap to share.
 #[derive(Clone)]
 pub struct Objects {
@@ -176,6 +184,46 @@ impl Objects {
         let r = f.await;
         self.metrics.observe_store(op, start.elapsed());
         r
+    }
+
+    /// Replaces the object with `value` if it is still at `revision`.
+    async fn cas_update(
+        &self,
+        kind: Kind,
+        name: &str,
+        value: &Value,
+        revision: i64,
+    ) -> Result<Cas, ApiError> {
+        let bytes = serde_json::to_vec(value).expect("JSON values serialize");
+        let r = self
+            .timed(
+                "update",
+                self.store.update(&key(kind, name), bytes, revision),
+            )
+            .await;
+        self.cas_outcome(r)
+    }
+
+    /// Deletes the object if it is still at `revision`.
+    async fn cas_delete(&self, kind: Kind, name: &str, revision: i64) -> Result<Cas, ApiError> {
+        let r = self
+            .timed(
+                "delete",
+                self.store.delete(&key(kind, name), Some(revision)),
+            )
+            .await;
+        self.cas_outcome(r)
+    }
+
+    fn cas_outcome(&self, r: Result<i64, StoreError>) -> Result<Cas, ApiError> {
+        match r {
+            Ok(rev) => {
+                self.wrote(rev);
+                Ok(Cas::Done(rev))
+            }
+            Err(StoreError::Conflict { current }) => Ok(Cas::Lost(current)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn get_kv(&self, kind: Kind, name: &str) -> Result<Option<KeyValue>, ApiError> {
@@ -297,17 +345,14 @@ impl Objects {
                     if dry_run {
                         return Ok((Stored::at(value, kv.mod_revision), ApplyOutcome::Configured));
                     }
-                    let bytes = serde_json::to_vec(&value).expect("JSON values serialize");
                     match self
-                        .timed("update", self.store.update(&k, bytes, kv.mod_revision))
-                        .await
+                        .cas_update(kind, &name, &value, kv.mod_revision)
+                        .await?
                     {
-                        Ok(rev) => {
-                            self.wrote(rev);
+                        Cas::Done(rev) => {
                             return Ok((Stored::at(value, rev), ApplyOutcome::Configured));
                         }
-                        Err(StoreError::Conflict { .. }) => continue,
-                        Err(e) => return Err(e.into()),
+                        Cas::Lost(_) => continue,
                     }
                 }
             }
@@ -356,42 +401,24 @@ impl Objects {
                 return Err(Self::conflict(kind, name, expected, Some(&kv)));
             }
             let mut value = Self::parse_kv(&kv)?;
-            let k = key(kind, name);
-            if has_finalizers(&value) {
+            let marking = has_finalizers(&value);
+            if marking {
                 if meta(&value).contains_key("deletionTimestamp") || dry_run {
                     return Ok((Stored::at(value, kv.mod_revision), false));
                 }
                 meta_mut(&mut value).insert("deletionTimestamp".into(), json!(now()));
-                let bytes = serde_json::to_vec(&value).expect("JSON values serialize");
-                match self
-                    .timed("update", self.store.update(&k, bytes, kv.mod_revision))
-                    .await
-                {
-                    Ok(rev) => {
-                        self.wrote(rev);
-                        return Ok((Stored::at(value, rev), false));
-                    }
-                    Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
-                    Err(StoreError::Conflict { current }) => {
-                        return Err(Self::conflict(
-                            kind,
-                            name,
-                            kv.mod_revision,
-                            current.as_deref(),
-                        ));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if dry_run {
+            } else if dry_run {
                 return Ok((Stored::at(value, kv.mod_revision), true));
             }
-            match self
-                .timed("delete", self.store.delete(&k, Some(kv.mod_revision)))
-                .await
-            {
-                Ok(rev) => {
-                    self.wrote(rev);
+            let written = if marking {
+                self.cas_update(kind, name, &value, kv.mod_revision).await?
+            } else {
+                self.cas_delete(kind, name, kv.mod_revision).await?
+            };
+            match written {
+                Cas::Done(rev) if marking => return Ok((Stored::at(value, rev), false)),
+                // The last state, with the deletion's revision.
+                Cas::Done(rev) => {
                     return Ok((
                         Stored {
                             value: with_resource_version(value, kv.mod_revision),
@@ -400,8 +427,9 @@ impl Objects {
                         true,
                     ));
                 }
-                Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
-                Err(StoreError::Conflict { current }) => {
+                // Without a precondition, retry against the new state.
+                Cas::Lost(_) if precondition.is_none() => continue,
+                Cas::Lost(current) => {
                     return Err(Self::conflict(
                         kind,
                         name,
@@ -409,7 +437,6 @@ impl Objects {
                         current.as_deref(),
                     ));
                 }
-                Err(e) => return Err(e.into()),
             }
         }
         Err(ApiError::Unavailable(format!(
@@ -451,19 +478,9 @@ impl Objects {
         value: Value,
         rv: i64,
     ) -> Result<Stored, ApiError> {
-        let bytes = serde_json::to_vec(&value).expect("JSON values serialize");
-        match self
-            .timed("update", self.store.update(&key(kind, name), bytes, rv))
-            .await
-        {
-            Ok(rev) => {
-                self.wrote(rev);
-                Ok(Stored::at(value, rev))
-            }
-            Err(StoreError::Conflict { current }) => {
-                Err(Self::conflict(kind, name, rv, current.as_deref()))
-            }
-            Err(e) => Err(e.into()),
+        match self.cas_update(kind, name, &value, rv).await? {
+            Cas::Done(rev) => Ok(Stored::at(value, rev)),
+            Cas::Lost(current) => Err(Self::conflict(kind, name, rv, current.as_deref())),
         }
     }
 
@@ -531,18 +548,9 @@ impl Objects {
             return Ok((Stored::at(value, kv.mod_revision), false));
         }
         if deleting && !has_finalizers(&value) {
-            return match self
-                .timed("delete", self.store.delete(&key(kind, &name), Some(rv)))
-                .await
-            {
-                Ok(rev) => {
-                    self.wrote(rev);
-                    Ok((Stored::at(value, rev), true))
-                }
-                Err(StoreError::Conflict { current }) => {
-                    Err(Self::conflict(kind, &name, rv, current.as_deref()))
-                }
-                Err(e) => Err(e.into()),
+            return match self.cas_delete(kind, &name, rv).await? {
+                Cas::Done(rev) => Ok((Stored::at(value, rev), true)),
+                Cas::Lost(current) => Err(Self::conflict(kind, &name, rv, current.as_deref())),
             };
         }
         Ok((self.write_update(kind, &name, value, rv).await?, false))

@@ -70,13 +70,18 @@ pub enum Backend {
 #[derive(Debug)]
 pub struct Server {
     child: Option<Child>,
-    // Dropped after the child is stopped (see Drop).
-    etcd: Option<EtcdCluster>,
+    // Only held, so that an etcd this harness started lives as long as the server; dropped
+    // after the child is stopped (see Drop).
+    _etcd: Option<EtcdCluster>,
+    /// `--etcd-endpoints` (from `etcd`, or an etcd the caller runs).
+    etcd_endpoints: Option<String>,
     dir: TempDir,
     /// The admin client configuration the server wrote.
     pub config: ClientConfig,
     /// The metrics/healthz address, `127.0.0.1:PORT`.
     pub http_addr: String,
+    /// How long the last start took, from spawn to answering a List.
+    pub started_in: Duration,
     starts: u32,
 }
 
@@ -131,13 +136,24 @@ impl Server {
                     .unwrap_or_else(|e| panic!("starting etcd: {e}")),
             ),
         };
+        let endpoints = etcd.as_ref().map(|e| e.endpoints().join(","));
+        Self::start_with(etcd, endpoints).await
+    }
+
+    /// Starts a server on a new data directory, on an etcd the caller runs.
+    pub async fn start_on_etcd(endpoints: String) -> Server {
+        Self::start_with(None, Some(endpoints)).await
+    }
+
+    async fn start_with(etcd: Option<EtcdCluster>, etcd_endpoints: Option<String>) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("phoenix-e2e-")
             .tempdir()
             .expect("temp dir");
         let mut s = Server {
             child: None,
-            etcd,
+            _etcd: etcd,
+            etcd_endpoints,
             dir,
             config: ClientConfig::single(Context {
                 name: "none".into(),
@@ -146,6 +162,7 @@ impl Server {
                 token: String::new(),
             }),
             http_addr: String::new(),
+            started_in: Duration::ZERO,
             starts: 0,
         };
         s.spawn().await;
@@ -173,11 +190,14 @@ impl Server {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Spawns `phoenix serve` and waits until it answers a List. On every start the server
+    /// rewrites admin.yaml (same admin token, new port) and then http.addr, so a fresh
+    /// http.addr marks this start's admin.yaml.
     async fn spawn(&mut self) {
         self.starts += 1;
         let admin = self.config_path();
-        let _ = std::fs::remove_file(&admin);
-        let _ = std::fs::remove_file(self.dir.path().join("http.addr"));
+        let http_file = self.dir.path().join("http.addr");
+        let _ = std::fs::remove_file(&http_file);
         let home = self.dir.path().join("home");
         std::fs::create_dir_all(&home).expect("home dir");
         let log = std::fs::File::create(self.log_path()).expect("log file");
@@ -188,14 +208,15 @@ impl Server {
             .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .env("HOME", &home)
             .env_remove("PHOENIXCONFIG")
+            .env_remove("PHOENIX_DATA_DIR")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);
-        if let Some(etcd) = &self.etcd {
-            cmd.arg("--etcd-endpoints").arg(etcd.endpoints().join(","));
+        if let Some(endpoints) = &self.etcd_endpoints {
+            cmd.arg("--etcd-endpoints").arg(endpoints);
         }
-        self.child = Some(cmd.spawn().expect("spawning phoenix serve"));
         let start = Instant::now();
+        self.child = Some(cmd.spawn().expect("spawning phoenix serve"));
         loop {
             if let Some(status) = self
                 .child
@@ -209,38 +230,28 @@ impl Server {
                 "phoenix serve not ready after {READY_TIMEOUT:?}; log:\n{}",
                 self.log_tail()
             );
-            if let Ok(cfg) = ClientConfig::load(&admin)
+            if http_file.exists()
+                && let Ok(cfg) = ClientConfig::load(&admin)
                 && let Ok(ctx) = cfg.context(None)
                 && let Ok(c) = Client::connect(ctx).await
                 && c.list(Kind::Guest, "", 1, "").await.is_ok()
             {
+                self.started_in = start.elapsed();
                 self.config = cfg;
-                break;
+                // Written before the server began serving, so complete by now.
+                self.http_addr = std::fs::read_to_string(&http_file)
+                    .expect("http.addr")
+                    .trim()
+                    .to_string();
+                return;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // The HTTP address: http.addr, else the log line.
-        loop {
-            if let Ok(a) = std::fs::read_to_string(self.dir.path().join("http.addr")) {
-                self.http_addr = a.trim().to_string();
-                break;
-            }
-            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-            if let Some(a) = log
-                .lines()
-                .find_map(|l| l.split("http on ").nth(1))
-                .and_then(|a| a.split_whitespace().next())
-            {
-                self.http_addr = a.trim_matches('"').to_string();
-                break;
-            }
-            assert!(
-                start.elapsed() < READY_TIMEOUT,
-                "no http.addr nor `http on` log line; log:\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Stops the server: SIGTERM, then SIGKILL after 10 s. Returns whether it exited on

@@ -8,18 +8,16 @@
 //! Order: the embedded-store server first (apply, listing, RSS, restart, watch fan-out)
 //! while no etcd runs, then a fresh etcd: raw puts, the server on etcd, raw puts again.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use phoenix_api::client::{Client, ClientConfig, WatchEvent};
+use phoenix_api::client::WatchEvent;
 use phoenix_api::{Kind, Object};
-use phoenix_e2e::{phoenix_bin, phoenixctl_bin};
+use phoenix_e2e::{Backend, Server};
 use phoenix_store::testing::EtcdCluster;
 
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const SEQ_ANNOTATION: &str = "bench.phoenix/seq";
 /// In flight for the raw etcd baseline: the server's ApplyBatch concurrency.
 const RAW_CONCURRENCY: usize = 64;
@@ -34,168 +32,44 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// A `phoenix serve` child; stopped (SIGTERM, then SIGKILL) when dropped, also on panic.
-struct ServerProc {
-    child: Option<Child>,
-    dir: PathBuf,
-    etcd: Option<String>,
-    config: Option<ClientConfig>,
-    starts: u32,
+/// `phoenixctl --config DATA/admin.yaml ARGS`: wall time and stdout; panics on failure.
+fn timed_ctl(server: &Server, args: &[&str]) -> (Duration, String) {
+    let began = Instant::now();
+    let out = server
+        .ctl_command()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running phoenixctl");
+    let took = began.elapsed();
+    assert!(
+        out.status.success(),
+        "phoenixctl {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (took, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-impl ServerProc {
-    fn new(dir: &Path, etcd: Option<String>) -> Self {
-        ServerProc {
-            child: None,
-            dir: dir.to_path_buf(),
-            etcd,
-            config: None,
-            starts: 0,
-        }
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.join(format!("server-{}.log", self.starts))
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[..lines.len().min(12)].join("\n")
-    }
-
-    fn admin(&self) -> PathBuf {
-        self.dir.join("admin.yaml")
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// Spawns the server and waits until admin.yaml exists and a List answers; returns the
-    /// time from spawn to that point.
-    async fn start(&mut self) -> Duration {
-        self.starts += 1;
-        // admin.yaml is kept (removing it makes the server mint a new admin token, and two
-        // within one second collide); a restart is ready once it names the new port.
-        let previous = self
-            .config
-            .as_ref()
-            .and_then(|c| c.context(None).ok().map(|x| x.server.clone()));
-        let home = self.dir.join("home");
-        std::fs::create_dir_all(&home).expect("home dir");
-        let log = std::fs::File::create(self.log_path()).expect("log file");
-        let mut cmd = Command::new(phoenix_bin());
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
-            .arg("--no-user-config")
-            .env("HOME", &home)
-            .env_remove("PHOENIXCONFIG")
-            .env_remove("PHOENIX_DATA_DIR")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log);
-        if let Some(e) = &self.etcd {
-            cmd.arg("--etcd-endpoints").arg(e);
-        }
-        let began = Instant::now();
-        self.child = Some(cmd.spawn().expect("spawning phoenix serve"));
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("phoenix serve exited ({status}); log:\n{}", self.log_tail());
-            }
-            assert!(
-                began.elapsed() < READY_TIMEOUT,
-                "phoenix serve not ready after {READY_TIMEOUT:?}; log:\n{}",
-                self.log_tail()
-            );
-            if let Ok(cfg) = ClientConfig::load(&self.admin())
-                && let Ok(ctx) = cfg.context(None)
-                && previous.as_deref() != Some(ctx.server.as_str())
-                && let Ok(c) = Client::connect(ctx).await
-                && c.list(Kind::Guest, "", 1, "").await.is_ok()
-            {
-                let took = began.elapsed();
-                self.config = Some(cfg);
-                return took;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    async fn client(&self) -> Client {
-        let cfg = self.config.as_ref().expect("started");
-        Client::connect(cfg.context(None).expect("admin context"))
-            .await
-            .expect("connecting")
-    }
-
-    /// `phoenixctl --config DIR/admin.yaml ARGS`: wall time and stdout; panics on failure.
-    fn ctl(&self, args: &[&str]) -> (Duration, String) {
-        let began = Instant::now();
-        let out = Command::new(phoenixctl_bin())
-            .arg("--config")
-            .arg(self.admin())
-            .args(args)
-            .env("HOME", self.dir.join("home"))
-            .env_remove("PHOENIXCONFIG")
-            .stdin(Stdio::null())
-            .output()
-            .expect("running phoenixctl");
-        let took = began.elapsed();
-        assert!(
-            out.status.success(),
-            "phoenixctl {args:?} failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (took, String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// (VmRSS, VmHWM) in MiB.
-    fn rss_mib(&self) -> (f64, f64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-                .map_or(f64::NAN, |kb| kb / 1024.0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let began = Instant::now();
-        while began.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+/// (VmRSS, VmHWM) of the server in MiB.
+fn rss_mib(server: &Server) -> (f64, f64) {
+    let pid = server.pid().expect("the server runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// Restarts the server on its data directory; returns the time to answering a List.
+async fn cold_start(server: &mut Server) -> Duration {
+    server.restart().await;
+    server.started_in
 }
 
 fn guest_yaml(name: &str) -> String {
@@ -283,7 +157,7 @@ struct WatchResult {
 /// `watchers` typed-client watches while `rate` objects/s are applied for `secs`, in batches
 /// of `rate / 100` every 10 ms. Latency = receive time - the time the write call returned.
 async fn watch_fanout(
-    server: &ServerProc,
+    server: &Server,
     watchers: usize,
     rate: usize,
     secs: f64,
@@ -388,26 +262,15 @@ async fn watch_fanout(
     }
 }
 
+/// The machine, the build and the time of the run.
 fn machine_note() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let etcd = phoenix_store::testing::etcd_binary()
-        .ok()
-        .and_then(|b| Command::new(b).arg("--version").output().ok())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.lines().next().map(str::to_string))
-        .unwrap_or_default();
     let date = jiff::Timestamp::now()
         .strftime("%Y-%m-%d %H:%M UTC")
         .to_string();
-    format!("{cores} vCPUs ({cpu}), release build, {etcd}, {date}")
+    format!(
+        "{}, release build, {date}",
+        phoenix_store::testing::machine_note()
+    )
 }
 
 fn met(ok: bool) -> &'static str {
@@ -454,25 +317,23 @@ async fn main() {
     );
 
     // ---- Embedded store ----
-    let emb_dir = work.path().join("embedded");
-    std::fs::create_dir_all(&emb_dir).expect("dir");
-    let mut emb = ServerProc::new(&emb_dir, None);
-    let first_start = emb.start().await;
-    let (rss_idle, _) = emb.rss_mib();
+    let mut emb = Server::start(Backend::Embedded).await;
+    let first_start = emb.started_in;
+    let (rss_idle, _) = rss_mib(&emb);
     eprintln!("api-bench: embedded server up in {first_start:?}, applying {n} Guests");
 
-    let (client_only, _) = emb.ctl(&["apply", "-f", &file_s, "--dry-run=client"]);
-    let (emb_apply, out) = emb.ctl(&["apply", "-f", &file_s]);
+    let (client_only, _) = timed_ctl(&emb, &["apply", "-f", &file_s, "--dry-run=client"]);
+    let (emb_apply, out) = timed_ctl(&emb, &["apply", "-f", &file_s]);
     assert!(out.lines().count() >= 1, "apply printed nothing");
     let emb_rate = n as f64 / emb_apply.as_secs_f64();
-    let (rss_after_apply, hwm_after_apply) = emb.rss_mib();
+    let (rss_after_apply, hwm_after_apply) = rss_mib(&emb);
     eprintln!("api-bench: embedded apply {emb_apply:?} ({emb_rate:.0}/s)");
 
     // Listing 10k: phoenixctl get vs the typed client in-process.
     let mut ctl_get = Vec::new();
     let mut typed_list = Vec::new();
     for _ in 0..reps {
-        let (t, out) = emb.ctl(&["get", "guests"]);
+        let (t, out) = timed_ctl(&emb, &["get", "guests"]);
         let rows = out.lines().count();
         assert!(rows >= n, "phoenixctl get guests printed {rows} lines");
         ctl_get.push(t);
@@ -484,26 +345,21 @@ async fn main() {
     }
     let ctl_get = median(ctl_get);
     let typed_list = median(typed_list);
-    let (rss_after_list, hwm_after_list) = emb.rss_mib();
+    let (rss_after_list, hwm_after_list) = rss_mib(&emb);
     eprintln!("api-bench: phoenixctl get {ctl_get:?}, typed list {typed_list:?}");
 
     // Cold start on the data dir holding n objects.
     let mut cold = Vec::new();
     for _ in 0..reps {
-        emb.stop();
-        cold.push(emb.start().await);
+        cold.push(cold_start(&mut emb).await);
     }
     let cold = median(cold);
-    let (rss_cold, _) = emb.rss_mib();
+    let (rss_cold, _) = rss_mib(&emb);
     // Cold start of an empty data dir, as a baseline.
-    let empty_dir = work.path().join("empty");
-    std::fs::create_dir_all(&empty_dir).expect("dir");
-    let mut empty = ServerProc::new(&empty_dir, None);
-    empty.start().await;
+    let mut empty = Server::start(Backend::Embedded).await;
     let mut cold_empty = Vec::new();
     for _ in 0..reps {
-        empty.stop();
-        cold_empty.push(empty.start().await);
+        cold_empty.push(cold_start(&mut empty).await);
     }
     drop(empty);
     let cold_empty = median(cold_empty);
@@ -514,7 +370,7 @@ async fn main() {
     let w1 = watch_fanout(&emb, 1, rate, watch_secs, "wone").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let wn = watch_fanout(&emb, watchers, rate, watch_secs, "wmany").await;
-    let (rss_after_watch, hwm_after_watch) = emb.rss_mib();
+    let (rss_after_watch, hwm_after_watch) = rss_mib(&emb);
     drop(emb);
 
     // ---- etcd ----
@@ -525,15 +381,12 @@ async fn main() {
         .expect("connecting to etcd");
     let raw1 = raw_puts(&raw, "/bench-raw-1", &values).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let etcd_dir = work.path().join("etcd");
-    std::fs::create_dir_all(&etcd_dir).expect("dir");
-    let mut es = ServerProc::new(&etcd_dir, Some(etcd.endpoints().join(",")));
-    es.start().await;
-    let (etcd_apply, _) = es.ctl(&["apply", "-f", &file_s]);
-    let (rss_etcd, _) = es.rss_mib();
+    let es = Server::start_on_etcd(etcd.endpoints().join(",")).await;
+    let (etcd_apply, _) = timed_ctl(&es, &["apply", "-f", &file_s]);
+    let (rss_etcd, _) = rss_mib(&es);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let raw2 = raw_puts(&raw, "/bench-raw-2", &values).await;
-    let (etcd_get, _) = es.ctl(&["get", "guests"]);
+    let (etcd_get, _) = timed_ctl(&es, &["get", "guests"]);
     drop(es);
     drop(etcd);
 

@@ -180,26 +180,6 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-fn machine_notes() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let etcd = std::process::Command::new(phoenix_store::testing::etcd_binary().unwrap())
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.lines().next().map(str::to_string))
-        .unwrap_or_default();
-    format!("{cores} cores, {cpu}; {etcd}")
-}
-
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -238,7 +218,7 @@ async fn main() {
     println!(
         "# store-bench: {secs}s per run, {rounds} alternating rounds for raw/etcd-backend put, {VALUE_SIZE}-byte values"
     );
-    println!("# machine: {}", machine_notes());
+    println!("# machine: {}", phoenix_store::testing::machine_note());
     println!(
         "# etcd data: {} ; embedded data: {}",
         etcd.dir().display(),

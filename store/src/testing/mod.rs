@@ -289,6 +289,26 @@ impl EtcdCluster {
     }
 }
 
+/// One line about the machine for benchmark reports: cores, CPU model, etcd version.
+pub fn machine_note() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let etcd = etcd_binary()
+        .ok()
+        .and_then(|b| std::process::Command::new(b).arg("--version").output().ok())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_default();
+    format!("{cores} vCPUs ({cpu}); {etcd}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
