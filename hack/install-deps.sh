@@ -4,7 +4,10 @@
 #
 #   protoc        protobuf-compiler + libprotobuf-dev   (etcd-client's build)
 #   etcd          etcd-server                           (store and e2e tests)
-#   nginx         nginx-light                           (gateway tests)
+#   nginx         nginx                                 (gateway tests: ssl, http2, gzip,
+#                                                        proxy cache, limit_req, realip)
+#   ModSecurity   libnginx-mod-http-modsecurity          (gateway WAF test)
+#                 + modsecurity-crs (OWASP core rule set)
 set -euo pipefail
 
 need=()
@@ -12,7 +15,9 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 [ -d /usr/include/google/protobuf ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+[ -f /usr/lib/nginx/modules/ngx_http_modsecurity_module.so ] || need+=(libnginx-mod-http-modsecurity)
+[ -d /usr/share/modsecurity-crs/rules ] || need+=(modsecurity-crs)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
