@@ -5,6 +5,7 @@
 #   protoc        protobuf-compiler + libprotobuf-dev   (etcd-client's build)
 #   etcd          etcd-server                           (store and e2e tests)
 #   nginx         nginx-light                           (gateway tests)
+#   promtool      prometheus                            (metrics format checks)
 set -euo pipefail
 
 need=()
@@ -13,6 +14,7 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -32,7 +34,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts these daemons on install; the tests start their own on loopback.
-for svc in etcd nginx; do
+for svc in etcd nginx prometheus; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     $SUDO systemctl stop "$svc" || true
   fi

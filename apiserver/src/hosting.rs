@@ -1,0 +1,157 @@
+//! Hosting controllers: the registry of controllers this binary carries, and running a
+//! chosen subset in a [`Manager`] (inside `phoenix serve`, or alone in `phoenix controller`
+//! against a remote API server).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use phoenix_api::client::Client;
+use phoenix_runtime::shutdown::{self, ShutdownTrigger};
+use phoenix_runtime::{ControllerError, Manager, RuntimeMetrics};
+use prometheus_client::registry::Registry;
+
+/// Options every hosted controller gets.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// Leader-election lease TTL.
+    pub leader_ttl: Duration,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            leader_ttl: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A controller this binary can run.
+#[derive(Debug, Clone, Copy)]
+pub struct Registered {
+    /// Its name (for `--only`, leases, metrics).
+    pub name: &'static str,
+    /// Adds it to a manager.
+    pub add: fn(&mut Manager, &HostOptions),
+}
+
+/// Every controller this binary carries. Each kind's controller registers here as it lands
+/// (guest, gateway, mesh, certificate-authority, stack, gitops).
+pub fn registered() -> Vec<Registered> {
+    Vec::new()
+}
+
+/// Why a selection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    /// `--only` named a controller this binary does not have.
+    #[error("--only: unknown controller {name:?}; this build has: {known}")]
+    Unknown {
+        /// The name.
+        name: String,
+        /// The known names, or "none yet".
+        known: String,
+    },
+}
+
+/// The registered controllers named in `only` (all of them when `only` is empty).
+pub fn select(only: &[String]) -> Result<Vec<Registered>, SelectError> {
+    let all = registered();
+    if only.is_empty() {
+        return Ok(all);
+    }
+    only.iter()
+        .map(|name| {
+            all.iter()
+                .find(|r| r.name == name)
+                .copied()
+                .ok_or_else(|| SelectError::Unknown {
+                    name: name.clone(),
+                    known: if all.is_empty() {
+                        "none yet".into()
+                    } else {
+                        all.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
+                    },
+                })
+        })
+        .collect()
+}
+
+/// Controllers running in the background.
+#[derive(Debug)]
+pub struct Hosted {
+    trigger: ShutdownTrigger,
+    task: tokio::task::JoinHandle<Result<(), ControllerError>>,
+}
+
+/// Starts `controllers` over `client`.
+pub fn host(
+    client: Client,
+    metrics: Arc<RuntimeMetrics>,
+    controllers: &[Registered],
+    options: &HostOptions,
+) -> Hosted {
+    let mut manager = Manager::new(client, metrics);
+    for c in controllers {
+        (c.add)(&mut manager, options);
+    }
+    tracing::info!(controllers = ?manager.names(), "hosting controllers");
+    let (trigger, shutdown) = shutdown::channel();
+    let task = tokio::spawn(manager.run(shutdown));
+    Hosted { trigger, task }
+}
+
+impl Hosted {
+    /// First call: stop taking work and let running reconciles finish; second: force.
+    pub fn request_stop(&self) {
+        self.trigger.request();
+    }
+
+    /// Whether every controller stopped.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits until every controller stopped.
+    pub async fn wait(&mut self) -> Result<(), ControllerError> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Serves `/metrics` (the controllers' registry) and `/healthz` on `addr` until the
+/// returned task is aborted.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let router = Router::new()
+        .route(
+            "/metrics",
+            get(move |headers: HeaderMap| {
+                let registry = registry.clone();
+                async move {
+                    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+                    let (content_type, body) =
+                        phoenix_runtime::metrics::exposition(&[&registry], accept);
+                    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    });
+    Ok((bound, task))
+}
