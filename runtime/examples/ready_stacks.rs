@@ -43,7 +43,9 @@ impl Reconciler for ComposeCheck {
         }
         let message = format!("{images} service image(s) declared");
         ctx.ready(&stack, "ComposeChecked", &message).await?;
-        ctx.recorder.normal(&*stack, "ComposeChecked", &message).await;
+        ctx.recorder
+            .normal(&*stack, "ComposeChecked", &message)
+            .await;
         // Look again in an hour even without changes.
         Ok(Action::requeue(Duration::from_secs(3600)))
     }
@@ -60,7 +62,9 @@ impl Reconciler for ComposeCheck {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args().nth(1).ok_or("usage: ready_stacks ADMIN_CONFIG")?;
+    let path = std::env::args()
+        .nth(1)
+        .ok_or("usage: ready_stacks ADMIN_CONFIG")?;
     let config = ClientConfig::load(path.as_ref())?;
     let client = Client::connect(config.context(None)?).await?;
 
