@@ -633,3 +633,23 @@ async fn http_get(addr: &str, path: &str) -> String {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     body.to_string()
 }
+
+#[test]
+fn phoenix_controller_refuses_unknown_controllers_by_name() {
+    let out = std::process::Command::new(phoenix_e2e::phoenix_bin())
+        .args([
+            "controller",
+            "--only",
+            "no-such-controller",
+            "--config",
+            "/nonexistent",
+        ])
+        .output()
+        .expect("running phoenix controller");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--only: unknown controller \"no-such-controller\""),
+        "{stderr}"
+    );
+}
