@@ -381,3 +381,51 @@ async fn a_held_config_lock_is_reported_then_converges() {
     assert!(api.find_guest(905).await.unwrap().is_none());
     ctl.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_resumes_the_create_task_instead_of_creating_again() {
+    let fake = FakePve::start().expect("fakepve");
+    // A create takes 300 PVE seconds: 3 s at the harness's time scale.
+    fake.set("ct_secs", json!({"create": 300})).await.unwrap();
+    let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
+    let client = server.client().await;
+    let first = start(server.client().await, pve(fake.config()));
+    client
+        .apply(
+            &guest_yaml(&fake, "slow", Some(920), "  powerState: stopped\n"),
+            false,
+        )
+        .await
+        .unwrap();
+    let g = wait_guest(&client, "slow", "creating", |g| {
+        g.and_then(|g| g.status.as_ref()?.last_task.as_ref())
+            .is_some_and(|t| t.exit_status.is_none())
+    })
+    .await
+    .unwrap();
+    let upid = g.status.unwrap().last_task.unwrap().upid;
+    assert!(upid.contains(":vzcreate:920:"), "{upid}");
+
+    // The controller dies mid-wait; another one takes over.
+    first.task.abort();
+    let _ = first.task.await;
+    let second = start(server.client().await, pve(fake.config()));
+    let g = wait_guest(&client, "slow", "Ready", |g| {
+        g.is_some_and(ready_at_generation)
+    })
+    .await
+    .unwrap();
+    let task = g.status.unwrap().last_task.unwrap();
+    assert_eq!(task.upid, upid, "the same task was waited for");
+    assert_eq!(task.exit_status.as_deref(), Some("OK"));
+    let creates = fake
+        .tasks()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t["type"] == "vzcreate" && t["id"] == "920")
+        .count();
+    assert_eq!(creates, 1, "exactly one create task");
+    second.stop().await;
+    drop(first.trigger);
+}
