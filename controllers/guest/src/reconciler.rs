@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use phoenix_api::Resource;
+use phoenix_api::condition::{READY, find_condition};
 use phoenix_api::kinds::Guest;
 use phoenix_api::kinds::common::DeletionPolicy;
 use phoenix_api::kinds::guest::{Drift, GuestType, PowerState, TaskRef};
+use phoenix_api::{ConditionStatus, Resource};
 use phoenix_pve::task::allocation_storages;
 use phoenix_pve::{
     ClusterResource, ConfigUpdate, ErrorKind, GuestKind, GuestRef, Method, Params, PveClient,
@@ -301,8 +302,9 @@ impl GuestReconciler {
         let diffs = desired::differences(&wanted, &config.values);
         let status = guest.status.clone().unwrap_or_default();
         // A difference at a generation already converged was made outside Phoenix.
-        let was_converged =
-            status.observed_generation == guest.metadata.generation && status.node.is_some();
+        let was_converged = status.observed_generation == guest.metadata.generation
+            && find_condition(&status.conditions, READY)
+                .is_some_and(|c| c.status == ConditionStatus::True);
         let mut drift = Vec::new();
         if !diffs.is_empty() {
             let update = ConfigUpdate {

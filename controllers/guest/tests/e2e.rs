@@ -285,6 +285,24 @@ async fn guests_are_created_converged_reverted_and_deleted() {
     })
     .await;
 
+    // ...with an event naming the field and the value found.
+    let start = Instant::now();
+    loop {
+        let events = client.list_all(Kind::Event, "").await.unwrap().items;
+        let drift = events.iter().find_map(|o| match o {
+            Object::Event(e) if e.involved_object.name == "web" && e.reason == "DriftCorrected" => {
+                Some(e.message.clone())
+            }
+            _ => None,
+        });
+        if let Some(message) = drift {
+            assert!(message.contains("spec.cores (found \"4\""), "{message}");
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "no DriftCorrected event");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Delete destroys; Retain leaves the guest and removes the marker.
     client
         .delete(Kind::Guest, "web", None, false)
