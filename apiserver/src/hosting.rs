@@ -11,8 +11,9 @@ use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use phoenix_api::client::Client;
+use phoenix_pve::PveClient;
 use phoenix_runtime::shutdown::{self, ShutdownTrigger};
-use phoenix_runtime::{ControllerError, Manager, RuntimeMetrics};
+use phoenix_runtime::{ControllerError, LeaderConfig, Manager, RuntimeMetrics};
 use prometheus_client::registry::Registry;
 
 /// Options every hosted controller gets.
@@ -20,12 +21,15 @@ use prometheus_client::registry::Registry;
 pub struct HostOptions {
     /// Leader-election lease TTL.
     pub leader_ttl: Duration,
+    /// The Proxmox VE client (`--pve-*`); without it the guest controller is not started.
+    pub pve: Option<PveClient>,
 }
 
 impl Default for HostOptions {
     fn default() -> Self {
         HostOptions {
             leader_ttl: Duration::from_secs(15),
+            pve: None,
         }
     }
 }
@@ -35,14 +39,53 @@ impl Default for HostOptions {
 pub struct Registered {
     /// Its name (for `--only`, leases, metrics).
     pub name: &'static str,
-    /// Adds it to a manager.
+    /// Whether it can run with these options; `Err` says what it lacks.
+    pub available: fn(&HostOptions) -> Result<(), &'static str>,
+    /// Adds it to a manager (only called when available).
     pub add: fn(&mut Manager, &HostOptions),
 }
 
 /// Every controller this binary carries. Each kind's controller registers here as it lands
 /// (guest, gateway, mesh, certificate-authority, stack, gitops).
 pub fn registered() -> Vec<Registered> {
-    Vec::new()
+    vec![Registered {
+        name: phoenix_guest::NAME,
+        available: |o| match o.pve {
+            Some(_) => Ok(()),
+            None => Err("no --pve-endpoint given"),
+        },
+        add: |manager, o| {
+            if let Some(pve) = &o.pve {
+                manager.add(phoenix_guest::controller(
+                    pve.clone(),
+                    phoenix_guest::GuestOptions {
+                        leader: Some(LeaderConfig::new(phoenix_guest::NAME).with_ttl(o.leader_ttl)),
+                        ..Default::default()
+                    },
+                ));
+            }
+        },
+    }]
+}
+
+/// The controllers of `controllers` that can run with `options`; one log line for each
+/// that cannot, saying why.
+pub fn available(controllers: &[Registered], options: &HostOptions) -> Vec<Registered> {
+    controllers
+        .iter()
+        .filter(|c| match (c.available)(options) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::info!(
+                    controller = c.name,
+                    "{} controller not started: {why}",
+                    c.name
+                );
+                false
+            }
+        })
+        .copied()
+        .collect()
 }
 
 /// Why a selection failed.

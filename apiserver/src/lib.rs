@@ -13,5 +13,6 @@ pub mod lease;
 pub mod metrics;
 pub mod objects;
 pub mod pki;
+pub mod provider;
 pub mod serve;
 pub mod service;

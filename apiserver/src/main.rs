@@ -62,6 +62,9 @@ struct ControllerArgs {
     /// Leader-election lease TTL: a standby takes over this long after the leader died.
     #[arg(long, default_value = "15s")]
     leader_ttl: String,
+    /// The Proxmox VE provider (guest controller).
+    #[command(flatten)]
+    pve: phoenix_apiserver::provider::PveArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,12 +101,20 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let no_controllers = args.no_controllers;
+            // Its metrics are not exported yet: the server's registry is not reachable here.
+            let pve = args
+                .pve
+                .client(&mut prometheus_client::registry::Registry::default())?;
             let mut running = serve::start(args).await?;
             let stop = running.take_shutdown();
             let mut hosted = if no_controllers {
                 None
             } else {
-                let controllers = hosting::registered();
+                let options = HostOptions {
+                    pve,
+                    ..HostOptions::default()
+                };
+                let controllers = hosting::available(&hosting::registered(), &options);
                 if controllers.is_empty() {
                     None
                 } else {
@@ -114,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
                         client,
                         running.runtime_metrics.clone(),
                         &controllers,
-                        &HostOptions::default(),
+                        &options,
                     ))
                 }
             };
@@ -167,10 +178,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run_controllers(args: ControllerArgs) -> anyhow::Result<()> {
-    let controllers = hosting::select(&args.only)?;
-    if controllers.is_empty() {
-        anyhow::bail!("no controllers to run: this build has none yet");
-    }
+    let selected = hosting::select(&args.only)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let pve = args.pve.client(&mut registry)?;
     let leader_ttl = phoenix_api::duration::parse_duration(&args.leader_ttl)
         .map_err(|e| anyhow::anyhow!("--leader-ttl {:?} {e}", args.leader_ttl))?;
     let path = config_path(args.config.as_deref()).context(
@@ -178,8 +188,19 @@ async fn run_controllers(args: ControllerArgs) -> anyhow::Result<()> {
     )?;
     let config = ClientConfig::load(&path)?;
     let context = config.context(args.context.as_deref())?;
+    let options = HostOptions { leader_ttl, pve };
+    let controllers = hosting::available(&selected, &options);
+    if controllers.is_empty() {
+        anyhow::bail!(
+            "no controllers to run: none of {} can run with these flags (see the log)",
+            selected
+                .iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
     let client = Client::connect(context).await?;
-    let mut registry = prometheus_client::registry::Registry::default();
     let metrics = RuntimeMetrics::register(&mut registry);
     let (addr, http) = hosting::serve_metrics(args.http_listen, Arc::new(registry))
         .await
@@ -193,7 +214,7 @@ async fn run_controllers(args: ControllerArgs) -> anyhow::Result<()> {
             .join(","),
         context.server
     );
-    let mut hosted = hosting::host(client, metrics, &controllers, &HostOptions { leader_ttl });
+    let mut hosted = hosting::host(client, metrics, &controllers, &options);
     let result = tokio::select! {
         _ = shutdown_signal() => {
             tracing::info!("shutting down");

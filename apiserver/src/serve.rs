@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// Serve the API only; host no controllers (run them with `phoenix controller`).
     #[arg(long)]
     pub no_controllers: bool,
+    /// The Proxmox VE provider (guest controller).
+    #[command(flatten)]
+    pub pve: crate::provider::PveArgs,
 }
 
 /// The data directory to use.

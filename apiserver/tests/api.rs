@@ -19,6 +19,7 @@ fn args(dir: &std::path::Path) -> ServeArgs {
         event_ttl: "1h".into(),
         no_user_config: true,
         no_controllers: true,
+        pve: Default::default(),
     }
 }
 
