@@ -12,8 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use phoenix_api::client::Client;
 use phoenix_pve::PveClient;
-use phoenix_runtime::shutdown::{self, ShutdownTrigger};
-use phoenix_runtime::{ControllerError, LeaderConfig, Manager, RuntimeMetrics};
+use phoenix_runtime::{LeaderConfig, Manager, Running, RuntimeMetrics};
 use prometheus_client::registry::Registry;
 
 /// Options every hosted controller gets.
@@ -124,49 +123,19 @@ pub fn select(only: &[String]) -> Result<Vec<Registered>, SelectError> {
         .collect()
 }
 
-/// Controllers running in the background.
-#[derive(Debug)]
-pub struct Hosted {
-    trigger: ShutdownTrigger,
-    task: tokio::task::JoinHandle<Result<(), ControllerError>>,
-}
-
-/// Starts `controllers` over `client`.
+/// Starts `controllers` over `client` in the background.
 pub fn host(
     client: Client,
     metrics: Arc<RuntimeMetrics>,
     controllers: &[Registered],
     options: &HostOptions,
-) -> Hosted {
+) -> Running {
     let mut manager = Manager::new(client, metrics);
     for c in controllers {
         (c.add)(&mut manager, options);
     }
     tracing::info!(controllers = ?manager.names(), "hosting controllers");
-    let (trigger, shutdown) = shutdown::channel();
-    let task = tokio::spawn(manager.run(shutdown));
-    Hosted { trigger, task }
-}
-
-impl Hosted {
-    /// First call: stop taking work and let running reconciles finish; second: force.
-    pub fn request_stop(&self) {
-        self.trigger.request();
-    }
-
-    /// Whether every controller stopped.
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
-    }
-
-    /// Waits until every controller stopped.
-    pub async fn wait(&mut self) -> Result<(), ControllerError> {
-        match (&mut self.task).await {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Ok(()),
-        }
-    }
+    manager.spawn()
 }
 
 /// Serves `/metrics` (the controllers' registry) and `/healthz` on `addr` until the

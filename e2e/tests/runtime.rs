@@ -14,9 +14,9 @@ use phoenix_api::condition::{READY, RECONCILING, find_condition};
 use phoenix_api::kinds::Stack;
 use phoenix_api::{ConditionStatus, Kind, Object, ObjectStatus, decode};
 use phoenix_e2e::{Backend, Server};
-use phoenix_runtime::shutdown::{self, ShutdownTrigger};
 use phoenix_runtime::{
-    Action, Context, Controller, LeaderConfig, Manager, ReconcileError, Reconciler, RuntimeMetrics,
+    Action, Context, Controller, LeaderConfig, Manager, ReconcileError, Reconciler, Running,
+    RuntimeMetrics,
 };
 use prometheus_client::registry::Registry;
 
@@ -157,21 +157,6 @@ fn stack(name: &str, compose_image: &str, annotations: &[(&str, &str)]) -> Objec
         .remove(0)
 }
 
-struct Running {
-    trigger: ShutdownTrigger,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.trigger.request();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("controllers stop on a graceful shutdown")
-            .unwrap();
-    }
-}
-
 fn start_controller(
     client: Client,
     reconciler: TestReconciler,
@@ -190,9 +175,7 @@ fn start_controller(
                 reset_after: Duration::from_secs(10),
             }),
     );
-    let (trigger, sd) = shutdown::channel();
-    let task = tokio::spawn(async move { manager.run(sd).await.expect("controller runs") });
-    Running { trigger, task }
+    manager.spawn()
 }
 
 async fn get_stack(client: &Client, name: &str) -> Option<Stack> {
@@ -243,7 +226,7 @@ async fn a_controller_converges_records_failures_and_finalizes() {
             record: record.clone(),
             delay: Duration::ZERO,
         },
-        Some(LeaderConfig::new("test-stacks").with_ttl(Duration::from_secs(5))),
+        Some(LeaderConfig::new("test-stacks")),
         RuntimeMetrics::unregistered(),
     );
 
@@ -365,7 +348,7 @@ async fn a_controller_converges_records_failures_and_finalizes() {
         !record.overlap.load(Ordering::SeqCst),
         "two reconciles of one object ran at once"
     );
-    ctl.stop().await;
+    ctl.stop().await.expect("controllers stop cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,13 +368,9 @@ async fn a_controller_survives_restarts_and_relists_when_its_version_is_too_old(
                 delay: Duration::ZERO,
             },
         )
-        .leader(Some(
-            LeaderConfig::new("test-stacks").with_ttl(Duration::from_secs(3)),
-        )),
+        .leader(Some(LeaderConfig::new("test-stacks"))),
     );
-    let (trigger, sd) = shutdown::channel();
-    let task = tokio::spawn(async move { manager.run(sd).await.unwrap() });
-    let ctl = Running { trigger, task };
+    let ctl = manager.spawn();
 
     client
         .apply(&stack("before", "nginx:1", &[]), false)
@@ -437,15 +416,16 @@ async fn a_controller_survives_restarts_and_relists_when_its_version_is_too_old(
         "the watcher relisted after \"too old\""
     );
     assert!(cache.get("after-compaction").is_some());
-    ctl.stop().await;
+    ctl.stop().await.expect("controllers stop cleanly");
 }
 
-/// Two instances of one controller on one server: exactly one reconciles; when it dies
-/// (no lease release, like a killed process), the other takes over within the TTL, and
-/// their reconciles never overlap in time.
+/// Two instances of one controller on one server: one reconciles at a time; when the
+/// leader dies (no lease release, like a killed process), the other takes over within the
+/// TTL; reconciles of the two instances never overlap in time.
 async fn leader_election(server: Server) {
     let client = server.client().await;
-    let ttl = Duration::from_secs(3);
+    // Long enough that a loaded machine (the whole suite runs at once) renews in time.
+    let ttl = Duration::from_secs(6);
     let record = Arc::new(Record::default());
     let start_instance = |instance: u32, c: Client| {
         let mut manager = Manager::new(c, RuntimeMetrics::unregistered());
@@ -460,13 +440,12 @@ async fn leader_election(server: Server) {
             )
             .leader(Some(LeaderConfig::new("test-stacks").with_ttl(ttl))),
         );
-        let (trigger, sd) = shutdown::channel();
-        let task = tokio::spawn(async move { manager.run(sd).await.unwrap() });
-        Running { trigger, task }
+        manager.spawn()
     };
-    let a = start_instance(1, server.client().await);
+    let mut instances: HashMap<u32, Running> = HashMap::new();
+    instances.insert(1, start_instance(1, server.client().await));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let b = start_instance(2, server.client().await);
+    instances.insert(2, start_instance(2, server.client().await));
 
     for i in 0..5 {
         client
@@ -477,22 +456,21 @@ async fn leader_election(server: Server) {
     for i in 0..5 {
         wait_for(&client, &format!("l{i}"), "Ready", is_ready_at_generation).await;
     }
-    let by = |inst: u32| {
-        record
-            .spans
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(i, _, _)| *i == inst)
-            .count()
-    };
-    assert!(by(1) > 0, "the first instance leads");
-    assert_eq!(by(2), 0, "the standby must not reconcile");
+    // The leader is whoever reconciled last (normally instance 1 throughout; on a badly
+    // loaded machine leadership may have moved, which is allowed, overlap is not).
+    let leader = record
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .max_by_key(|(_, _, end)| *end)
+        .map(|(i, _, _)| *i)
+        .expect("someone reconciled");
+    let survivor = 3 - leader;
 
-    // Kill the leader: abort its task (no graceful release).
+    // Kill the leader: abort it (no graceful release).
     let killed_at = Instant::now();
-    a.task.abort();
-    let _ = a.task.await;
+    instances.remove(&leader).unwrap().kill().await;
     client
         .apply(&stack("l-new", "nginx:1", &[]), false)
         .await
@@ -503,34 +481,28 @@ async fn leader_election(server: Server) {
         .lock()
         .unwrap()
         .iter()
-        .filter(|(i, _, _)| *i == 2)
+        .filter(|(i, s, _)| *i == survivor && *s >= killed_at)
         .map(|(_, s, _)| *s)
         .min()
         .expect("the standby reconciled");
     let after = took_over - killed_at;
-    // Within the TTL, plus one standby retry period and scheduling slack.
+    // Within the TTL, plus one standby retry period (TTL/5) and slack for a loaded machine.
     assert!(
-        after <= ttl + Duration::from_millis(600) + Duration::from_secs(1),
+        after <= ttl + ttl / 5 + Duration::from_secs(3),
         "took over after {after:?}"
     );
+    // Never both at once: every reconcile of one instance lies outside those of the other.
     let spans = record.spans.lock().unwrap().clone();
-    let last_a = spans
-        .iter()
-        .filter(|(i, _, _)| *i == 1)
-        .map(|(_, _, e)| *e)
-        .max()
-        .unwrap();
-    let first_b = spans
-        .iter()
-        .filter(|(i, _, _)| *i == 2)
-        .map(|(_, s, _)| *s)
-        .min()
-        .unwrap();
-    assert!(
-        last_a <= first_b,
-        "the two instances reconciled at the same time"
-    );
-    b.stop().await;
+    for (i, s1, e1) in &spans {
+        for (j, s2, e2) in &spans {
+            assert!(
+                i == j || e1 <= s2 || e2 <= s1,
+                "instances {i} and {j} reconciled at the same time"
+            );
+        }
+    }
+    let last = instances.remove(&survivor).unwrap();
+    last.stop().await.expect("controllers stop cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,7 +556,7 @@ async fn metrics_pass_promtool_and_carry_controller_runtime_names() {
             record: record.clone(),
             delay: Duration::ZERO,
         },
-        Some(LeaderConfig::new("test-stacks").with_ttl(Duration::from_secs(5))),
+        Some(LeaderConfig::new("test-stacks")),
         metrics,
     );
     client
@@ -593,8 +565,8 @@ async fn metrics_pass_promtool_and_carry_controller_runtime_names() {
         .unwrap();
     wait_for(&client, "m", "Ready", is_ready_at_generation).await;
 
-    let (_, text) = phoenix_runtime::metrics::exposition(&[&registry], None);
-    for name in [
+    // The reconcile that wrote Ready is counted just after its status write: poll.
+    let expected = [
         "controller_runtime_reconcile_total{controller=\"test-stacks\",result=\"success\"}",
         "controller_runtime_reconcile_total{controller=\"test-stacks\",result=\"error\"} 1",
         "controller_runtime_reconcile_errors_total{controller=\"test-stacks\"} 1",
@@ -605,9 +577,21 @@ async fn metrics_pass_promtool_and_carry_controller_runtime_names() {
         "workqueue_retries_total{name=\"test-stacks\"} 1",
         "leader_election_master_status{name=\"test-stacks\"} 1",
         "phoenix_objects_cached{kind=\"Stack\"} 1",
-    ] {
-        assert!(text.contains(name), "missing {name} in:\n{text}");
-    }
+    ];
+    let start = Instant::now();
+    let text = loop {
+        let (_, text) = phoenix_runtime::metrics::exposition(&[&registry], None);
+        let missing: Vec<&str> = expected
+            .iter()
+            .copied()
+            .filter(|n| !text.contains(n))
+            .collect();
+        if missing.is_empty() {
+            break text;
+        }
+        assert!(start.elapsed() < WAIT, "missing {missing:?} in:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     promtool_check(&text);
 
     // The server's own /metrics (hosted controllers' families join it when it hosts some).
@@ -617,7 +601,7 @@ async fn metrics_pass_promtool_and_carry_controller_runtime_names() {
         "{body}"
     );
     promtool_check(&body);
-    ctl.stop().await;
+    ctl.stop().await.expect("controllers stop cleanly");
 }
 
 /// A plain HTTP/1.1 GET on loopback.

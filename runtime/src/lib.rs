@@ -38,6 +38,6 @@ pub use cache::Cache;
 pub use controller::{Context, Controller, ControllerConfig, ControllerError, Reconciler};
 pub use error::{Action, ErrorKind, ReconcileError};
 pub use leader::LeaderConfig;
-pub use manager::Manager;
+pub use manager::{Manager, Running};
 pub use metrics::RuntimeMetrics;
 pub use shutdown::{Shutdown, ShutdownTrigger};

@@ -97,6 +97,15 @@ impl Manager {
         self.shared.cache()
     }
 
+    /// Runs every controller in the background; the handle stops them.
+    pub fn spawn(self) -> Running {
+        let (trigger, shutdown) = crate::shutdown::channel();
+        Running {
+            trigger,
+            task: tokio::spawn(self.run(shutdown)),
+        }
+    }
+
     /// Runs every controller until `shutdown` completes. Returns the first error (the
     /// others keep running until shutdown).
     pub async fn run(self, shutdown: Shutdown) -> Result<(), ControllerError> {
@@ -118,5 +127,40 @@ impl Manager {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Controllers running in the background ([`Manager::spawn`]).
+#[derive(Debug)]
+pub struct Running {
+    trigger: crate::shutdown::ShutdownTrigger,
+    task: tokio::task::JoinHandle<Result<(), ControllerError>>,
+}
+
+impl Running {
+    /// First call: stop taking work and let running reconciles finish; later calls: force.
+    pub fn request_stop(&self) {
+        self.trigger.request();
+    }
+
+    /// Waits until every controller stopped.
+    pub async fn wait(&mut self) -> Result<(), ControllerError> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Requests a graceful stop and waits for it.
+    pub async fn stop(mut self) -> Result<(), ControllerError> {
+        self.request_stop();
+        self.wait().await
+    }
+
+    /// Stops at once without releasing anything, as a killed process would (tests).
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
     }
 }

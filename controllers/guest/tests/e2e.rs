@@ -17,27 +17,11 @@ use phoenix_guest::{FINALIZER, GuestOptions};
 use phoenix_pve::testing::FakePve;
 use phoenix_pve::{ConfigUpdate, GuestKind, GuestRef, PveClient, PveConfig, RetryPolicy};
 use phoenix_runtime::backoff::BackoffConfig;
-use phoenix_runtime::shutdown::{self, ShutdownTrigger};
-use phoenix_runtime::{Manager, RuntimeMetrics};
+use phoenix_runtime::{Manager, Running, RuntimeMetrics};
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
-
-struct Running {
-    trigger: ShutdownTrigger,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.trigger.request();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the controller stops")
-            .unwrap();
-    }
-}
 
 fn pve(config: PveConfig) -> PveClient {
     PveClient::new(config, &mut Registry::default()).expect("PVE client")
@@ -60,9 +44,7 @@ fn start(client: Client, pve: PveClient) -> Running {
             task_poll: Duration::from_millis(200),
         },
     ));
-    let (trigger, sd) = shutdown::channel();
-    let task = tokio::spawn(async move { manager.run(sd).await.expect("controller runs") });
-    Running { trigger, task }
+    manager.spawn()
 }
 
 fn guest_yaml(fake: &FakePve, name: &str, vmid: Option<u32>, extra: &str) -> Object {
@@ -342,7 +324,7 @@ async fn guests_are_created_converged_reverted_and_deleted() {
         "{:?}",
         kept.get("description")
     );
-    ctl.stop().await;
+    ctl.stop().await.expect("controllers stop cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,7 +379,7 @@ async fn a_held_config_lock_is_reported_then_converges() {
     client.delete(Kind::Guest, "db", None, false).await.unwrap();
     wait_guest(&client, "db", "gone", |g| g.is_none()).await;
     assert!(api.find_guest(905).await.unwrap().is_none());
-    ctl.stop().await;
+    ctl.stop().await.expect("controllers stop cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,8 +407,7 @@ async fn a_restarted_controller_resumes_the_create_task_instead_of_creating_agai
     assert!(upid.contains(":vzcreate:920:"), "{upid}");
 
     // The controller dies mid-wait; another one takes over.
-    first.task.abort();
-    let _ = first.task.await;
+    first.kill().await;
     let second = start(server.client().await, pve(fake.config()));
     let g = wait_guest(&client, "slow", "Ready", |g| {
         g.is_some_and(ready_at_generation)
@@ -444,6 +425,5 @@ async fn a_restarted_controller_resumes_the_create_task_instead_of_creating_agai
         .filter(|t| t["type"] == "vzcreate" && t["id"] == "920")
         .count();
     assert_eq!(creates, 1, "exactly one create task");
-    second.stop().await;
-    drop(first.trigger);
+    second.stop().await.expect("controllers stop cleanly");
 }
