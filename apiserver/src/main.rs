@@ -101,11 +101,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let no_controllers = args.no_controllers;
-            // Its metrics are not exported yet: the server's registry is not reachable here.
-            let pve = args
-                .pve
-                .client(&mut prometheus_client::registry::Registry::default())?;
             let mut running = serve::start(args).await?;
+            let pve = running.pve.clone();
             let stop = running.take_shutdown();
             let mut hosted = if no_controllers {
                 None

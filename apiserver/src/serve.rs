@@ -79,6 +79,9 @@ pub struct Running {
     pub admin_context: Context,
     /// Controller metrics, served on this server's `/metrics`.
     pub runtime_metrics: Arc<RuntimeMetrics>,
+    /// The Proxmox VE client of the `--pve-*` flags (its `pve_*` metrics are served on this
+    /// server's `/metrics`); `None` without `--pve-endpoint`.
+    pub pve: Option<phoenix_pve::PveClient>,
     shutdown: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -121,6 +124,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     }
     let event_ttl = phoenix_api::duration::parse_duration(&args.event_ttl)
         .map_err(|e| anyhow::anyhow!("--event-ttl {:?} {e}", args.event_ttl))?;
+    // The PVE client first: bad provider flags fail before anything is opened.
+    let mut runtime_registry = prometheus_client::registry::Registry::default();
+    let pve = args.pve.client(&mut runtime_registry)?;
 
     let store: Arc<dyn Store> = if args.etcd_endpoints.is_empty() {
         let path = dir.join("store");
@@ -172,7 +178,6 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
-    let mut runtime_registry = prometheus_client::registry::Registry::default();
     let runtime_metrics = RuntimeMetrics::register(&mut runtime_registry);
     let router = crate::http::router(metrics, cache, Some(Arc::new(runtime_registry)));
     let http_task = tokio::spawn(async move {
@@ -236,6 +241,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         admin_config,
         admin_context,
         runtime_metrics,
+        pve,
         shutdown: Some(shutdown_tx),
         done,
     })

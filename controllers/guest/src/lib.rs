@@ -14,14 +14,22 @@
 //!   Changes made outside Phoenix are reported in `status.drift` and reverted.
 //! - Deletion (finalizer [`FINALIZER`]): `Delete` stops and destroys (purge), `Retain` removes
 //!   only the marker.
+//! - One `/cluster/resources` call serves every reconcile of a resync ([`inventory`]); a Guest
+//!   that is Ready at its generation and whose entry there did not change is not read again
+//!   (a full read at least every [`InventoryOptions::full_check`]).
+//! - A guest locked by a PVE job (backup, migrate, ...) or on a node that does not answer is
+//!   reported (`Locked`, `NodeUnreachable`) without sending requests PVE would refuse; PVE's
+//!   faults show in Ready's reason and message while they last (ADR 0013).
 //!
 //! Not yet: VMs, clones, vmid allocation, networks/mount points/features after creation,
 //! firewall, pending changes, addresses.
 
 #![forbid(unsafe_code)]
 
+mod blockers;
 mod classify;
 pub mod desired;
+pub mod inventory;
 mod reconciler;
 
 use std::time::Duration;
@@ -30,6 +38,7 @@ use phoenix_pve::PveClient;
 use phoenix_runtime::backoff::BackoffConfig;
 use phoenix_runtime::{Controller, LeaderConfig};
 
+pub use inventory::InventoryOptions;
 pub use reconciler::GuestReconciler;
 
 /// The controller's name (lease, metrics label, event source, `--only`).
@@ -51,6 +60,8 @@ pub struct GuestOptions {
     pub backoff: BackoffConfig,
     /// How often a running task is looked at again; default 1 s.
     pub task_poll: Duration,
+    /// The shared `/cluster/resources` snapshot and full-read interval (see [`inventory`]).
+    pub inventory: InventoryOptions,
 }
 
 impl Default for GuestOptions {
@@ -61,16 +72,20 @@ impl Default for GuestOptions {
             concurrency: 4,
             backoff: BackoffConfig::RECONCILE,
             task_poll: Duration::from_secs(1),
+            inventory: InventoryOptions::default(),
         }
     }
 }
 
 /// The Guest controller over `pve`, ready for a [`phoenix_runtime::Manager`].
 pub fn controller(pve: PveClient, options: GuestOptions) -> Controller<GuestReconciler> {
-    Controller::new(NAME, GuestReconciler::new(pve, options.task_poll))
-        .finalizer(FINALIZER)
-        .resync(options.resync)
-        .leader(options.leader)
-        .concurrency(options.concurrency)
-        .backoff(options.backoff)
+    Controller::new(
+        NAME,
+        GuestReconciler::with_inventory(pve, options.task_poll, options.inventory),
+    )
+    .finalizer(FINALIZER)
+    .resync(options.resync)
+    .leader(options.leader)
+    .concurrency(options.concurrency)
+    .backoff(options.backoff)
 }

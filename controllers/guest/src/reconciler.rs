@@ -18,20 +18,37 @@ use phoenix_runtime::status::{mark_progressing, mark_ready};
 use phoenix_runtime::{Action, Context, ReconcileError, Reconciler};
 use serde_json::{Map, Value};
 
+use crate::blockers;
 use crate::classify::classify;
 use crate::desired::{self, MANAGED_TAG, marker_uid, normalise_tags, without_marker};
+use crate::inventory::{Inventory, InventoryOptions};
 
 /// Reconciles Guests against one PVE cluster.
 #[derive(Debug, Clone)]
 pub struct GuestReconciler {
     pve: PveClient,
     task_poll: Duration,
+    inventory: Arc<Inventory>,
 }
 
 impl GuestReconciler {
     /// A reconciler over `pve`, looking at running tasks every `task_poll`.
     pub fn new(pve: PveClient, task_poll: Duration) -> Self {
-        GuestReconciler { pve, task_poll }
+        Self::with_inventory(pve, task_poll, InventoryOptions::default())
+    }
+
+    /// [`GuestReconciler::new`] with the shared inventory's settings.
+    pub fn with_inventory(
+        pve: PveClient,
+        task_poll: Duration,
+        inventory: InventoryOptions,
+    ) -> Self {
+        let inventory = Arc::new(Inventory::new(pve.clone(), inventory));
+        GuestReconciler {
+            pve,
+            task_poll,
+            inventory,
+        }
     }
 }
 
@@ -104,6 +121,7 @@ impl GuestReconciler {
                 Err(e) => format!("unknown: {e}"),
             },
         };
+        self.inventory.invalidate();
         let ok = exit == "OK" || exit.starts_with("WARNINGS: ");
         let recorded = TaskRef {
             exit_status: Some(exit.clone()),
@@ -192,6 +210,7 @@ impl GuestReconciler {
             Ok(task) => task,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 // Someone (perhaps we, before a restart) made it: read it back next time.
+                self.inventory.invalidate();
                 return Ok(Action::requeue(self.task_poll));
             }
             Err(e) if e.kind() == ErrorKind::Transport => {
@@ -215,6 +234,7 @@ impl GuestReconciler {
         }
         let upid = task.upid().clone();
         let result = self.pve.wait(task).await;
+        self.inventory.invalidate();
         let exit = match &result {
             Ok(outcome) => exit_text(outcome),
             Err(e) => e.to_string(),
@@ -432,13 +452,16 @@ impl Reconciler for GuestReconciler {
             return Ok(action);
         }
         let found = self
-            .pve
-            .find_guest(vmid)
+            .inventory
+            .find(vmid)
             .await
             .map_err(|e| classify("listing /cluster/resources", &e))?;
         let Some(found) = found else {
             return self.create(&guest, ctx, vmid, &uid).await;
         };
+        if self.inventory.unchanged(&guest, &found) {
+            return Ok(Action::done());
+        }
         let at = guest_ref(&found, vmid)?;
         if at.kind != GuestKind::Lxc {
             return Err(ReconcileError::invalid(
@@ -455,7 +478,15 @@ impl Reconciler for GuestReconciler {
             .await?;
             return Ok(Action::requeue(self.task_poll));
         }
-        self.converge(&guest, ctx, &at, &uid).await
+        if let Some(blocker) = blockers::blocker(&found) {
+            return blockers::wait(&guest, &at, &blocker, self.task_poll);
+        }
+        let result = self.converge(&guest, ctx, &at, &uid).await;
+        match &result {
+            Ok(_) => self.inventory.converged(&guest, &found),
+            Err(_) => self.inventory.forget(&uid),
+        }
+        result
     }
 
     async fn cleanup(
@@ -511,7 +542,10 @@ impl Reconciler for GuestReconciler {
                         .await
                         .map_err(|e| classify(&format!("stopping {at}"), &e))?;
                 }
-                match self.pve.destroy_guest(&at, &Default::default()).await {
+                let destroyed = self.pve.destroy_guest(&at, &Default::default()).await;
+                self.inventory.invalidate();
+                self.inventory.forget(&uid);
+                match destroyed {
                     Ok(_) => {}
                     Err(e) if e.is_guest_missing() => {}
                     Err(e) => return Err(classify(&format!("destroying {at}"), &e)),

@@ -42,6 +42,7 @@ fn start(client: Client, pve: PveClient) -> Running {
                 reset_after: Duration::from_secs(10),
             },
             task_poll: Duration::from_millis(200),
+            ..GuestOptions::default()
         },
     ));
     manager.spawn()

@@ -105,3 +105,112 @@ async fn serve_without_pve_flags_does_not_start_the_guest_controller() {
     let client = server.client().await;
     client.list_all(Kind::Guest, "").await.unwrap();
 }
+
+/// `GET http://ADDR/metrics` as text (plain HTTP/1.0 over a socket).
+async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("metrics");
+    stream
+        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_ticket_auth_and_limits_exports_pve_metrics() {
+    let fake = FakePve::start().expect("fakepve");
+    let password = fake.write_password_file();
+    let server = Server::start_opts(
+        Backend::Embedded,
+        &[
+            "--pve-endpoint",
+            &fake.info().url,
+            "--pve-user",
+            &fake.info().user,
+            "--pve-password-file",
+            password.to_str().unwrap(),
+            "--pve-fingerprint",
+            &fake.info().fingerprint,
+            "--pve-node",
+            fake.node(),
+            "--pve-tasks-per-node",
+            "2",
+            "--pve-tasks-per-storage",
+            "1",
+            "--pve-requests-per-second",
+            "100",
+            "--pve-burst",
+            "10",
+        ],
+    )
+    .await;
+    let client = server.client().await;
+    let yaml = format!(
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Guest\nmetadata:\n  name: tk\nspec:\n  type: lxc\n  vmid: 911\n  source:\n    template: {}\n  rootfs:\n    storage: {}\n    sizeGiB: 8\n",
+        fake.info().template,
+        fake.info().storage
+    );
+    client
+        .apply(&decode::decode_str("test", &yaml).unwrap().remove(0), false)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let g = Guest::try_from(client.get(Kind::Guest, "tk").await.unwrap()).unwrap();
+        if g.status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, READY))
+            .is_some_and(|c| c.status == ConditionStatus::True)
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "tk not Ready: {:#?}\nserver log:\n{}",
+            g.status,
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = scrape(&server.http_addr).await;
+    assert!(
+        metrics.contains("pve_logins_total{result=\"ok\"}"),
+        "ticket logins on /metrics:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("pve_requests_total{endpoint=\"/nodes/{node}/lxc\",method=\"POST\""),
+        "the create on /metrics:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("pve_tasks_total{type=\"vzcreate\",result=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(&fake.info().password)
+            && !server.log_tail().contains(&fake.info().password),
+        "the password leaked"
+    );
+    // The exposition (PVE families included) passes promtool's checks.
+    let body = metrics
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or(&metrics);
+    let run = phoenix_e2e::run_with_stdin(
+        {
+            let mut c = std::process::Command::new("promtool");
+            c.args(["check", "metrics"]);
+            c
+        },
+        Some(body),
+    );
+    assert_eq!(
+        run.code,
+        Some(0),
+        "promtool check metrics (hack/install-deps.sh installs promtool):\n{}{}",
+        run.stdout,
+        run.stderr
+    );
+}

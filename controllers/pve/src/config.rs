@@ -171,10 +171,16 @@ pub struct PveSettings {
     pub endpoints: Vec<String>,
     /// `--pve-token-file FILE`.
     pub token_file: Option<PathBuf>,
+    /// `--pve-token-env VAR`: the token line `USER@REALM!TOKENID=SECRET` from this
+    /// environment variable instead of a file.
+    pub token_env: Option<String>,
     /// `--pve-user USER@REALM`.
     pub user: Option<String>,
     /// `--pve-password-file FILE`.
     pub password_file: Option<PathBuf>,
+    /// `--pve-password-env VAR`: the password from this environment variable instead of a
+    /// file.
+    pub password_env: Option<String>,
     /// `--pve-ca-file FILE`.
     pub ca_file: Option<PathBuf>,
     /// `--pve-fingerprint SHA256`.
@@ -208,12 +214,33 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
-    /// Neither a token file nor a user with a password file.
-    #[error("pve: no credentials: give tokenFile, or user and passwordFile")]
+    /// Neither a token nor a user with a password.
+    #[error(
+        "pve: no credentials: give tokenFile (or tokenEnv), or user and passwordFile (or passwordEnv)"
+    )]
     NoCredentials,
-    /// Both a token file and a user/password.
-    #[error("pve: give either tokenFile or user and passwordFile, not both")]
+    /// Both a token and a user/password.
+    #[error("pve: give either a token (tokenFile/tokenEnv) or user and a password, not both")]
     TwoCredentials,
+    /// A secret given both as a file and as an environment variable.
+    #[error("pve: give either {file} or {env}, not both")]
+    TwoSources {
+        /// The file key.
+        file: &'static str,
+        /// The environment key.
+        env: &'static str,
+    },
+    /// The environment variable named by `tokenEnv`/`passwordEnv` is unset, empty or not
+    /// UTF-8. Its value is never shown.
+    #[error("pve.{key}: environment variable {var:?} is {reason}")]
+    Env {
+        /// The key naming the variable.
+        key: &'static str,
+        /// The variable's name.
+        var: String,
+        /// `not set`, `empty`, `not UTF-8`.
+        reason: &'static str,
+    },
     /// A user without a password file, or the other way round.
     #[error("pve.{missing}: needed with pve.{given}")]
     Incomplete {
@@ -313,8 +340,39 @@ pub fn valid_node_name(node: &str) -> bool {
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
 
+/// Where a secret comes from.
+enum Source<'a> {
+    /// A file (`tokenFile`, `passwordFile`).
+    File(&'a PathBuf),
+    /// An environment variable: (key, variable name).
+    Env(&'static str, &'a String),
+}
+
+/// The value of the environment variable `var` (named by the key `key`), trimmed of a
+/// trailing newline; an error naming the key and the variable, never the value.
+fn env_secret(key: &'static str, var: &str) -> Result<String, ConfigError> {
+    let fail = |reason| ConfigError::Env {
+        key,
+        var: var.to_string(),
+        reason,
+    };
+    match std::env::var(var) {
+        Ok(value) => {
+            let value = value.trim_end_matches(['\r', '\n']).to_string();
+            if value.is_empty() {
+                Err(fail("empty"))
+            } else {
+                Ok(value)
+            }
+        }
+        Err(std::env::VarError::NotPresent) => Err(fail("not set")),
+        Err(std::env::VarError::NotUnicode(_)) => Err(fail("not UTF-8")),
+    }
+}
+
 impl PveSettings {
-    /// Checks the settings and reads the credential file.
+    /// Checks the settings and reads the credentials (from their files or environment
+    /// variables).
     pub fn resolve(&self) -> Result<PveConfig, ConfigError> {
         if self.endpoints.is_empty() {
             return Err(ConfigError::NoEndpoint);
@@ -324,12 +382,42 @@ impl PveSettings {
             .iter()
             .map(|e| parse_endpoint(e))
             .collect::<Result<Vec<_>, _>>()?;
-        let credentials = match (&self.token_file, &self.user, &self.password_file) {
+        let token = match (&self.token_file, &self.token_env) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::TwoSources {
+                    file: "tokenFile",
+                    env: "tokenEnv",
+                });
+            }
+            (Some(file), None) => Some(Source::File(file)),
+            (None, Some(var)) => Some(Source::Env("tokenEnv", var)),
+            (None, None) => None,
+        };
+        let password = match (&self.password_file, &self.password_env) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::TwoSources {
+                    file: "passwordFile",
+                    env: "passwordEnv",
+                });
+            }
+            (Some(file), None) => Some(Source::File(file)),
+            (None, Some(var)) => Some(Source::Env("passwordEnv", var)),
+            (None, None) => None,
+        };
+        let credentials = match (token, &self.user, password) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
                 return Err(ConfigError::TwoCredentials);
             }
-            (Some(token), None, None) => Credentials::token_from_file(token)?,
-            (None, Some(user), Some(password)) => Credentials::password_from_file(user, password)?,
+            (Some(Source::File(file)), None, None) => Credentials::token_from_file(file)?,
+            (Some(Source::Env(key, var)), None, None) => {
+                Credentials::token(&env_secret(key, var)?, &format!("${var}"))?
+            }
+            (None, Some(user), Some(Source::File(file))) => {
+                Credentials::password_from_file(user, file)?
+            }
+            (None, Some(user), Some(Source::Env(key, var))) => {
+                Credentials::password(user, crate::credentials::Secret::new(env_secret(key, var)?))?
+            }
             (None, Some(_), None) => {
                 return Err(ConfigError::Incomplete {
                     missing: "passwordFile",
@@ -339,7 +427,11 @@ impl PveSettings {
             (None, None, Some(_)) => {
                 return Err(ConfigError::Incomplete {
                     missing: "user",
-                    given: "passwordFile",
+                    given: if self.password_env.is_some() {
+                        "passwordEnv"
+                    } else {
+                        "passwordFile"
+                    },
                 });
             }
             (None, None, None) => return Err(ConfigError::NoCredentials),
@@ -492,5 +584,70 @@ mod tests {
             let err = settings.resolve().unwrap_err().to_string();
             assert!(err.contains(expected), "{settings:?}: {err}");
         }
+    }
+
+    #[test]
+    fn credentials_come_from_environment_variables_named_in_the_settings() {
+        // Variables no test environment has.
+        let token_var = "PHOENIX_TEST_PVE_TOKEN_ENV_8d1f";
+        let password_var = "PHOENIX_TEST_PVE_PASSWORD_ENV_8d1f";
+        let missing_var = "PHOENIX_TEST_PVE_UNSET_ENV_8d1f";
+        // (set_var is unsafe in edition 2024, which the workspace forbids: the variables
+        // used are ones that are unset, or PATH, which every test environment has.)
+        let base = PveSettings {
+            endpoints: vec!["pve1".into()],
+            ..PveSettings::default()
+        };
+        let err = PveSettings {
+            token_env: Some(missing_var.into()),
+            ..base.clone()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("pve.tokenEnv") && err.contains(missing_var) && err.contains("not set"),
+            "{err}"
+        );
+        let err = PveSettings {
+            token_env: Some(token_var.into()),
+            token_file: Some("t".into()),
+            ..base.clone()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("tokenFile or tokenEnv"), "{err}");
+        let err = PveSettings {
+            password_env: Some(password_var.into()),
+            ..base.clone()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("pve.user: needed with pve.passwordEnv"),
+            "{err}"
+        );
+        // PATH is set in every test environment: as a token it is refused for its format,
+        // and the error does not show its value.
+        let path = std::env::var("PATH").unwrap_or_default();
+        let err = PveSettings {
+            token_env: Some("PATH".into()),
+            ..base.clone()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("$PATH"), "{err}");
+        assert!(path.is_empty() || !err.contains(&path), "{err}");
+        let config = PveSettings {
+            user: Some("root@pam".into()),
+            password_env: Some("PATH".into()),
+            ..base
+        }
+        .resolve()
+        .unwrap();
+        assert!(matches!(config.credentials, Credentials::Password { .. }));
     }
 }

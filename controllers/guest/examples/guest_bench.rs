@@ -1,0 +1,221 @@
+//! Guest benchmark (run by `hack/bench/guests/run.sh`): converge N LXC Guests against fakepve
+//! (20 ms of latency on every request, creates taking 1 s) through `phoenix serve` and the
+//! Guest controller, and compare, in the same run, with the naive baseline of one sequential
+//! create-and-wait (then start-and-wait) per guest through the same PVE client, which is what
+//! the orchestrator script did.
+//!
+//! Reports: time to all-Ready, PVE calls per guest for the create, PVE calls per steady-state
+//! resync (and how many of them were per-guest), each next to the baseline's and as a ratio.
+//!
+//! ```sh
+//! cargo run --release -p phoenix-guest --example guest_bench -- [--guests 200] [--latency 0.02] [--create-secs 1]
+//! ```
+
+use std::time::{Duration, Instant};
+
+use phoenix_api::condition::{READY, find_condition};
+use phoenix_api::kinds::Guest;
+use phoenix_api::{ConditionStatus, Kind, Object, decode};
+use phoenix_e2e::{Backend, Server};
+use phoenix_guest::{GuestOptions, InventoryOptions};
+use phoenix_pve::testing::{FakePve, FakePveOptions};
+use phoenix_pve::{GuestKind, GuestRef, Params, PveClient};
+use phoenix_runtime::backoff::BackoffConfig;
+use phoenix_runtime::{Manager, RuntimeMetrics};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+struct Args {
+    guests: u32,
+    latency: f64,
+    create_secs: f64,
+    resync: Duration,
+}
+
+fn args() -> Args {
+    let mut out = Args {
+        guests: 200,
+        latency: 0.02,
+        create_secs: 1.0,
+        resync: Duration::from_secs(5),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .unwrap_or_else(|| panic!("{flag}: a value is needed"));
+        match flag.as_str() {
+            "--guests" => out.guests = value.parse().expect("--guests N"),
+            "--latency" => out.latency = value.parse().expect("--latency SECONDS"),
+            "--create-secs" => out.create_secs = value.parse().expect("--create-secs SECONDS"),
+            "--resync-secs" => {
+                out.resync = Duration::from_secs(value.parse().expect("--resync-secs N"))
+            }
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    out
+}
+
+/// A fakepve in real time (time scale 1) with the latency and create duration asked for.
+async fn fake(args: &Args) -> FakePve {
+    let fake = FakePve::start_with(FakePveOptions {
+        time_scale: 1.0,
+        ..FakePveOptions::default()
+    })
+    .expect("fakepve (run hack/install-deps.sh)");
+    fake.set("ct_secs", json!({"create": args.create_secs}))
+        .await
+        .unwrap();
+    fake.call("slow_network", json!([args.latency]), json!({}))
+        .await
+        .unwrap();
+    fake
+}
+
+fn pve(fake: &FakePve) -> PveClient {
+    PveClient::new(fake.config(), &mut Registry::default()).expect("PVE client")
+}
+
+async fn requests(fake: &FakePve) -> u64 {
+    fake.requests_since(u64::MAX).await.unwrap().0
+}
+
+async fn phoenix(args: &Args) -> (Duration, f64, f64, f64) {
+    let fake = fake(args).await;
+    let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
+    let client = server.client().await;
+    let mut manager = Manager::new(server.client().await, RuntimeMetrics::unregistered());
+    manager.add(phoenix_guest::controller(
+        pve(&fake),
+        GuestOptions {
+            resync: Some(args.resync),
+            leader: None,
+            backoff: BackoffConfig::RECONCILE,
+            inventory: InventoryOptions::default(),
+            ..GuestOptions::default()
+        },
+    ));
+    let running = manager.spawn();
+    let objects: Vec<Object> = (0..args.guests)
+        .map(|i| {
+            let yaml = format!(
+                "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Guest\nmetadata:\n  name: b{i:03}\nspec:\n  type: lxc\n  vmid: {}\n  cores: 1\n  memoryMiB: 256\n  source:\n    template: {}\n  rootfs:\n    storage: {}\n    sizeGiB: 8\n",
+                2000 + i,
+                fake.info().template,
+                fake.info().storage
+            );
+            decode::decode_str("bench", &yaml).unwrap().remove(0)
+        })
+        .collect();
+    let before = requests(&fake).await;
+    let start = Instant::now();
+    for o in &objects {
+        client.apply(o, false).await.expect("apply");
+    }
+    loop {
+        let list = client.list_all(Kind::Guest, "").await.unwrap().items;
+        let ready = list
+            .into_iter()
+            .filter_map(|o| Guest::try_from(o).ok())
+            .filter(|g| {
+                g.status
+                    .as_ref()
+                    .and_then(|s| find_condition(&s.conditions, READY))
+                    .is_some_and(|c| c.status == ConditionStatus::True)
+            })
+            .count();
+        if ready == args.guests as usize {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3600),
+            "not all Ready after an hour"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let took = start.elapsed();
+    let create_calls = (requests(&fake).await - before) as f64 / f64::from(args.guests);
+
+    // Steady state: once a window of three resyncs sends nothing per guest, count it.
+    let window = args.resync * 3;
+    let (lists, per_guest) = loop {
+        let (since, _) = fake.requests_since(u64::MAX).await.unwrap();
+        tokio::time::sleep(window).await;
+        let (_, seen) = fake.requests_since(since).await.unwrap();
+        let per_guest = seen
+            .iter()
+            .filter(|(_, p)| p.contains("/lxc/") || p.contains("/qemu/"))
+            .count();
+        let total = seen.len();
+        if per_guest == 0 || start.elapsed() > took + Duration::from_secs(300) {
+            break (total as f64 / 3.0, per_guest as f64 / 3.0);
+        }
+    };
+    running.stop().await.expect("controller stops");
+    (took, create_calls, lists, per_guest)
+}
+
+/// The orchestrator script's way: one guest after the other, create and wait, start and wait;
+/// and a naive resync that reads each guest's config and status.
+async fn baseline(args: &Args) -> (Duration, f64, f64) {
+    let fake = fake(args).await;
+    let api = pve(&fake);
+    let node = fake.node().to_string();
+    let before = requests(&fake).await;
+    let start = Instant::now();
+    for i in 0..args.guests {
+        let vmid = 2000 + i;
+        let params = Params::new()
+            .set("vmid", vmid)
+            .set("ostemplate", &fake.info().template)
+            .set("hostname", format!("b{i:03}"))
+            .set("cores", 1)
+            .set("memory", 256)
+            .set("rootfs", format!("{}:8", fake.info().storage));
+        api.create_lxc(&node, &params).await.expect("create");
+        api.start_guest(&GuestRef::new(&node, GuestKind::Lxc, vmid))
+            .await
+            .expect("start");
+    }
+    let took = start.elapsed();
+    let create_calls = (requests(&fake).await - before) as f64 / f64::from(args.guests);
+    let before = requests(&fake).await;
+    for i in 0..args.guests {
+        let at = GuestRef::new(&node, GuestKind::Lxc, 2000 + i);
+        api.guest_config(&at, true).await.expect("config");
+        api.guest_status(&at).await.expect("status");
+    }
+    let resync_calls = (requests(&fake).await - before) as f64;
+    (took, create_calls, resync_calls)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = args();
+    println!(
+        "guests: {}, latency {} s per request, creates {} s; Phoenix resync every {:?}",
+        args.guests, args.latency, args.create_secs, args.resync
+    );
+    let (p_took, p_calls, p_resync, p_per_guest) = phoenix(&args).await;
+    println!(
+        "phoenix:  all Ready in {:.1} s, {:.1} PVE calls per guest for the create, {:.1} calls per steady resync ({:.1} per-guest)",
+        p_took.as_secs_f64(),
+        p_calls,
+        p_resync,
+        p_per_guest
+    );
+    let (b_took, b_calls, b_resync) = baseline(&args).await;
+    println!(
+        "baseline: all created and started in {:.1} s, {:.1} PVE calls per guest, {:.0} calls per naive resync (config + status per guest)",
+        b_took.as_secs_f64(),
+        b_calls,
+        b_resync
+    );
+    println!(
+        "ratios (baseline / phoenix): time {:.1}x, calls per guest {:.2}x, calls per resync {:.0}x",
+        b_took.as_secs_f64() / p_took.as_secs_f64(),
+        b_calls / p_calls,
+        b_resync / p_resync.max(1.0)
+    );
+}

@@ -1,0 +1,234 @@
+//! One shared, short-lived view of every guest in the cluster, so that a resync of N Guests
+//! costs one `GET /cluster/resources?type=vm` instead of N, and a fingerprint of each guest's
+//! entry there, so that a Guest whose PVE side did not change is not read again.
+//!
+//! Guarantees:
+//! - [`Inventory::find`] answers from a snapshot at most `max_age` old; concurrent callers
+//!   share one request (single flight). A failed request is not cached.
+//! - [`Inventory::invalidate`] makes the next `find` read again: the controller calls it after
+//!   its own creates and destroys, so it never acts on a list taken before them.
+//! - [`Inventory::unchanged`] is true only when the Guest was converged (Ready) at its current
+//!   generation, its `/cluster/resources` entry carries the same fingerprint as at that
+//!   convergence (node, status, lock, name, tags, CPUs, memory, disk, pool, HA state), and its
+//!   config was read in full less than `full_check` ago. Drift in keys PVE does not show in
+//!   `/cluster/resources` (swap, onboot, description, networks) is therefore found at the next
+//!   full check, not at the next resync.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use phoenix_api::ConditionStatus;
+use phoenix_api::condition::{READY, find_condition};
+use phoenix_api::kinds::Guest;
+use phoenix_pve::{ClusterResource, PveClient, PveError, ResourceType};
+use sha2::{Digest, Sha256};
+
+/// How the inventory ages.
+#[derive(Debug, Clone, Copy)]
+pub struct InventoryOptions {
+    /// How long one `/cluster/resources` answer serves every reconcile; default 1 s.
+    pub max_age: Duration,
+    /// How long a Guest whose fingerprint did not change may go without a full config read;
+    /// default 30 min. Zero: every reconcile reads the config.
+    pub full_check: Duration,
+}
+
+impl Default for InventoryOptions {
+    fn default() -> Self {
+        InventoryOptions {
+            max_age: Duration::from_secs(1),
+            full_check: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Snapshot {
+    taken: Instant,
+    epoch: u64,
+    guests: Arc<HashMap<u32, ClusterResource>>,
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    fingerprint: String,
+    generation: Option<i64>,
+    verified: Instant,
+}
+
+/// The shared inventory of one PVE cluster. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Inventory {
+    pve: PveClient,
+    options: InventoryOptions,
+    snapshot: tokio::sync::Mutex<Option<Snapshot>>,
+    /// Bumped by [`Inventory::invalidate`]; a snapshot of an older epoch is stale.
+    epoch: Mutex<u64>,
+    /// Per object uid: the fingerprint at the last full convergence.
+    seen: Mutex<HashMap<String, Seen>>,
+}
+
+impl Inventory {
+    /// An empty inventory over `pve`.
+    pub fn new(pve: PveClient, options: InventoryOptions) -> Self {
+        Inventory {
+            pve,
+            options,
+            snapshot: tokio::sync::Mutex::new(None),
+            epoch: Mutex::new(0),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        *self.epoch.lock().expect("inventory epoch lock")
+    }
+
+    /// Every guest of the cluster by vmid, from a snapshot at most `max_age` old (read now
+    /// when there is none). Fails as `/cluster/resources` does.
+    pub async fn guests(&self) -> Result<Arc<HashMap<u32, ClusterResource>>, PveError> {
+        let mut slot = self.snapshot.lock().await;
+        let epoch = self.epoch();
+        if let Some(s) = slot.as_ref()
+            && s.epoch == epoch
+            && s.taken.elapsed() < self.options.max_age
+        {
+            return Ok(s.guests.clone());
+        }
+        let taken = Instant::now();
+        let all = self.pve.cluster_resources(Some(ResourceType::Vm)).await?;
+        let guests: HashMap<u32, ClusterResource> = all
+            .into_iter()
+            .filter(ClusterResource::is_guest)
+            .filter_map(|r| r.vmid.map(|v| (v, r)))
+            .collect();
+        let guests = Arc::new(guests);
+        *slot = Some(Snapshot {
+            taken,
+            epoch,
+            guests: guests.clone(),
+        });
+        Ok(guests)
+    }
+
+    /// The guest with this vmid, wherever it is (see [`Inventory::guests`]).
+    pub async fn find(&self, vmid: u32) -> Result<Option<ClusterResource>, PveError> {
+        Ok(self.guests().await?.get(&vmid).cloned())
+    }
+
+    /// The next [`Inventory::find`] reads `/cluster/resources` again.
+    pub fn invalidate(&self) {
+        *self.epoch.lock().expect("inventory epoch lock") += 1;
+    }
+
+    /// What of a `/cluster/resources` entry says the guest changed: placement, power, lock,
+    /// and the configured size and identity PVE shows there (not usage counters).
+    pub fn fingerprint(r: &ClusterResource) -> String {
+        let mut h = Sha256::new();
+        let tags = crate::desired::normalise_tags(r.tags.as_deref().unwrap_or("").split(';'));
+        for part in [
+            r.kind.as_str(),
+            r.node.as_deref().unwrap_or(""),
+            r.status.as_deref().unwrap_or(""),
+            r.lock.as_deref().unwrap_or(""),
+            r.name.as_deref().unwrap_or(""),
+            tags.as_str(),
+            r.pool.as_deref().unwrap_or(""),
+            r.hastate.as_deref().unwrap_or(""),
+            &r.maxcpu.map(|v| v.to_string()).unwrap_or_default(),
+            &r.maxmem.map(|v| v.to_string()).unwrap_or_default(),
+            &r.maxdisk.map(|v| v.to_string()).unwrap_or_default(),
+            if r.template { "t" } else { "" },
+        ] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// True when `guest` needs no PVE read at all: see the module documentation.
+    pub fn unchanged(&self, guest: &Guest, found: &ClusterResource) -> bool {
+        let Some(uid) = guest.metadata.uid.as_deref() else {
+            return false;
+        };
+        let Some(status) = guest.status.as_ref() else {
+            return false;
+        };
+        let ready = status.observed_generation == guest.metadata.generation
+            && find_condition(&status.conditions, READY)
+                .is_some_and(|c| c.status == ConditionStatus::True)
+            && status.node.as_deref() == found.node.as_deref()
+            && status.state.as_deref() == found.status.as_deref();
+        if !ready {
+            return false;
+        }
+        let seen = self.seen.lock().expect("inventory seen lock");
+        seen.get(uid).is_some_and(|s| {
+            s.generation == guest.metadata.generation
+                && s.fingerprint == Self::fingerprint(found)
+                && s.verified.elapsed() < self.options.full_check
+        })
+    }
+
+    /// Records that `guest` was read in full and converged while PVE showed `found` (the
+    /// entry taken before the reconcile's own writes: a write that changed what the entry
+    /// shows costs one more full read at the next resync, which then records the new one).
+    pub fn converged(&self, guest: &Guest, found: &ClusterResource) {
+        let Some(uid) = guest.metadata.uid.clone() else {
+            return;
+        };
+        self.seen.lock().expect("inventory seen lock").insert(
+            uid,
+            Seen {
+                fingerprint: Self::fingerprint(found),
+                generation: guest.metadata.generation,
+                verified: Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets what was recorded for the object `uid` (deleted, or failed).
+    pub fn forget(&self, uid: &str) {
+        self.seen.lock().expect("inventory seen lock").remove(uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(cores: u32, status: &str) -> ClusterResource {
+        serde_json::from_value(json!({
+            "id": "lxc/100", "type": "lxc", "node": "pve1", "vmid": 100, "name": "web",
+            "status": status, "maxcpu": cores, "maxmem": 536870912u64, "uptime": 17,
+            "cpu": 0.3, "tags": "B;a",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn fingerprints_ignore_usage_but_not_configuration() {
+        let a = entry(1, "running");
+        let mut b = entry(1, "running");
+        b.uptime = Some(99);
+        b.other.insert("cpu".into(), json!(0.9));
+        b.tags = Some("a;b".into());
+        assert_eq!(Inventory::fingerprint(&a), Inventory::fingerprint(&b));
+        assert_ne!(
+            Inventory::fingerprint(&a),
+            Inventory::fingerprint(&entry(2, "running"))
+        );
+        assert_ne!(
+            Inventory::fingerprint(&a),
+            Inventory::fingerprint(&entry(1, "stopped"))
+        );
+        let mut locked = entry(1, "running");
+        locked.lock = Some("backup".into());
+        assert_ne!(Inventory::fingerprint(&a), Inventory::fingerprint(&locked));
+        let mut moved = entry(1, "running");
+        moved.node = Some("pve2".into());
+        assert_ne!(Inventory::fingerprint(&a), Inventory::fingerprint(&moved));
+    }
+}
