@@ -4,17 +4,52 @@
 #
 #   protoc        protobuf-compiler + libprotobuf-dev   (etcd-client's build)
 #   etcd          etcd-server                           (store and e2e tests)
-#   nginx         nginx-light                           (gateway tests)
+#   nginx         nginx                                 (gateway tests: ssl, http2, gzip,
+#                                                        proxy cache, limit_req, realip)
+#   ModSecurity   libnginx-mod-http-modsecurity          (gateway WAF test)
+#                 + modsecurity-crs (OWASP core rule set)
+#   promtool      prometheus                            (metrics format checks)
+#   python3 venv  python3-venv                          (the fakepve venv below)
+#
+# and a Python venv, .venv-fakepve at the repository root, holding fakepve[crypto] at the
+# version pinned below: the fake Proxmox VE API the PVE client tests run against
+# (hack/fakepve/harness.py). Recreated only when missing or at another version.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FAKEPVE_VERSION=0.5.0
+FAKEPVE_VENV=.venv-fakepve
 
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 [ -d /usr/include/google/protobuf ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+[ -f /usr/lib/nginx/modules/ngx_http_modsecurity_module.so ] || need+=(libnginx-mod-http-modsecurity)
+[ -d /usr/share/modsecurity-crs/rules ] || need+=(modsecurity-crs)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+
+# The fakepve venv: fakepve[crypto] at FAKEPVE_VERSION, importable with its cryptography extra.
+fakepve_venv() {
+  if "$FAKEPVE_VENV/bin/python" - "$FAKEPVE_VERSION" >/dev/null 2>&1 <<'PY'
+import sys
+from importlib import metadata
+import cryptography, fakepve  # noqa: F401
+sys.exit(metadata.version('fakepve') != sys.argv[1])
+PY
+  then
+    return 0
+  fi
+  echo "hack/install-deps.sh: creating $FAKEPVE_VENV with fakepve[crypto]==$FAKEPVE_VERSION"
+  rm -rf "$FAKEPVE_VENV"
+  python3 -m venv "$FAKEPVE_VENV"
+  "$FAKEPVE_VENV/bin/pip" install --quiet --disable-pip-version-check "fakepve[crypto]==$FAKEPVE_VERSION"
+}
 
 if [ ${#need[@]} -eq 0 ]; then
+  fakepve_venv
   exit 0
 fi
 
@@ -32,8 +67,9 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts these daemons on install; the tests start their own on loopback.
-for svc in etcd nginx; do
+for svc in etcd nginx prometheus; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     $SUDO systemctl stop "$svc" || true
   fi
 done
+fakepve_venv

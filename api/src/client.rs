@@ -315,6 +315,30 @@ impl WatchEvent {
     }
 }
 
+/// The state of a leader-election lease, as the server answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// Whether the caller holds it.
+    pub held: bool,
+    /// Who holds it ("" if nobody).
+    pub holder: String,
+    /// The lease id, when held.
+    pub lease_id: i64,
+    /// The granted TTL.
+    pub ttl: Duration,
+}
+
+impl From<proto::LeaseResponse> for LeaseStatus {
+    fn from(r: proto::LeaseResponse) -> Self {
+        LeaseStatus {
+            held: r.held,
+            holder: r.holder,
+            lease_id: r.lease_id,
+            ttl: Duration::from_secs(r.ttl_seconds.into()),
+        }
+    }
+}
+
 impl Client {
     /// Connects to `context.server`, verifying TLS against the context's CA.
     pub async fn connect(context: &Context) -> Result<Self, ClientError> {
@@ -584,6 +608,55 @@ impl Client {
             .map_err(|s| self.status(s))?
             .into_inner();
         Ok(whole_runs(stream, self.server.clone()))
+    }
+
+    /// Takes the named leader-election lease for `holder` if free (see the proto).
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<LeaseStatus, ClientError> {
+        let resp = self
+            .inner
+            .clone()
+            .acquire_lease(proto::AcquireLeaseRequest {
+                name: name.into(),
+                holder: holder.into(),
+                ttl_seconds: u32::try_from(ttl.as_secs().max(1)).unwrap_or(u32::MAX),
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        Ok(LeaseStatus::from(resp))
+    }
+
+    /// Renews a held lease; [`ClientError::NotFound`] when it is lost.
+    pub async fn renew_lease(&self, name: &str, lease_id: i64) -> Result<LeaseStatus, ClientError> {
+        let resp = self
+            .inner
+            .clone()
+            .renew_lease(proto::LeaseRef {
+                name: name.into(),
+                lease_id,
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        Ok(LeaseStatus::from(resp))
+    }
+
+    /// Gives a held lease up (no-op when it is not held any more).
+    pub async fn release_lease(&self, name: &str, lease_id: i64) -> Result<(), ClientError> {
+        self.inner
+            .clone()
+            .release_lease(proto::LeaseRef {
+                name: name.into(),
+                lease_id,
+            })
+            .await
+            .map_err(|s| self.status(s))?;
+        Ok(())
     }
 
     /// The JSON schema of `kind`, as the server knows it.

@@ -32,7 +32,7 @@ pub use kinds::{
 };
 pub use manifest::{ManifestError, load_paths, load_source};
 pub use meta::{ObjectMeta, OwnerReference};
-pub use resource::{Kind, Object, Resource};
+pub use resource::{HasStatus, Kind, Object, ObjectStatus, Resource};
 pub use validation::{FieldError, ValidationErrors};
 
 /// The API group.

@@ -134,6 +134,30 @@ pub trait Resource:
     }
 }
 
+/// A kind with a controller-written status (every kind but `Secret` and `Event`).
+pub trait HasStatus: Resource {
+    /// The status type.
+    type Status: ObjectStatus;
+    /// The status, if any was written.
+    fn status(&self) -> Option<&Self::Status>;
+    /// The status, created empty when absent.
+    fn status_mut(&mut self) -> &mut Self::Status;
+}
+
+/// What every status carries: conditions and the generation they were computed for.
+pub trait ObjectStatus:
+    Serialize + DeserializeOwned + Clone + PartialEq + Default + fmt::Debug + Send + Sync + 'static
+{
+    /// `status.conditions`.
+    fn conditions(&self) -> &[crate::Condition];
+    /// `status.conditions`, mutably.
+    fn conditions_mut(&mut self) -> &mut Vec<crate::Condition>;
+    /// `status.observedGeneration`.
+    fn observed_generation(&self) -> Option<i64>;
+    /// Sets `status.observedGeneration`.
+    fn set_observed_generation(&mut self, generation: Option<i64>);
+}
+
 /// An object of any kind, as decoded from a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)]
@@ -226,6 +250,17 @@ macro_rules! from_typed {
         impl From<$k> for Object {
             fn from(o: $k) -> Self {
                 Object::$k(o)
+            }
+        }
+
+        impl TryFrom<Object> for $k {
+            /// The object, when it is of another kind.
+            type Error = Object;
+            fn try_from(o: Object) -> Result<Self, Object> {
+                match o {
+                    Object::$k(x) => Ok(x),
+                    other => Err(other),
+                }
             }
         }
     )*};

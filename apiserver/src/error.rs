@@ -60,6 +60,12 @@ pub enum ApiError {
     /// The store failed.
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    /// A leader-election lease expired or passed to another holder.
+    #[error("lease {name:?} is not held by the caller any more")]
+    LeaseLost {
+        /// The lease's name.
+        name: String,
+    },
     /// The server is shutting down or not ready.
     #[error("{0}")]
     Unavailable(String),
@@ -70,7 +76,7 @@ impl ApiError {
     pub fn code(&self) -> Code {
         match self {
             ApiError::BadRequest(_) | ApiError::Invalid(_) => Code::InvalidArgument,
-            ApiError::NotFound { .. } => Code::NotFound,
+            ApiError::NotFound { .. } | ApiError::LeaseLost { .. } => Code::NotFound,
             ApiError::Conflict { .. } | ApiError::BeingDeleted { .. } => Code::Aborted,
             ApiError::TooOld { .. } => Code::OutOfRange,
             ApiError::Unauthenticated(_) => Code::Unauthenticated,

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::registry::Registry;
 
 use crate::cache::Cache;
 use crate::metrics::{KindLabels, Metrics};
@@ -15,18 +16,23 @@ use crate::metrics::{KindLabels, Metrics};
 struct AppState {
     metrics: Arc<Metrics>,
     cache: Cache,
+    extra: Option<Arc<Registry>>,
 }
 
 /// The router.
-pub fn router(metrics: Arc<Metrics>, cache: Cache) -> Router {
+pub fn router(metrics: Arc<Metrics>, cache: Cache, extra: Option<Arc<Registry>>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state(AppState { metrics, cache })
+        .with_state(AppState {
+            metrics,
+            cache,
+            extra,
+        })
 }
 
-async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
+async fn metrics_handler(State(s): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     for kc in s.cache.all() {
         s.metrics
             .objects
@@ -35,13 +41,9 @@ async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
             })
             .set(kc.len() as i64);
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = s.metrics.exposition(s.extra.as_deref(), accept);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 async fn ready(State(s): State<AppState>) -> impl IntoResponse {

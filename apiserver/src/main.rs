@@ -6,8 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::sync::Arc;
+
+use phoenix_api::client::{Client, ClientConfig, config_path};
 use phoenix_apiserver::auth::{Role, Tokens};
+use phoenix_apiserver::hosting::{self, HostOptions};
 use phoenix_apiserver::serve::{self, ServeArgs};
+use phoenix_runtime::RuntimeMetrics;
 
 /// Phoenix: a declarative control plane for Proxmox VE.
 #[derive(Debug, Parser)]
@@ -30,11 +35,36 @@ enum LogFormat {
 enum Command {
     /// Run the API server (embedded store by default).
     Serve(ServeArgs),
+    /// Run controllers against an API server (e.g. inside the gateway guest).
+    Controller(ControllerArgs),
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ControllerArgs {
+    /// Controllers to run (comma-separated); default: every one this build has.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// phoenixctl configuration file with the server, CA and token. Default:
+    /// $PHOENIXCONFIG, else ~/.config/phoenix/config.yaml.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Context in the configuration file (default: its current context).
+    #[arg(long)]
+    context: Option<String>,
+    /// Listen address for /metrics and /healthz.
+    #[arg(long, default_value = "127.0.0.1:7081")]
+    http_listen: std::net::SocketAddr,
+    /// Leader-election lease TTL: a standby takes over this long after the leader died.
+    #[arg(long, default_value = "15s")]
+    leader_ttl: String,
+    /// The Proxmox VE provider (guest controller).
+    #[command(flatten)]
+    pve: phoenix_apiserver::provider::PveArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,11 +100,50 @@ async fn main() -> anyhow::Result<()> {
     init_logs(cli.log_format);
     match cli.command {
         Command::Serve(args) => {
+            let no_controllers = args.no_controllers;
+            // Its metrics are not exported yet: the server's registry is not reachable here.
+            let pve = args
+                .pve
+                .client(&mut prometheus_client::registry::Registry::default())?;
             let mut running = serve::start(args).await?;
             let stop = running.take_shutdown();
+            let mut hosted = if no_controllers {
+                None
+            } else {
+                let options = HostOptions {
+                    pve,
+                    ..HostOptions::default()
+                };
+                let controllers = hosting::available(&hosting::registered(), &options);
+                if controllers.is_empty() {
+                    None
+                } else {
+                    let client = Client::connect(&running.admin_context)
+                        .await
+                        .context("connecting the hosted controllers to this server")?;
+                    Some(hosting::host(
+                        client,
+                        running.runtime_metrics.clone(),
+                        &controllers,
+                        &options,
+                    ))
+                }
+            };
             tokio::select! {
                 _ = shutdown_signal() => {
                     tracing::info!("shutting down");
+                    // Controllers first (they need the API to finish), then the server.
+                    if let Some(h) = hosted.as_mut() {
+                        h.request_stop();
+                        tokio::select! {
+                            r = h.wait() => if let Err(e) = r { tracing::warn!(error = %e, "controller error") },
+                            _ = shutdown_signal() => {
+                                tracing::warn!("second signal: forcing");
+                                h.request_stop();
+                                let _ = h.wait().await;
+                            }
+                        }
+                    }
                     if let Some(stop) = stop {
                         let _ = stop.send(());
                     }
@@ -88,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Controller(args) => run_controllers(args).await,
         Command::Token {
             command:
                 TokenCommand::Create {
@@ -105,6 +175,63 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn run_controllers(args: ControllerArgs) -> anyhow::Result<()> {
+    let selected = hosting::select(&args.only)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let pve = args.pve.client(&mut registry)?;
+    let leader_ttl = phoenix_api::duration::parse_duration(&args.leader_ttl)
+        .map_err(|e| anyhow::anyhow!("--leader-ttl {:?} {e}", args.leader_ttl))?;
+    let path = config_path(args.config.as_deref()).context(
+        "no client configuration: pass --config FILE or set PHOENIXCONFIG (phoenix serve writes <data-dir>/admin.yaml)",
+    )?;
+    let config = ClientConfig::load(&path)?;
+    let context = config.context(args.context.as_deref())?;
+    let options = HostOptions { leader_ttl, pve };
+    let controllers = hosting::available(&selected, &options);
+    if controllers.is_empty() {
+        anyhow::bail!(
+            "no controllers to run: none of {} can run with these flags (see the log)",
+            selected
+                .iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    let client = Client::connect(context).await?;
+    let metrics = RuntimeMetrics::register(&mut registry);
+    let (addr, http) = hosting::serve_metrics(args.http_listen, Arc::new(registry))
+        .await
+        .with_context(|| format!("listening on {}", args.http_listen))?;
+    eprintln!(
+        "phoenix controller: running {} against {}; metrics on http://{addr}/metrics",
+        controllers
+            .iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(","),
+        context.server
+    );
+    let mut hosted = hosting::host(client, metrics, &controllers, &options);
+    let result = tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            hosted.request_stop();
+            tokio::select! {
+                r = hosted.wait() => r,
+                _ = shutdown_signal() => {
+                    tracing::warn!("second signal: forcing");
+                    hosted.request_stop();
+                    hosted.wait().await
+                }
+            }
+        }
+        r = hosted.wait() => r,
+    };
+    http.abort();
+    Ok(result?)
 }
 
 async fn shutdown_signal() {

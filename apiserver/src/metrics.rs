@@ -139,12 +139,16 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The text exposition format.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("encoding to a String cannot fail");
-        out
+    /// The exposition of these metrics and `extra` (e.g. the controllers'), in the format
+    /// the `Accept` header asks for; returns the content type too.
+    pub fn exposition(
+        &self,
+        extra: Option<&Registry>,
+        accept: Option<&str>,
+    ) -> (&'static str, String) {
+        let mut all = vec![&self.registry];
+        all.extend(extra);
+        phoenix_runtime::metrics::exposition(&all, accept)
     }
 }
 

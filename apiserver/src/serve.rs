@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use phoenix_api::client::{ClientConfig, Context, default_config_path};
 use phoenix_api::proto::phoenix_server::PhoenixServer;
+use phoenix_runtime::RuntimeMetrics;
 use phoenix_store::Store;
 use phoenix_store::embedded::{EmbeddedConfig, EmbeddedStore};
 use phoenix_store::etcd::{EtcdConfig, EtcdStore};
@@ -47,6 +48,12 @@ pub struct ServeArgs {
     /// Do not write ~/.config/phoenix/config.yaml even when it does not exist.
     #[arg(long)]
     pub no_user_config: bool,
+    /// Serve the API only; host no controllers (run them with `phoenix controller`).
+    #[arg(long)]
+    pub no_controllers: bool,
+    /// The Proxmox VE provider (guest controller).
+    #[command(flatten)]
+    pub pve: crate::provider::PveArgs,
 }
 
 /// The data directory to use.
@@ -69,6 +76,10 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// `<data-dir>/admin.yaml`.
     pub admin_config: PathBuf,
+    /// The admin client context (for controllers hosted in this process).
+    pub admin_context: Context,
+    /// Controller metrics, served on this server's `/metrics`.
+    pub runtime_metrics: Arc<RuntimeMetrics>,
     shutdown: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -162,7 +173,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
-    let router = crate::http::router(metrics, cache);
+    let mut runtime_registry = prometheus_client::registry::Registry::default();
+    let runtime_metrics = RuntimeMetrics::register(&mut runtime_registry);
+    let router = crate::http::router(metrics, cache, Some(Arc::new(runtime_registry)));
     let http_task = tokio::spawn(async move {
         let r = axum::serve(http, router)
             .with_graceful_shutdown(async {
@@ -222,10 +235,16 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         "phoenix: serving on https://{grpc_addr}; http on {http_addr}; client config {}",
         admin_config.display()
     );
+    let admin_context = ClientConfig::load(&admin_config)?
+        .context(None)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .clone();
     Ok(Running {
         grpc_addr,
         http_addr,
         admin_config,
+        admin_context,
+        runtime_metrics,
         shutdown: Some(shutdown_tx),
         done,
     })

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::{Caller, Role, Tokens, require};
 use crate::cache::{Cache, Change, ChangeType, Entry};
 use crate::error::ApiError;
+use crate::lease::Leases;
 use crate::metrics::Metrics;
 use crate::objects::{Objects, Stored, parse_resource_version};
 
@@ -39,6 +40,7 @@ pub struct Service {
     cache: Cache,
     tokens: Arc<Tokens>,
     metrics: Arc<Metrics>,
+    leases: Leases,
     stopping: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -113,6 +115,7 @@ impl Service {
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Service {
+            leases: Leases::new(objects.store().clone()),
             objects,
             cache,
             tokens,
@@ -519,6 +522,53 @@ impl Phoenix for Service {
         }
         .await;
         self.finish("Schema", &req.kind, start, r)
+    }
+
+    async fn acquire_lease(
+        &self,
+        req: Request<proto::AcquireLeaseRequest>,
+    ) -> Result<Response<proto::LeaseResponse>, Status> {
+        let start = Instant::now();
+        let caller = self.caller(&req);
+        let req = req.into_inner();
+        let r = async {
+            require(&caller?, Role::Editor, "hold leases")?;
+            self.leases
+                .acquire(&req.name, &req.holder, req.ttl_seconds)
+                .await
+        }
+        .await;
+        self.finish("AcquireLease", "", start, r)
+    }
+
+    async fn renew_lease(
+        &self,
+        req: Request<proto::LeaseRef>,
+    ) -> Result<Response<proto::LeaseResponse>, Status> {
+        let start = Instant::now();
+        let caller = self.caller(&req);
+        let req = req.into_inner();
+        let r = async {
+            require(&caller?, Role::Editor, "hold leases")?;
+            self.leases.renew(&req.name, req.lease_id).await
+        }
+        .await;
+        self.finish("RenewLease", "", start, r)
+    }
+
+    async fn release_lease(
+        &self,
+        req: Request<proto::LeaseRef>,
+    ) -> Result<Response<proto::LeaseResponse>, Status> {
+        let start = Instant::now();
+        let caller = self.caller(&req);
+        let req = req.into_inner();
+        let r = async {
+            require(&caller?, Role::Editor, "hold leases")?;
+            self.leases.release(&req.name, req.lease_id).await
+        }
+        .await;
+        self.finish("ReleaseLease", "", start, r)
     }
 }
 

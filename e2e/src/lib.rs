@@ -92,6 +92,10 @@ pub struct Server {
     /// How long the last start took, from spawn to answering a List.
     pub started_in: Duration,
     starts: u32,
+    /// gRPC `--listen` of the next start (`127.0.0.1:0` unless pinned).
+    listen: String,
+    /// Extra `phoenix serve` flags.
+    extra_args: Vec<String>,
 }
 
 /// Output of a command as text.
@@ -137,6 +141,11 @@ impl Run {
 impl Server {
     /// Starts a server on a new data directory.
     pub async fn start(backend: Backend) -> Server {
+        Self::start_opts(backend, &[]).await
+    }
+
+    /// Starts a server with extra `phoenix serve` flags (e.g. `--no-controllers`).
+    pub async fn start_opts(backend: Backend, extra_args: &[&str]) -> Server {
         let etcd = match backend {
             Backend::Embedded => None,
             Backend::Etcd => Some(
@@ -146,15 +155,19 @@ impl Server {
             ),
         };
         let endpoints = etcd.as_ref().map(|e| e.endpoints().join(","));
-        Self::start_with(etcd, endpoints).await
+        Self::start_with(etcd, endpoints, extra_args).await
     }
 
     /// Starts a server on a new data directory, on an etcd the caller runs.
     pub async fn start_on_etcd(endpoints: String) -> Server {
-        Self::start_with(None, Some(endpoints)).await
+        Self::start_with(None, Some(endpoints), &[]).await
     }
 
-    async fn start_with(etcd: Option<EtcdCluster>, etcd_endpoints: Option<String>) -> Server {
+    async fn start_with(
+        etcd: Option<EtcdCluster>,
+        etcd_endpoints: Option<String>,
+        extra_args: &[&str],
+    ) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("phoenix-e2e-")
             .tempdir()
@@ -173,9 +186,19 @@ impl Server {
             http_addr: String::new(),
             started_in: Duration::ZERO,
             starts: 0,
+            listen: "127.0.0.1:0".into(),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn().await;
         s
+    }
+
+    /// Makes later restarts listen on the current gRPC port, so that connected clients
+    /// reconnect to the new process.
+    pub fn pin_port(&mut self) {
+        let server = &self.context().server;
+        let port = server.rsplit(':').next().expect("server URL has a port");
+        self.listen = format!("127.0.0.1:{port}");
     }
 
     /// The data directory.
@@ -214,7 +237,8 @@ impl Server {
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(self.dir.path())
-            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(["--listen", &self.listen, "--http-listen", "127.0.0.1:0"])
+            .args(&self.extra_args)
             .env("HOME", &home)
             .env_remove("PHOENIXCONFIG")
             .env_remove("PHOENIX_DATA_DIR")
@@ -286,7 +310,11 @@ impl Server {
 
     /// Stops the server and starts a new one on the same data directory (and store).
     pub async fn restart(&mut self) {
-        assert!(self.stop(), "the server did not stop on SIGTERM in time");
+        assert!(
+            self.stop(),
+            "the server did not stop on SIGTERM in time; log:\n{}",
+            self.log_tail()
+        );
         self.spawn().await;
     }
 

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::meta::ObjectMeta;
-use crate::resource::{Kind, Resource};
+use crate::resource::{HasStatus, Kind, ObjectStatus, Resource};
 
 pub use certificate_authority::{CertificateAuthoritySpec, CertificateAuthorityStatus};
 pub use event::Event;
@@ -63,6 +63,31 @@ macro_rules! spec_kind {
             }
             fn metadata_mut(&mut self) -> &mut ObjectMeta {
                 &mut self.metadata
+            }
+        }
+
+        impl HasStatus for $name {
+            type Status = $status;
+            fn status(&self) -> Option<&$status> {
+                self.status.as_ref()
+            }
+            fn status_mut(&mut self) -> &mut $status {
+                self.status.get_or_insert_with(Default::default)
+            }
+        }
+
+        impl ObjectStatus for $status {
+            fn conditions(&self) -> &[crate::Condition] {
+                &self.conditions
+            }
+            fn conditions_mut(&mut self) -> &mut Vec<crate::Condition> {
+                &mut self.conditions
+            }
+            fn observed_generation(&self) -> Option<i64> {
+                self.observed_generation
+            }
+            fn set_observed_generation(&mut self, generation: Option<i64>) {
+                self.observed_generation = generation;
             }
         }
     };

@@ -190,8 +190,18 @@ pub fn url(s: &str, schemes: &[&str], no_path: bool) -> Check {
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(format!("{} must not carry user info", quote(s)));
     }
-    match parsed.host_str() {
-        Some(h) if !h.is_empty() => {}
+    match parsed.host() {
+        Some(url::Host::Domain(d)) if !d.is_empty() => {
+            // The URL parser lets `;`, `{`, `}`, `$` and more through in host names; a host
+            // that reaches a config file must be a plain RFC 1123 name.
+            if hostname(&d.to_ascii_lowercase()).is_err() {
+                return Err(format!(
+                    "{} has a host that is not a valid host name or IP address",
+                    quote(s)
+                ));
+            }
+        }
+        Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => {}
         _ if parsed.scheme() == "unix" => {}
         _ => return Err(format!("{} has no host", quote(s))),
     }
@@ -214,8 +224,18 @@ pub fn url(s: &str, schemes: &[&str], no_path: bool) -> Check {
     Ok(())
 }
 
-/// A URL path prefix for routing: `^/[A-Za-z0-9._~/-]*$`, without `..` segments or `//`.
+/// Longest URL path prefix or file-system path accepted.
+pub const MAX_PATH: usize = 1024;
+
+/// A URL path prefix for routing: `^/[A-Za-z0-9._~/-]*$`, without `..` segments or `//`, at
+/// most [`MAX_PATH`] characters.
 pub fn url_path(s: &str) -> Check {
+    if s.len() > MAX_PATH {
+        return Err(format!(
+            "is {} characters long, more than {MAX_PATH}",
+            s.len()
+        ));
+    }
     let ok = s.starts_with('/')
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._~/-".contains(&b))
@@ -231,7 +251,7 @@ pub fn url_path(s: &str) -> Check {
     }
 }
 
-/// An absolute file-system path (same characters as [`url_path`]).
+/// An absolute file-system path (same characters and length as [`url_path`]).
 pub fn file_path(s: &str) -> Check {
     url_path(s).map_err(|_| {
         format!(
@@ -592,6 +612,14 @@ mod tests {
         assert!(url("http://u:p@x", &["http", "https"], true).is_err());
         assert!(url("http://x/path", &["http", "https"], true).is_err());
         assert!(url("https://ca:9000/acme/acme/directory", &["https"], false).is_ok());
+        for bad in [
+            "http://a;b.test:80",
+            "http://a{b}.test",
+            "http://$host:80",
+            "http://a`b",
+        ] {
+            assert!(url(bad, &["http"], true).is_err(), "{bad}");
+        }
     }
 
     #[test]

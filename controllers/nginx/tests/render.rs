@@ -1,0 +1,452 @@
+//! Rendering: snapshots of the seeds' Gateway and of each feature, determinism, and the
+//! renderer's consistency checks.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use phoenix_api::kinds::common::Scheme;
+use phoenix_nginx::{
+    BackendDirectory, ConfigTree, GatewayInput, Listen, MeshEntry, RenderError, RenderOptions,
+    ResolveError, TlsCertificate, UpstreamHost, render,
+};
+use support::{gateway, seeds_gateway};
+
+/// Fixed PEM blocks (not real keys), so snapshots and hashes are stable.
+fn dummy_cert() -> TlsCertificate {
+    TlsCertificate::new(
+        "-----BEGIN CERTIFICATE-----\nZHVtbXkgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+        "-----BEGIN PRIVATE KEY-----\nZHVtbXkga2V5\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap()
+}
+
+fn certs_for(hosts: &[&str]) -> BTreeMap<String, TlsCertificate> {
+    hosts
+        .iter()
+        .map(|h| (h.to_string(), dummy_cert()))
+        .collect()
+}
+
+/// The estate's directory: portainer (LXC, 10.0.0.101) and the Traefik mesh (LXC 102).
+fn estate() -> BackendDirectory {
+    BackendDirectory {
+        guests: BTreeMap::from([("portainer".into(), "10.0.0.101".parse().unwrap())]),
+        meshes: BTreeMap::from([(
+            "internal".into(),
+            MeshEntry {
+                scheme: Scheme::Http,
+                host: UpstreamHost::Ip("10.0.0.12".parse().unwrap()),
+                port: 80,
+            },
+        )]),
+    }
+}
+
+fn render_spec(
+    spec: &phoenix_api::GatewaySpec,
+    certs: &BTreeMap<String, TlsCertificate>,
+) -> Result<ConfigTree, RenderError> {
+    let options = RenderOptions::from_spec(spec).unwrap();
+    render(&GatewayInput {
+        spec,
+        backends: &estate(),
+        certificates: certs,
+        options: &options,
+    })
+}
+
+/// The tree as text: hash, then every file with its mode; PEM files are not shown.
+fn show(tree: &ConfigTree) -> String {
+    let mut out = format!("hash: {}\n", tree.hash());
+    for (path, f) in tree.files() {
+        let _ = writeln!(
+            out,
+            "\n=== {path} (mode {:o}, {} bytes)",
+            f.mode,
+            f.contents.len()
+        );
+        if path.ends_with(".conf") {
+            out.push_str(tree.text(path).unwrap());
+        } else {
+            out.push_str("(PEM, not shown)\n");
+        }
+    }
+    out
+}
+
+fn snapshot(name: &str, spec_yaml: &str, tls_hosts: &[&str]) -> ConfigTree {
+    let tree = render_spec(&gateway(spec_yaml), &certs_for(tls_hosts))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    insta::assert_snapshot!(name, show(&tree));
+    tree
+}
+
+#[test]
+fn the_seeds_gateway() {
+    let spec = seeds_gateway();
+    let hosts: Vec<&str> = spec.routes.iter().map(|r| r.host.as_str()).collect();
+    let tree = render_spec(&spec, &certs_for(&hosts)).unwrap();
+    insta::assert_snapshot!("seeds_gateway", show(&tree));
+    // One file per route host, a certificate and a 0600 key per TLS host.
+    for h in &hosts {
+        assert!(tree.get(&format!("sites/{h}.conf")).is_some());
+        assert_eq!(tree.get(&format!("tls/{h}.key")).unwrap().mode, 0o600);
+        assert_eq!(tree.get(&format!("tls/{h}.crt")).unwrap().mode, 0o644);
+    }
+    assert_eq!(tree.len(), 2 + 3 * hosts.len());
+    // The two locations of api.* share one upstream block; the two mesh routes another.
+    let upstreams = tree.text("upstreams.conf").unwrap();
+    assert_eq!(upstreams.matches("upstream u_").count(), 3, "{upstreams}");
+}
+
+#[test]
+fn minimal_route() {
+    snapshot(
+        "minimal_route",
+        r#"
+  target: {local: {}}
+  routes:
+    - host: app.example.test
+      locations:
+        - {path: /, backends: [{url: "http://10.0.0.151:8000"}]}
+"#,
+        &[],
+    );
+}
+
+#[test]
+fn upstreams_and_load_balancing() {
+    snapshot(
+        "upstreams_and_load_balancing",
+        r#"
+  target: {local: {}}
+  routes:
+    - host: lb.example.test
+      locations:
+        - path: /
+          backends: [{url: "http://10.0.0.151:8000", weight: 3}, {url: "http://10.0.0.152:8000"}]
+        - path: /least/
+          loadBalancing: least_conn
+          backends: [{url: "http://10.0.0.151:8000"}, {url: "http://vllm.internal.thinkheads.ai:8000"}]
+        - path: /sticky/
+          loadBalancing: ip_hash
+          backends: [{url: "http://[fd00::151]:8000"}, {guest: portainer, port: 9000}]
+"#,
+        &[],
+    );
+}
+
+#[test]
+fn websocket_and_https_backend() {
+    snapshot(
+        "websocket_and_https_backend",
+        r#"
+  target: {local: {}}
+  routes:
+    - host: portainer.example.test
+      locations:
+        - path: /
+          websocket: true
+          backends: [{guest: portainer, port: 9443, scheme: https}]
+"#,
+        &[],
+    );
+}
+
+#[test]
+fn tls_redirect_and_http2() {
+    let tree = snapshot(
+        "tls_redirect_and_http2",
+        r#"
+  target: {local: {}}
+  listen: {address: 0.0.0.0, httpPort: 8080, httpsPort: 8443}
+  routes:
+    - host: secure.example.test
+      tls: true
+      redirectHttp: true
+      locations:
+        - {path: /, backends: [{url: "http://10.0.0.151:8000"}]}
+    - host: "*.wild.example.test"
+      tls: true
+      locations:
+        - {path: /, backends: [{url: "http://10.0.0.151:8000"}]}
+"#,
+        &["secure.example.test", "*.wild.example.test"],
+    );
+    assert!(tree.get("sites/_.wild.example.test.conf").is_some());
+    let spec = gateway(
+        r#"
+  target: {local: {}}
+  http2: false
+  routes:
+    - host: secure.example.test
+      tls: true
+      locations:
+        - {path: /, backends: [{url: "http://10.0.0.151:8000"}]}
+"#,
+    );
+    let tree = render_spec(&spec, &certs_for(&["secure.example.test"])).unwrap();
+    let site = tree.text("sites/secure.example.test.conf").unwrap();
+    assert!(site.contains("listen 0.0.0.0:443 ssl;"), "{site}");
+    assert!(!tree.text("nginx.conf").unwrap().contains("http2"));
+}
+
+#[test]
+fn gzip_off_and_server_tokens_on() {
+    let tree = snapshot(
+        "gzip_off_and_server_tokens_on",
+        r#"
+  target: {local: {}}
+  gzip: false
+  serverTokens: true
+  routes:
+    - host: app.example.test
+      locations:
+        - {path: /, backends: [{url: "http://10.0.0.151:8000"}]}
+"#,
+        &[],
+    );
+    let main = tree.text("nginx.conf").unwrap();
+    assert!(main.contains("gzip off;") && main.contains("server_tokens on;"));
+}
+
+#[test]
+fn cache_and_rate_limit_zones() {
+    snapshot(
+        "cache_and_rate_limit_zones",
+        r#"
+  target: {local: {}}
+  rateLimits:
+    - {name: api, requestsPerSecond: 10, burst: 20}
+    - {name: strict, requestsPerSecond: 1, zoneSizeMiB: 1}
+  caches:
+    - {name: api, sizeMiB: 100, inactive: 60m, valid: 90s}
+  routes:
+    - host: api.example.test
+      locations:
+        - {path: /, rateLimit: api, backends: [{url: "http://10.0.0.151:8000"}]}
+        - {path: /login, rateLimit: strict, backends: [{url: "http://10.0.0.151:8000"}]}
+        - {path: /v1/models, cache: api, backends: [{url: "http://10.0.0.151:8000"}]}
+"#,
+        &[],
+    );
+}
+
+#[test]
+fn access_rules() {
+    snapshot(
+        "access_rules",
+        r#"
+  target: {local: {}}
+  routes:
+    - host: admin.example.test
+      locations:
+        - path: /
+          allow: [10.0.0.0/24, "fd00::/8"]
+          deny: [10.0.0.66]
+          backends: [{url: "http://10.0.0.151:8000"}]
+"#,
+        &[],
+    );
+}
+
+#[test]
+fn security_headers() {
+    snapshot(
+        "security_headers",
+        r#"
+  target: {local: {}}
+  securityHeaders:
+    hsts: true
+    frameOptions: SAMEORIGIN
+    contentTypeOptions: true
+    contentSecurityPolicy: "default-src 'self'; img-src * data:"
+    referrerPolicy: strict-origin-when-cross-origin
+  routes:
+    - host: app.example.test
+      tls: true
+      locations:
+        - path: /
+          backends: [{url: "http://10.0.0.151:8000"}]
+          setHeaders: {X-Frame-Options: DENY, Permissions-Policy: "geolocation=()"}
+"#,
+        &["app.example.test"],
+    );
+}
+
+#[test]
+fn waf_detection_only() {
+    let tree = snapshot(
+        "waf_detection_only",
+        r#"
+  target: {local: {}}
+  waf: {mode: DetectionOnly}
+  routes:
+    - host: app.example.test
+      locations:
+        - {path: /, backends: [{url: "http://10.0.0.151:8000"}]}
+"#,
+        &[],
+    );
+    assert!(
+        tree.text("nginx.conf")
+            .unwrap()
+            .starts_with("# Rendered by Phoenix")
+    );
+    let plain = render_spec(
+        &gateway(
+            r#"
+  target: {local: {}}
+  routes:
+    - host: app.example.test
+      locations:
+        - {path: /, backends: [{url: "http://10.0.0.151:8000"}]}
+"#,
+        ),
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    let main = plain.text("nginx.conf").unwrap();
+    assert!(
+        !main.contains("modsecurity") && !main.contains("load_module"),
+        "ModSecurity only when asked"
+    );
+}
+
+#[test]
+fn runtime_paths_and_listen_come_from_the_options() {
+    let spec = gateway(
+        r#"
+  target:
+    local:
+      configDir: /srv/phoenix/nginx
+      runtime: {pidFile: /srv/run/nginx.pid, logDir: /srv/log, tempDir: /srv/tmp, cacheDir: /srv/cache, user: www-data}
+  listen: {address: "::", httpPort: 8080, httpsPort: 8443}
+  caches: [{name: c, sizeMiB: 1}]
+  routes:
+    - host: app.example.test
+      locations:
+        - {path: /, cache: c, backends: [{url: "http://10.0.0.151:8000"}]}
+"#,
+    );
+    let tree = render_spec(&spec, &BTreeMap::new()).unwrap();
+    insta::assert_snapshot!("runtime_paths_and_listen", show(&tree));
+}
+
+#[test]
+fn output_is_deterministic_and_independent_of_spec_order() {
+    let spec = seeds_gateway();
+    let hosts: Vec<&str> = spec.routes.iter().map(|r| r.host.as_str()).collect();
+    let certs = certs_for(&hosts);
+    let a = render_spec(&spec, &certs).unwrap();
+    let b = render_spec(&spec, &certs).unwrap();
+    assert_eq!(a, b);
+    let mut shuffled = spec.clone();
+    shuffled.routes.reverse();
+    for r in &mut shuffled.routes {
+        r.locations.reverse();
+    }
+    shuffled.rate_limits.reverse();
+    let c = render_spec(&shuffled, &certs).unwrap();
+    assert_eq!(a.hash(), c.hash(), "order in the spec does not matter");
+    // Any change changes the hash.
+    let mut changed = spec.clone();
+    changed.routes[0].locations[0].websocket ^= true;
+    assert_ne!(render_spec(&changed, &certs).unwrap().hash(), a.hash());
+}
+
+#[test]
+fn consistency_errors_name_the_field() {
+    let base = r#"
+  target: {local: {}}
+  routes:
+    - host: app.example.test
+      tls: true
+      locations:
+        - {path: /, backends: [{guest: ghost, port: 80}]}
+"#;
+    let spec = gateway(base);
+    let err = render_spec(&spec, &BTreeMap::new()).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::Backend { field, source: ResolveError::UnknownGuest(_) }
+            if field == "spec.routes[0].locations[0].backends[0]"),
+        "{err}"
+    );
+    let mut spec = spec;
+    spec.routes[0].locations[0].backends[0] = phoenix_api::kinds::common::Backend {
+        url: Some("http://10.0.0.1:80".into()),
+        ..Default::default()
+    };
+    let err = render_spec(&spec, &BTreeMap::new()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "spec.routes[0]: no certificate for TLS host \"app.example.test\""
+    );
+    spec.routes[0].locations[0]
+        .backends
+        .push(phoenix_api::kinds::common::Backend {
+            url: Some("https://10.0.0.2".into()),
+            ..Default::default()
+        });
+    let err = render_spec(&spec, &certs_for(&["app.example.test"])).unwrap_err();
+    assert!(matches!(err, RenderError::MixedSchemes { .. }), "{err}");
+    spec.routes[0].locations[0].backends.pop();
+    spec.routes[0].locations[0].rate_limit = Some("nope".into());
+    let err = render_spec(&spec, &certs_for(&["app.example.test"])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "spec.routes[0].locations[0].rateLimit: \"nope\" is not a name in spec.rateLimits"
+    );
+    spec.routes[0].locations[0].rate_limit = None;
+    spec.routes.push(spec.routes[0].clone());
+    let err = render_spec(&spec, &certs_for(&["app.example.test"])).unwrap_err();
+    assert!(matches!(err, RenderError::Duplicate { .. }), "{err}");
+}
+
+#[test]
+fn options_are_checked_too() {
+    let spec = gateway(
+        r#"
+  target: {local: {}}
+  routes:
+    - host: app.example.test
+      locations:
+        - {path: /, backends: [{url: "http://10.0.0.151:8000"}]}
+"#,
+    );
+    let mut options = RenderOptions::new(Listen {
+        address: "127.0.0.1".parse().unwrap(),
+        http_port: 8080,
+        https_port: 8443,
+    });
+    for (field, bad) in [
+        ("options.runtime.logDir", "/var/log; include /etc/passwd"),
+        ("options.runtime.logDir", "relative/log"),
+        ("options.runtime.logDir", "/var/../etc"),
+    ] {
+        options.runtime.log_dir = bad.into();
+        let err = render(&GatewayInput {
+            spec: &spec,
+            backends: &BackendDirectory::default(),
+            certificates: &BTreeMap::new(),
+            options: &options,
+        })
+        .unwrap_err();
+        assert!(err.to_string().starts_with(field), "{err}");
+    }
+    options.runtime.log_dir = "/var/log/nginx".into();
+    options.user = Some("root;".into());
+    assert!(
+        render(&GatewayInput {
+            spec: &spec,
+            backends: &BackendDirectory::default(),
+            certificates: &BTreeMap::new(),
+            options: &options,
+        })
+        .unwrap_err()
+        .to_string()
+        .starts_with("options.user")
+    );
+}

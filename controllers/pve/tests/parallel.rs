@@ -1,0 +1,116 @@
+//! Fifty containers created at once on one node and one storage, with PVE's storage lock
+//! modelled: each create holds the storage's lock for 1 PVE second while it allocates, and
+//! gives up after waiting 20 (as `pct create` does with "can't lock file
+//! '/var/lock/pve-manager/pve-storage-ID' - got timeout").
+
+mod common;
+
+use common::{client_with, ct_params};
+use futures::future::join_all;
+use phoenix_pve::testing::{FakePve, FakePveOptions};
+use phoenix_pve::{Limits, PveError, RetryPolicy};
+
+const GUESTS: u32 = 50;
+
+fn start() -> FakePve {
+    // 1 PVE second = 20 ms: a create holds the storage lock 20 ms and waits at most 400 ms.
+    FakePve::start_with(FakePveOptions {
+        time_scale: 0.02,
+        ..FakePveOptions::default()
+    })
+    .expect("starting fakepve")
+}
+
+async fn create_all(
+    fake: &FakePve,
+    limits: Limits,
+    lock_retry: RetryPolicy,
+) -> Vec<Result<(), PveError>> {
+    fake.storage_lock(Some((1.0, 20.0))).await.unwrap();
+    let mut config = fake.config();
+    config.limits = limits;
+    config.lock_retry = lock_retry;
+    let (client, _registry) = client_with(config);
+    let creates = (0..GUESTS).map(|i| {
+        let client = client.clone();
+        let params = ct_params(fake, 200 + i);
+        async move { client.create_lxc(fake.node(), &params).await.map(drop) }
+    });
+    join_all(creates).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_parallel_creates_on_one_storage_all_succeed() {
+    let fake = start();
+    let limits = Limits {
+        tasks_per_node: 8,
+        tasks_per_storage: 4,
+        requests_per_second: 0.0,
+        burst: 1,
+    };
+    // No lock retries: the limits alone must keep every task clear of the storage lock.
+    let results = create_all(&fake, limits, RetryPolicy::none()).await;
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {GUESTS} creates failed: {failed:#?}",
+        failed.len()
+    );
+
+    let tasks = fake.tasks().await.unwrap();
+    let creates: Vec<_> = tasks.iter().filter(|t| t["type"] == "vzcreate").collect();
+    assert_eq!(creates.len(), GUESTS as usize, "one create task per guest");
+    let bad: Vec<_> = creates.iter().filter(|t| t["exitstatus"] != "OK").collect();
+    assert!(bad.is_empty(), "failed tasks: {bad:?}");
+    for i in 0..GUESTS {
+        let guest = fake.guest(200 + i).await.unwrap().expect("created");
+        assert_eq!(guest["lock"], serde_json::Value::Null);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_limits_the_same_burst_fails_on_the_storage_lock() {
+    // The control experiment: it shows the fault model bites, so the test above can fail.
+    let fake = start();
+    let unlimited = Limits {
+        tasks_per_node: 0,
+        tasks_per_storage: 0,
+        requests_per_second: 0.0,
+        burst: 1,
+    };
+    let results = create_all(&fake, unlimited, RetryPolicy::none()).await;
+    let failed: Vec<&PveError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    eprintln!(
+        "without limits: {} of {GUESTS} creates failed on the storage lock",
+        failed.len()
+    );
+    assert!(
+        !failed.is_empty(),
+        "all {GUESTS} unthrottled creates succeeded; the storage lock model did not bite"
+    );
+    for err in &failed {
+        assert!(err.is_lock_contention(), "{err}");
+        assert!(
+            err.to_string().contains("can't lock file '/var/lock/pve-manager/pve-storage-quickOS-lxc-disks' - got timeout"),
+            "{err}"
+        );
+    }
+    // A failed create leaves no guest behind, as on PVE.
+    let made = fake
+        .tasks()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|t| t["type"] == "vzcreate" && t["exitstatus"] == "OK")
+        .count();
+    let mut present = 0;
+    for i in 0..GUESTS {
+        if fake.guest(200 + i).await.unwrap().is_some() {
+            present += 1;
+        }
+    }
+    assert_eq!(present, made);
+}

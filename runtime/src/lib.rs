@@ -1,0 +1,43 @@
+//! The Phoenix controller runtime: everything a controller needs except its reconcile logic.
+//!
+//! - [`watcher`]: list then watch, resume from the last resourceVersion, relist on "too
+//!   old", jittered backoff (800 ms to 30 s) that resets after a healthy period.
+//! - [`cache::Cache`]: the reflector — an in-memory copy of one kind (`Arc` objects,
+//!   swapped atomically on relist, a ready gate), one per kind per process.
+//! - [`queue::WorkQueue`] and [`runner::Runner`]: one entry per key (earliest due time wins),
+//!   never two reconciles of one key at once (a key changed while running re-runs once
+//!   after), bounded concurrency, requeue-after, periodic resync, per-key backoff on
+//!   transient errors, no retry of an invalid spec until the object changes.
+//! - [`finalizer`], [`status`], [`events::Recorder`]: finalizers by CAS, conditions with
+//!   stable transition times and writes only on change, deduplicated events.
+//! - [`leader`]: leader election on the API server's store leases, with fencing.
+//! - [`metrics::RuntimeMetrics`]: controller-runtime's metric names.
+//! - [`Manager`]: hosts controllers with graceful shutdown ([`shutdown`]).
+//!
+//! A controller is a [`Reconciler`] plus a [`Controller`] declaration; see
+//! `examples/ready_stacks.rs` for a complete one.
+
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod cache;
+pub mod controller;
+pub mod error;
+pub mod events;
+pub mod finalizer;
+pub mod leader;
+pub mod manager;
+pub mod metrics;
+pub mod queue;
+pub mod runner;
+pub mod shutdown;
+pub mod status;
+pub mod watcher;
+
+pub use cache::Cache;
+pub use controller::{Context, Controller, ControllerConfig, ControllerError, Reconciler};
+pub use error::{Action, ErrorKind, ReconcileError};
+pub use leader::LeaderConfig;
+pub use manager::{Manager, Running};
+pub use metrics::RuntimeMetrics;
+pub use shutdown::{Shutdown, ShutdownTrigger};
