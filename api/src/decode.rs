@@ -845,7 +845,10 @@ mod speed {
         let json = br#"{"apiVersion":"phoenix.thinkheads.ai/v1alpha1","kind":"Guest","metadata":{"resourceVersion":"42","name":"wtyped-000123","uid":"2b7c1c3e-8f4e-4a57-9b2a-0c6f3c1d2e4f","generation":1,"creationTimestamp":"2026-11-22T09:00:00Z","annotations":{"bench.phoenix/seq":"123"}},"spec":{"type":"lxc","source":{"template":"local:vztmpl/debian-12-standard_12.2-1_amd64.tar.zst"},"cores":1,"memoryMiB":512,"rootfs":{"storage":"local-lvm","sizeGiB":4},"networks":[{"name":"eth0","bridge":"vmbr0","ipv4":"dhcp"}],"unprivileged":true,"startOnBoot":false,"powerState":"running","protection":false}}"#;
         let spaced = [b" ".as_slice(), json.as_slice()].concat();
         assert!(sniff_json_kind(json).is_some());
-        assert!(decode_json_quick(Kind::Guest, json).is_some(), "quick path fails");
+        assert!(
+            decode_json_quick(Kind::Guest, json).is_some(),
+            "quick path fails"
+        );
         for (name, bytes) in [("sniffed", json.as_slice()), ("general", spaced.as_slice())] {
             let start = std::time::Instant::now();
             for _ in 0..100_000 {
