@@ -159,7 +159,11 @@ impl Inventory {
             && find_condition(&status.conditions, READY)
                 .is_some_and(|c| c.status == ConditionStatus::True)
             && status.node.as_deref() == found.node.as_deref()
-            && status.state.as_deref() == found.status.as_deref();
+            && status.state.as_deref() == found.status.as_deref()
+            // A running guest without addresses yet is read until it has some.
+            && !(found.status.as_deref() == Some("running")
+                && !guest.spec.networks.is_empty()
+                && status.addresses.is_empty());
         if !ready {
             return false;
         }

@@ -49,7 +49,7 @@ fn with_cores(fake: &FakePve, name: &str, vmid: u32, n: u32) -> phoenix_api::Obj
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_config_lock_then_a_backup_lock() {
     let (fake, server, client, api) = setup().await;
-    let ctl = start(
+    let ctl = start_inventoried(
         server.client().await,
         pve(short_lock_retries(fake.config())),
     );
@@ -94,7 +94,7 @@ async fn a_held_config_lock_then_a_backup_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_task_ending_in_task_error() {
     let (fake, server, client, api) = setup().await;
-    let ctl = start(server.client().await, pve(fake.config()));
+    let ctl = start_inventoried(server.client().await, pve(fake.config()));
     // Every create is accepted with a UPID, and the task then fails.
     fake.fail(
         "POST",
@@ -137,7 +137,7 @@ async fn a_create_task_ending_in_task_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_and_596_answers() {
     let (fake, server, client, api) = setup().await;
-    let ctl = start(
+    let ctl = start_inventoried(
         server.client().await,
         pve(short_lock_retries(fake.config())),
     );
@@ -209,7 +209,7 @@ async fn server_errors_and_596_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flaky_network() {
     let (fake, server, client, api) = setup().await;
-    let ctl = start(
+    let ctl = start_inventoried(
         server.client().await,
         pve(short_lock_retries(fake.config())),
     );
@@ -250,7 +250,7 @@ async fn expired_and_revoked_tickets() {
     let ticket_client = pve(short_lock_retries(
         fake.config_with(fake.password_credentials()),
     ));
-    let ctl = start(server.client().await, ticket_client.clone());
+    let ctl = start_inventoried(server.client().await, ticket_client.clone());
     client
         .apply(&with_cores(&fake, "t", 950, 1), false)
         .await
@@ -306,7 +306,7 @@ async fn expired_and_revoked_tickets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_offline_then_lost_quorum() {
     let (fake, server, client, api) = setup().await;
-    let ctl = start(
+    let ctl = start_inventoried(
         server.client().await,
         pve(short_lock_retries(fake.config())),
     );
@@ -347,7 +347,7 @@ async fn a_node_offline_then_lost_quorum() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migrated_guest_is_followed_not_recreated() {
     let (fake, server, client, api) = setup().await;
-    let ctl = start(server.client().await, pve(fake.config()));
+    let ctl = start_inventoried(server.client().await, pve(fake.config()));
     let target = fake.info().nodes[1].clone();
     client
         .apply(&with_cores(&fake, "m", 970, 1), false)

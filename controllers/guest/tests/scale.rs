@@ -87,7 +87,7 @@ async fn steady_state_costs_one_cluster_list_per_resync_and_nothing_per_guest() 
     let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
     let client = server.client().await;
     let api = pve(fake.config());
-    let ctl = start(server.client().await, pve(fake.config()));
+    let ctl = start_inventoried(server.client().await, pve(fake.config()));
     let objects: Vec<Object> = (0..GUESTS)
         .map(|i| guest_yaml(&fake, &format!("s{i:02}"), 1200 + i, "  cores: 1\n"))
         .collect();

@@ -1,5 +1,6 @@
-//! Shared helpers of the Guest controller's end-to-end tests against fakepve and a real
-//! `phoenix serve --no-controllers`.
+//! Shared by the Guest controller's feature tests: the controller in-process against a real
+//! `phoenix serve --no-controllers` and fakepve, Guests from YAML, waits on Phoenix and on PVE
+//! (read back through the PVE API, never through Phoenix).
 
 #![allow(dead_code)]
 
@@ -8,15 +9,15 @@ use std::time::{Duration, Instant};
 use phoenix_api::client::{Client, ClientError};
 use phoenix_api::condition::{READY, find_condition};
 use phoenix_api::kinds::Guest;
-use phoenix_api::{ConditionStatus, Kind, Object, decode};
+use phoenix_api::{Condition, ConditionStatus, Kind, Object, decode};
 use phoenix_guest::{GuestOptions, InventoryOptions};
 use phoenix_pve::testing::FakePve;
-use phoenix_pve::{PveClient, PveConfig, RetryPolicy};
+use phoenix_pve::{GuestKind, GuestRef, PveClient, PveConfig, RetryPolicy};
 use phoenix_runtime::backoff::BackoffConfig;
 use phoenix_runtime::{Manager, Running, RuntimeMetrics};
 use prometheus_client::registry::Registry;
+use serde_json::{Map, Value};
 
-/// How long a test waits for anything.
 pub const WAIT: Duration = Duration::from_secs(60);
 
 pub fn pve(config: PveConfig) -> PveClient {
@@ -41,7 +42,8 @@ pub fn short_lock_retries(mut config: PveConfig) -> PveConfig {
     config
 }
 
-/// Test settings: short resync, fast retries, no leader election.
+/// Test settings: short resync, fast retries, no leader election; the shared inventory as in
+/// production (an unchanged, Ready guest is not read again within the hour).
 pub fn options(concurrency: usize) -> GuestOptions {
     GuestOptions {
         resync: Some(Duration::from_secs(1)),
@@ -67,21 +69,40 @@ pub fn start_with(client: Client, pve: PveClient, options: GuestOptions) -> Runn
     manager.spawn()
 }
 
-/// The controller in-process with [`options`]`(4)`.
-pub fn start(client: Client, pve: PveClient) -> Running {
+/// The controller in-process with [`options`], except that every resync reads every guest in
+/// full (`full_check` zero): feature tests change keys outside Phoenix that
+/// `/cluster/resources` does not show and expect them found at the next resync.
+pub fn start(client: Client, pve: PveClient, concurrency: usize) -> Running {
+    let mut o = options(concurrency);
+    o.inventory.full_check = Duration::ZERO;
+    start_with(client, pve, o)
+}
+
+/// The controller in-process with [`options`]`(4)`, the shared inventory as in production.
+pub fn start_inventoried(client: Client, pve: PveClient) -> Running {
     start_with(client, pve, options(4))
 }
 
-/// A Guest on the harness's template and storage; `extra` is appended to `spec`.
-pub fn guest_yaml(fake: &FakePve, name: &str, vmid: u32, extra: &str) -> Object {
+/// Objects decoded from YAML text.
+pub fn objects(yaml: &str) -> Vec<Object> {
+    decode::decode_str("test", yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+/// An lxc Guest from the harness's template and storage, with `extra` spec lines (indented
+/// by two spaces).
+pub fn lxc(fake: &FakePve, name: &str, vmid: Option<u32>, extra: &str) -> Object {
+    lxc_sized(fake, name, vmid, 8, extra)
+}
+
+/// [`lxc`] with a rootfs of `size` GiB.
+pub fn lxc_sized(fake: &FakePve, name: &str, vmid: Option<u32>, size: u32, extra: &str) -> Object {
+    let vmid = vmid.map(|v| format!("  vmid: {v}\n")).unwrap_or_default();
     let yaml = format!(
-        "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Guest\nmetadata:\n  name: {name}\nspec:\n  type: lxc\n  vmid: {vmid}\n  source:\n    template: {template}\n  rootfs:\n    storage: {storage}\n    sizeGiB: 8\n{extra}",
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Guest\nmetadata:\n  name: {name}\nspec:\n  type: lxc\n{vmid}  source:\n    template: {template}\n  rootfs:\n    storage: {storage}\n    sizeGiB: {size}\n{extra}",
         template = fake.info().template,
         storage = fake.info().storage,
     );
-    decode::decode_str("test", &yaml)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .remove(0)
+    objects(&yaml).remove(0)
 }
 
 pub async fn get(client: &Client, name: &str) -> Option<Guest> {
@@ -92,10 +113,12 @@ pub async fn get(client: &Client, name: &str) -> Option<Guest> {
     }
 }
 
-/// The Ready condition: status, reason, message.
+pub fn condition<'a>(g: &'a Guest, type_: &str) -> Option<&'a Condition> {
+    find_condition(&g.status.as_ref()?.conditions, type_)
+}
+
 pub fn ready(g: &Guest) -> Option<(ConditionStatus, String, String)> {
-    let s = g.status.as_ref()?;
-    find_condition(&s.conditions, READY).map(|c| (c.status, c.reason.clone(), c.message.clone()))
+    condition(g, READY).map(|c| (c.status, c.reason.clone(), c.message.clone()))
 }
 
 pub fn ready_at_generation(g: &Guest) -> bool {
@@ -103,7 +126,6 @@ pub fn ready_at_generation(g: &Guest) -> bool {
         && g.status.as_ref().and_then(|s| s.observed_generation) == g.metadata.generation
 }
 
-/// Waits until `pred` holds for the Guest `name`; panics after [`WAIT`] with the last state.
 pub async fn wait_guest(
     client: &Client,
     name: &str,
@@ -120,8 +142,90 @@ pub async fn wait_guest(
             start.elapsed() < WAIT,
             "{name}: not {what} after {WAIT:?}; last: {g:#?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+pub async fn wait_ready(client: &Client, name: &str) -> Guest {
+    wait_guest(client, name, "Ready at its generation", |g| {
+        g.is_some_and(ready_at_generation)
+    })
+    .await
+    .expect("present")
+}
+
+/// Where `vmid` is now, through the PVE API.
+pub async fn locate(pve: &PveClient, vmid: u32) -> Option<GuestRef> {
+    let found = pve.find_guest(vmid).await.expect("cluster resources")?;
+    let kind = GuestKind::from_resource_type(&found.kind).expect("a guest type");
+    Some(GuestRef::new(found.node.expect("a node"), kind, vmid))
+}
+
+/// PVE's config of `vmid` as it runs now (`current=1`), through the API.
+pub async fn pve_config(pve: &PveClient, vmid: u32) -> Map<String, Value> {
+    let at = locate(pve, vmid)
+        .await
+        .unwrap_or_else(|| panic!("no guest {vmid} in PVE"));
+    pve.guest_config(&at, true).await.expect("config").values
+}
+
+/// Waits until PVE's current config of `vmid` satisfies `pred`.
+pub async fn wait_pve(
+    pve: &PveClient,
+    vmid: u32,
+    what: &str,
+    pred: impl Fn(&Map<String, Value>) -> bool,
+) -> Map<String, Value> {
+    let start = Instant::now();
+    loop {
+        let config = match locate(pve, vmid).await {
+            Some(at) => Some(pve.guest_config(&at, true).await.expect("config").values),
+            None => None,
+        };
+        if let Some(c) = &config
+            && pred(c)
+        {
+            return c.clone();
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "vmid {vmid}: not {what} after {WAIT:?}; config: {config:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A config value as text (`1` for true).
+pub fn text(config: &Map<String, Value>, key: &str) -> String {
+    match config.get(key) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Bool(b)) => u8::from(*b).to_string(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// The `key=value` properties of a PVE property string (the bare first element under `""`).
+pub fn props(value: &str) -> std::collections::BTreeMap<String, String> {
+    value
+        .split(',')
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (String::new(), p.to_string()),
+        })
+        .collect()
+}
+
+/// A Guest on the harness's template and storage; `extra` is appended to `spec`.
+pub fn guest_yaml(fake: &FakePve, name: &str, vmid: u32, extra: &str) -> Object {
+    let yaml = format!(
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Guest\nmetadata:\n  name: {name}\nspec:\n  type: lxc\n  vmid: {vmid}\n  source:\n    template: {template}\n  rootfs:\n    storage: {storage}\n    sizeGiB: 8\n{extra}",
+        template = fake.info().template,
+        storage = fake.info().storage,
+    );
+    decode::decode_str("test", &yaml)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .remove(0)
 }
 
 /// Waits for Ready=False with `reason`; returns the message.
@@ -133,15 +237,6 @@ pub async fn wait_reason(client: &Client, name: &str, reason: &str) -> String {
     .await
     .unwrap();
     ready(&g).unwrap().2
-}
-
-/// Waits until the Guest is Ready at its current generation.
-pub async fn wait_ready(client: &Client, name: &str) -> Guest {
-    wait_guest(client, name, "Ready at its generation", |g| {
-        g.is_some_and(ready_at_generation)
-    })
-    .await
-    .unwrap()
 }
 
 /// How many guests with this vmid the fake holds, read through the PVE API.
