@@ -53,6 +53,9 @@ pub struct ServeArgs {
     /// The Proxmox VE provider (guest controller).
     #[command(flatten)]
     pub pve: crate::provider::PveArgs,
+    /// Gateway controller settings.
+    #[command(flatten)]
+    pub gateway: crate::gateway::GatewayArgs,
 }
 
 /// The data directory to use.
@@ -79,6 +82,8 @@ pub struct Running {
     pub admin_context: Context,
     /// Controller metrics, served on this server's `/metrics`.
     pub runtime_metrics: Arc<RuntimeMetrics>,
+    /// Gateway controller metrics, served on this server's `/metrics`.
+    pub gateway_metrics: phoenix_gateway::GatewayMetrics,
     shutdown: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -174,6 +179,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
     let mut runtime_registry = prometheus_client::registry::Registry::default();
     let runtime_metrics = RuntimeMetrics::register(&mut runtime_registry);
+    let gateway_metrics = phoenix_gateway::GatewayMetrics::new(&mut runtime_registry);
     let router = crate::http::router(metrics, cache, Some(Arc::new(runtime_registry)));
     let http_task = tokio::spawn(async move {
         let r = axum::serve(http, router)
@@ -236,6 +242,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         admin_config,
         admin_context,
         runtime_metrics,
+        gateway_metrics,
         shutdown: Some(shutdown_tx),
         done,
     })
