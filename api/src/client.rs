@@ -419,16 +419,7 @@ impl Client {
         objects: &[Object],
         dry_run: bool,
     ) -> Result<Vec<Result<(Object, ApplyOutcome), ClientError>>, ClientError> {
-        let resp = self
-            .inner
-            .clone()
-            .apply_batch(proto::ApplyBatchRequest {
-                objects: objects.iter().map(Object::to_json_bytes).collect(),
-                dry_run,
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
+        let resp = self.apply_batch_call(objects, dry_run, false).await?;
         Ok(resp
             .results
             .into_iter()
@@ -439,6 +430,45 @@ impl Client {
                 }
             })
             .collect())
+    }
+
+    /// Applies many objects in one call like [`Client::apply_batch`], returning only each
+    /// outcome (the server sends no objects back, and nothing is decoded).
+    pub async fn apply_batch_outcomes(
+        &self,
+        objects: &[Object],
+        dry_run: bool,
+    ) -> Result<Vec<Result<ApplyOutcome, ClientError>>, ClientError> {
+        let resp = self.apply_batch_call(objects, dry_run, true).await?;
+        Ok(resp
+            .results
+            .into_iter()
+            .map(|r| match r.applied {
+                Some(a) => Ok(a.outcome()),
+                None => {
+                    Err(self.status(Status::new(Code::from_i32(r.error_code), r.error_message)))
+                }
+            })
+            .collect())
+    }
+
+    async fn apply_batch_call(
+        &self,
+        objects: &[Object],
+        dry_run: bool,
+        omit_objects: bool,
+    ) -> Result<proto::ApplyBatchResponse, ClientError> {
+        Ok(self
+            .inner
+            .clone()
+            .apply_batch(proto::ApplyBatchRequest {
+                objects: objects.iter().map(Object::to_json_bytes).collect(),
+                dry_run,
+                omit_objects,
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner())
     }
 
     /// Reads one object.
@@ -552,6 +582,12 @@ impl Client {
     }
 
     /// Watches `kind` from `resource_version` (empty: current objects first as `Added`).
+    ///
+    /// Objects created together can share a resourceVersion, and resuming from one skips
+    /// every event at it; so the stream yields such a run of events only once it is complete
+    /// (the server marks all but its last event `continued`), and a run cut short by an error
+    /// is dropped. Resuming from the last yielded event's resourceVersion therefore neither
+    /// skips nor repeats an event.
     pub async fn watch(
         &self,
         kind: Kind,
@@ -571,22 +607,7 @@ impl Client {
             .await
             .map_err(|s| self.status(s))?
             .into_inner();
-        let server = self.server.clone();
-        Ok(stream.map(move |item| {
-            let ev = item.map_err(|s| match ClientError::from_status(s) {
-                ClientError::Connect { message, .. } => ClientError::Connect {
-                    server: server.clone(),
-                    message,
-                },
-                other => other,
-            })?;
-            Ok(match ev.r#type() {
-                proto::EventType::Bookmark => WatchEvent::Bookmark(ev.resource_version),
-                proto::EventType::Added => WatchEvent::Added(decode_object(&ev.object)?),
-                proto::EventType::Deleted => WatchEvent::Deleted(decode_object(&ev.object)?),
-                _ => WatchEvent::Modified(decode_object(&ev.object)?),
-            })
-        }))
+        Ok(whole_runs(stream, self.server.clone()))
     }
 
     /// Takes the named leader-election lease for `holder` if free (see the proto).
@@ -653,6 +674,79 @@ impl Client {
     }
 }
 
+/// A watch stream's state: events held until their run with one resourceVersion is complete.
+struct Runs<S> {
+    inner: S,
+    server: String,
+    held: Vec<WatchEvent>,
+    ready: std::collections::VecDeque<WatchEvent>,
+    ended: bool,
+}
+
+/// Typed events from wire events, a run of `continued` events yielded only once its last
+/// event arrived; a run cut short by the stream's end or an error is dropped (the error is
+/// yielded, then the stream ends).
+fn whole_runs<S>(
+    inner: S,
+    server: String,
+) -> impl Stream<Item = Result<WatchEvent, ClientError>> + Send + 'static
+where
+    S: Stream<Item = Result<proto::WatchEvent, Status>> + Send + Unpin + 'static,
+{
+    let state = Runs {
+        inner,
+        server,
+        held: Vec::new(),
+        ready: std::collections::VecDeque::new(),
+        ended: false,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(ev) = st.ready.pop_front() {
+                return Some((Ok(ev), st));
+            }
+            if st.ended {
+                return None;
+            }
+            let ev = match st.inner.next().await {
+                None => {
+                    st.ended = true;
+                    continue;
+                }
+                Some(Err(s)) => {
+                    st.ended = true;
+                    st.held.clear();
+                    let e = match ClientError::from_status(s) {
+                        ClientError::Connect { message, .. } => ClientError::Connect {
+                            server: st.server.clone(),
+                            message,
+                        },
+                        other => other,
+                    };
+                    return Some((Err(e), st));
+                }
+                Some(Ok(ev)) => ev,
+            };
+            let continued = ev.continued;
+            let converted = match ev.r#type() {
+                proto::EventType::Bookmark => Ok(WatchEvent::Bookmark(ev.resource_version)),
+                proto::EventType::Added => decode_object(&ev.object).map(WatchEvent::Added),
+                proto::EventType::Deleted => decode_object(&ev.object).map(WatchEvent::Deleted),
+                _ => decode_object(&ev.object).map(WatchEvent::Modified),
+            };
+            match converted {
+                // The common case, a run of one: straight out.
+                Ok(we) if !continued && st.held.is_empty() => return Some((Ok(we), st)),
+                Ok(we) => st.held.push(we),
+                Err(e) => return Some((Err(e), st)),
+            }
+            if !continued {
+                st.ready.extend(st.held.drain(..));
+            }
+        }
+    })
+}
+
 fn decode_object(bytes: &[u8]) -> Result<Object, ClientError> {
     Ok(decode::decode_json("<server>", bytes)?)
 }
@@ -670,4 +764,60 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str, rv: &str, continued: bool) -> Result<proto::WatchEvent, Status> {
+        let json = format!(
+            r#"{{"apiVersion":"phoenix.thinkheads.ai/v1alpha1","kind":"Secret","metadata":{{"name":"{name}","resourceVersion":"{rv}"}}}}"#
+        );
+        Ok(proto::WatchEvent {
+            r#type: proto::EventType::Added as i32,
+            object: json.into_bytes().into(),
+            resource_version: rv.into(),
+            continued,
+        })
+    }
+
+    async fn names(wire: Vec<Result<proto::WatchEvent, Status>>) -> Vec<String> {
+        whole_runs(futures::stream::iter(wire), "s".into())
+            .map(|r| match r {
+                Ok(ev) => ev
+                    .object()
+                    .map_or("bookmark".into(), |o| o.name().to_string()),
+                Err(e) => format!("error: {e}"),
+            })
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn watch_yields_whole_runs_and_drops_cut_ones() {
+        let got = names(vec![
+            event("a", "5", false),
+            event("b", "6", true),
+            event("c", "6", true),
+            event("d", "6", false),
+            event("e", "7", true),
+        ])
+        .await;
+        assert_eq!(
+            got,
+            ["a", "b", "c", "d"],
+            "the unfinished run at 7 is not yielded"
+        );
+        let got = names(vec![
+            event("a", "5", false),
+            event("b", "6", true),
+            Err(Status::unavailable("gone")),
+            event("c", "6", false),
+        ])
+        .await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], "a");
+        assert!(got[1].starts_with("error: "), "{got:?}");
+    }
 }

@@ -16,6 +16,7 @@ pub mod duration;
 pub mod kinds;
 pub mod manifest;
 pub mod meta;
+mod par;
 pub mod proto;
 pub mod resource;
 pub mod schema;

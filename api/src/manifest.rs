@@ -64,47 +64,64 @@ impl ManifestError {
 
 /// Decodes and admits every document of `source`; each document succeeds or fails alone.
 pub fn load_source(source: &Source) -> Vec<Result<Document, ManifestError>> {
-    decode::decode_source(source)
-        .into_iter()
-        .map(|doc| {
-            let mut doc = doc?;
-            let key = doc.object.key();
-            match crate::admit(doc.object) {
-                Ok(admitted) => {
-                    doc.object = admitted;
-                    Ok(doc)
-                }
-                Err(errors) => Err(ManifestError::Invalid {
-                    source_name: doc.source,
-                    document: doc.index,
-                    line: doc.line,
-                    key,
-                    errors,
-                }),
-            }
-        })
-        .collect()
+    match decode::documents(source) {
+        Err(e) => vec![Err(e.into())],
+        Ok(chunks) => crate::par::map_ordered(&chunks, |c| admit_document(c.decode(&source.name))),
+    }
+}
+
+fn admit_document(doc: Result<Document, DecodeError>) -> Result<Document, ManifestError> {
+    let mut doc = doc?;
+    let key = doc.object.key();
+    match crate::admit(doc.object) {
+        Ok(admitted) => {
+            doc.object = admitted;
+            Ok(doc)
+        }
+        Err(errors) => Err(ManifestError::Invalid {
+            source_name: doc.source,
+            document: doc.index,
+            line: doc.line,
+            key,
+            errors,
+        }),
+    }
 }
 
 /// Loads every path (files, directories, `-`), returning the admitted documents, or every
 /// problem found (one line each) when there is any. Duplicate `kind/name` across the inputs
-/// is a problem too.
+/// is a problem too. The documents of all inputs are decoded and admitted on every core.
 pub fn load_paths(paths: &[String]) -> Result<Vec<Document>, Vec<String>> {
-    let mut problems = Vec::new();
-    let mut docs = Vec::new();
+    // Problems are reported in input order: read errors, then each source's own problems.
+    let mut sources = Vec::new();
     for path in paths {
         match decode::read_path(path) {
-            Err(e) => problems.push(e.to_string()),
-            Ok(sources) => {
-                for source in &sources {
-                    for result in load_source(source) {
-                        match result {
-                            Ok(doc) => docs.push(doc),
-                            Err(e) => problems.extend(e.lines()),
-                        }
-                    }
+            Err(e) => sources.push(Err(e.to_string())),
+            Ok(s) => sources.extend(s.into_iter().map(Ok)),
+        }
+    }
+    let mut work: Vec<Result<(&str, decode::Chunk<'_>), String>> = Vec::new();
+    for source in &sources {
+        match source {
+            Err(problem) => work.push(Err(problem.clone())),
+            Ok(source) => match decode::documents(source) {
+                Err(e) => work.push(Err(e.to_string())),
+                Ok(chunks) => {
+                    work.extend(chunks.into_iter().map(|c| Ok((source.name.as_str(), c))))
                 }
-            }
+            },
+        }
+    }
+    let mut problems = Vec::new();
+    let mut docs = Vec::new();
+    let loaded = crate::par::map_ordered(&work, |item| match item {
+        Err(problem) => Err(vec![problem.clone()]),
+        Ok((name, c)) => admit_document(c.decode(name)).map_err(|e| e.lines()),
+    });
+    for result in loaded {
+        match result {
+            Ok(doc) => docs.push(doc),
+            Err(lines) => problems.extend(lines),
         }
     }
     let mut seen = std::collections::BTreeMap::new();

@@ -6,13 +6,15 @@
 //! watch starts exactly after the state it was given: no gap, no duplicate.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use phoenix_api::Kind;
 use phoenix_api::selector::Selector;
 use phoenix_store::{EventKind, RangeOptions, Store, StoreError, WatchBatch};
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
@@ -21,8 +23,8 @@ use crate::objects::{prefix, with_resource_version};
 
 /// Changes kept per kind for watches that resume from a resourceVersion.
 const HISTORY: usize = 20_000;
-/// Broadcast buffer; a watcher further behind is told to re-watch.
-const BROADCAST: usize = 16_384;
+/// Broadcast buffer, in store batches; a watcher further behind is told to re-watch.
+const BROADCAST: usize = 4_096;
 
 /// One object in the cache.
 #[derive(Debug)]
@@ -35,13 +37,93 @@ pub struct Entry {
     pub labels: BTreeMap<String, String>,
     /// `metadata.ownerReferences` as (kind, name, uid).
     pub owners: Vec<(String, String, String)>,
-    /// The object as JSON bytes, resourceVersion included.
-    pub json: Vec<u8>,
+    /// The object as JSON bytes, resourceVersion included; shared by every list and watch.
+    pub json: Bytes,
     /// Its resourceVersion.
     pub revision: i64,
+    /// The JSON without Secret data, made on first use (for callers that may not read it).
+    redacted: OnceLock<Bytes>,
+}
+
+/// The metadata fields the cache indexes, read from stored JSON.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexedMeta {
+    name: String,
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    owner_references: Vec<IndexedOwner>,
+    /// Must be absent (stored objects carry none) for the fast path.
+    #[serde(default)]
+    resource_version: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct IndexedOwner {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    uid: String,
+}
+
+#[derive(Deserialize)]
+struct StoredTop<'a> {
+    #[serde(borrow)]
+    metadata: &'a serde_json::value::RawValue,
 }
 
 impl Entry {
+    /// An entry from stored JSON (which has no resourceVersion) written at `revision`.
+    /// The resourceVersion is spliced into the bytes, so the object is parsed only for the
+    /// indexed metadata; anything unusual takes the general path through a JSON value.
+    pub fn from_stored(bytes: &[u8], revision: i64) -> Result<Entry, serde_json::Error> {
+        if let Some(e) = Self::splice(bytes, revision) {
+            return Ok(e);
+        }
+        Ok(Self::from_value(serde_json::from_slice(bytes)?, revision))
+    }
+
+    fn splice(bytes: &[u8], revision: i64) -> Option<Entry> {
+        let top: StoredTop<'_> = serde_json::from_slice(bytes).ok()?;
+        let raw = top.metadata.get();
+        let meta: IndexedMeta = serde_json::from_str(raw).ok()?;
+        if meta.resource_version.is_some() || !raw.starts_with('{') {
+            return None;
+        }
+        // `raw` borrows from `bytes`: its offset there is where the metadata object starts.
+        let at = (raw.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+        if bytes.get(at) != Some(&b'{') {
+            return None;
+        }
+        let empty = raw[1..].trim_start().starts_with('}');
+        let field = format!(
+            "\"resourceVersion\":\"{revision}\"{}",
+            if empty { "" } else { "," }
+        );
+        let mut json = Vec::with_capacity(bytes.len() + field.len());
+        json.extend_from_slice(&bytes[..=at]);
+        json.extend_from_slice(field.as_bytes());
+        json.extend_from_slice(&bytes[at + 1..]);
+        Some(Entry {
+            name: meta.name,
+            uid: meta.uid,
+            labels: meta.labels,
+            owners: meta
+                .owner_references
+                .into_iter()
+                .map(|o| (o.kind, o.name, o.uid))
+                .collect(),
+            json: json.into(),
+            revision,
+            redacted: OnceLock::new(),
+        })
+    }
+
     fn from_value(value: Value, revision: i64) -> Entry {
         let value = with_resource_version(value, revision);
         let m = &value["metadata"];
@@ -61,9 +143,19 @@ impl Entry {
                         .collect()
                 })
                 .unwrap_or_default(),
-            json: serde_json::to_vec(&value).expect("JSON values serialize"),
+            json: serde_json::to_vec(&value)
+                .expect("JSON values serialize")
+                .into(),
             revision,
+            redacted: OnceLock::new(),
         }
+    }
+
+    /// The JSON with `redact` applied, computed once per entry.
+    pub fn redacted(&self, redact: impl FnOnce(&[u8]) -> Vec<u8>) -> Bytes {
+        self.redacted
+            .get_or_init(|| redact(&self.json).into())
+            .clone()
     }
 }
 
@@ -81,6 +173,10 @@ pub enum ChangeType {
     /// The cache relisted after losing history: watchers must relist too.
     Reset,
 }
+
+/// Changes broadcast together: those of one store batch, in revision order. The changes of
+/// one revision are never split over two of these.
+pub type Changes = Arc<Vec<Arc<Change>>>;
 
 /// One change, shared by every watcher.
 #[derive(Debug)]
@@ -108,7 +204,7 @@ struct State {
 pub struct KindCache {
     kind: Kind,
     state: RwLock<State>,
-    tx: broadcast::Sender<Arc<Change>>,
+    tx: broadcast::Sender<Changes>,
     revision: watch::Sender<i64>,
 }
 
@@ -118,7 +214,7 @@ pub struct Subscription {
     /// Changes to send first.
     pub initial: Vec<Arc<Change>>,
     /// Live changes after those.
-    pub rx: broadcast::Receiver<Arc<Change>>,
+    pub rx: broadcast::Receiver<Changes>,
 }
 
 impl KindCache {
@@ -242,7 +338,7 @@ impl KindCache {
 
     /// A bookmark at the current revision if `rx` has nothing pending (so every change up to
     /// that revision was received).
-    pub fn bookmark_if_caught_up(&self, rx: &broadcast::Receiver<Arc<Change>>) -> Option<i64> {
+    pub fn bookmark_if_caught_up(&self, rx: &broadcast::Receiver<Changes>) -> Option<i64> {
         let state = self.state.read().expect("cache lock");
         rx.is_empty().then_some(state.revision)
     }
@@ -255,67 +351,93 @@ impl KindCache {
         state.oldest = revision;
         state.ready = true;
         if relist {
-            let _ = self.tx.send(Arc::new(Change {
+            let _ = self.tx.send(Arc::new(vec![Arc::new(Change {
                 type_: ChangeType::Reset,
                 entry: None,
                 revision,
-            }));
+            })]));
         }
         self.revision.send_replace(revision);
     }
 
+    /// Whether an object of this name is in the cache (which may lag behind the store).
+    pub fn contains(&self, name: &str) -> bool {
+        self.state
+            .read()
+            .expect("cache lock")
+            .objects
+            .contains_key(name)
+    }
+
     fn apply(&self, batch: WatchBatch) {
-        let mut state = self.state.write().expect("cache lock");
         if batch.events.is_empty() {
+            let mut state = self.state.write().expect("cache lock");
             if batch.revision > state.revision {
                 state.revision = batch.revision;
             }
-            let _ = self.tx.send(Arc::new(Change {
+            let _ = self.tx.send(Arc::new(vec![Arc::new(Change {
                 type_: ChangeType::Bookmark,
                 entry: None,
                 revision: state.revision,
-            }));
+            })]));
             self.revision.send_replace(state.revision);
             return;
         }
-        for ev in batch.events {
-            let revision = ev.kv.mod_revision;
-            let change = match ev.kind {
-                EventKind::Put => match serde_json::from_slice::<Value>(&ev.kv.value) {
-                    Ok(v) => {
-                        let entry = Arc::new(Entry::from_value(v, revision));
-                        let type_ = if ev.prev_kv.is_some() {
+        // Decode outside the lock: (revision, name, new entry for a put, previous state).
+        enum Parsed {
+            Put(Arc<Entry>, bool),
+            Delete(String, Option<Arc<Entry>>),
+        }
+        let parsed: Vec<(i64, Parsed)> = batch
+            .events
+            .into_iter()
+            .filter_map(|ev| {
+                let revision = ev.kv.mod_revision;
+                let p = match ev.kind {
+                    EventKind::Put => match Entry::from_stored(&ev.kv.value, revision) {
+                        Ok(e) => Parsed::Put(Arc::new(e), ev.prev_kv.is_some()),
+                        Err(e) => {
+                            tracing::error!(key = %String::from_utf8_lossy(&ev.kv.key), error = %e, "corrupt object in the store; skipped");
+                            return None;
+                        }
+                    },
+                    EventKind::Delete => {
+                        let name = String::from_utf8_lossy(&ev.kv.key)
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or_default()
+                            .to_string();
+                        let last = ev
+                            .prev_kv
+                            .and_then(|prev| Entry::from_stored(&prev.value, revision).ok())
+                            .map(Arc::new);
+                        Parsed::Delete(name, last)
+                    }
+                };
+                Some((revision, p))
+            })
+            .collect();
+        let mut state = self.state.write().expect("cache lock");
+        let mut changes = Vec::with_capacity(parsed.len());
+        for (revision, p) in parsed {
+            let change = match p {
+                Parsed::Put(entry, existed) => {
+                    state.objects.insert(entry.name.clone(), entry.clone());
+                    Change {
+                        type_: if existed {
                             ChangeType::Modified
                         } else {
                             ChangeType::Added
-                        };
-                        state.objects.insert(entry.name.clone(), entry.clone());
-                        Change {
-                            type_,
-                            entry: Some(entry),
-                            revision,
-                        }
+                        },
+                        entry: Some(entry),
+                        revision,
                     }
-                    Err(e) => {
-                        tracing::error!(key = %String::from_utf8_lossy(&ev.kv.key), error = %e, "corrupt object in the store; skipped");
+                }
+                Parsed::Delete(name, last) => {
+                    let cached = state.objects.remove(&name);
+                    let Some(entry) = last.or(cached) else {
                         continue;
-                    }
-                },
-                EventKind::Delete => {
-                    let name = String::from_utf8_lossy(&ev.kv.key)
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let last = state.objects.remove(&name);
-                    let entry = match (ev.prev_kv, last) {
-                        (Some(prev), _) => serde_json::from_slice::<Value>(&prev.value)
-                            .ok()
-                            .map(|v| Arc::new(Entry::from_value(v, revision))),
-                        (None, Some(last)) => Some(last),
-                        (None, None) => None,
                     };
-                    let Some(entry) = entry else { continue };
                     Change {
                         type_: ChangeType::Deleted,
                         entry: Some(entry),
@@ -331,9 +453,12 @@ impl KindCache {
                 }
             }
             state.revision = state.revision.max(revision);
-            let _ = self.tx.send(change);
+            changes.push(change);
         }
         state.revision = state.revision.max(batch.revision);
+        if !changes.is_empty() {
+            let _ = self.tx.send(Arc::new(changes));
+        }
         self.revision.send_replace(state.revision);
     }
 
@@ -431,10 +556,9 @@ impl KindCache {
             let page = store.range(prefix, opts.clone()).await?;
             opts.revision = Some(page.revision);
             for kv in &page.kvs {
-                match serde_json::from_slice::<Value>(&kv.value) {
-                    Ok(v) => {
-                        let e = Arc::new(Entry::from_value(v, kv.mod_revision));
-                        objects.insert(e.name.clone(), e);
+                match Entry::from_stored(&kv.value, kv.mod_revision) {
+                    Ok(e) => {
+                        objects.insert(e.name.clone(), Arc::new(e));
                     }
                     Err(e) => {
                         tracing::error!(key = %String::from_utf8_lossy(&kv.key), error = %e, "corrupt object in the store; skipped")
@@ -482,5 +606,59 @@ impl Cache {
     /// All kind caches.
     pub fn all(&self) -> impl Iterator<Item = &Arc<KindCache>> {
         self.kinds.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn both_ways(stored: &str, revision: i64) -> (Entry, Entry) {
+        let fast = Entry::from_stored(stored.as_bytes(), revision).unwrap();
+        let general = Entry::from_value(serde_json::from_str(stored).unwrap(), revision);
+        (fast, general)
+    }
+
+    fn same(a: &Entry, b: &Entry) {
+        let va: Value = serde_json::from_slice(&a.json).unwrap();
+        let vb: Value = serde_json::from_slice(&b.json).unwrap();
+        assert_eq!(va, vb);
+        assert_eq!(
+            (&a.name, &a.uid, &a.labels, &a.owners, a.revision),
+            (&b.name, &b.uid, &b.labels, &b.owners, b.revision)
+        );
+    }
+
+    #[test]
+    fn stored_json_gets_its_resource_version_spliced_in() {
+        let stored = r#"{"apiVersion":"phoenix.thinkheads.ai/v1alpha1","kind":"Guest","metadata":{"name":"web","uid":"u-1","labels":{"app":"web"},"ownerReferences":[{"apiVersion":"phoenix.thinkheads.ai/v1alpha1","kind":"Gateway","name":"gw","uid":"u-0"}]},"spec":{"type":"lxc","note":"\"metadata\":{"}}"#;
+        let (fast, general) = both_ways(stored, 42);
+        same(&fast, &general);
+        assert!(
+            std::str::from_utf8(&fast.json)
+                .unwrap()
+                .contains(r#""metadata":{"resourceVersion":"42","name":"web""#),
+            "spliced, not re-serialized: {}",
+            String::from_utf8_lossy(&fast.json)
+        );
+        assert_eq!(fast.owners, [("Gateway".into(), "gw".into(), "u-0".into())]);
+    }
+
+    #[test]
+    fn unusual_stored_json_takes_the_general_path() {
+        // Empty metadata (no name: the general path's empty name), whitespace, a stored
+        // resourceVersion (replaced, not duplicated), metadata not first.
+        for stored in [
+            r#"{"kind":"Guest","metadata":{}}"#,
+            r#"{"kind":"Guest", "metadata" : { "name" : "a" } }"#,
+            r#"{"kind":"Guest","metadata":{"name":"a","resourceVersion":"3"}}"#,
+            r#"{"spec":{"metadata":{"name":"inner"}},"metadata":{"name":"outer"}}"#,
+        ] {
+            let (fast, general) = both_ways(stored, 7);
+            same(&fast, &general);
+            let v: Value = serde_json::from_slice(&fast.json).unwrap();
+            assert_eq!(v["metadata"]["resourceVersion"], "7", "{stored}");
+        }
+        assert!(Entry::from_stored(b"not json", 1).is_err());
     }
 }

@@ -30,8 +30,8 @@ pub fn start(
                     continue;
                 };
                 let mut rx = sub.rx;
-                while let Ok(change) = rx.recv().await {
-                    if change.type_ == ChangeType::Deleted {
+                while let Ok(changes) = rx.recv().await {
+                    if changes.iter().any(|c| c.type_ == ChangeType::Deleted) {
                         wake.notify_one();
                     }
                 }

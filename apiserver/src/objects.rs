@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use phoenix_api::client::ApplyOutcome;
 use phoenix_api::{Kind, Object, decode};
-use phoenix_store::{KeyValue, Store, StoreError};
+use phoenix_store::{Create, KeyValue, Store, StoreError};
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
@@ -122,6 +122,28 @@ pub fn admit_bytes(bytes: &[u8]) -> Result<Object, ApiError> {
     let object =
         decode::decode_json("request", bytes).map_err(|e| ApiError::Invalid(e.to_string()))?;
     phoenix_api::admit(object).map_err(|e| ApiError::Invalid(e.to_string()))
+}
+
+/// The object as first stored: server-set metadata (uid, creationTimestamp, generation 1
+/// for kinds with a spec) set, resourceVersion and deletionTimestamp cleared, no status.
+pub fn prepare_create(object: &Object) -> Object {
+    let mut created = object.clone();
+    match &mut created {
+        Object::Guest(o) => o.status = None,
+        Object::Gateway(o) => o.status = None,
+        Object::Mesh(o) => o.status = None,
+        Object::CertificateAuthority(o) => o.status = None,
+        Object::Stack(o) => o.status = None,
+        Object::Secret(_) | Object::Event(_) => {}
+    }
+    let kind = created.kind();
+    let m = created.metadata_mut();
+    m.resource_version = None;
+    m.deletion_timestamp = None;
+    m.generation = kind.has_spec().then_some(1);
+    m.uid = Some(uuid::Uuid::new_v4().to_string());
+    m.creation_timestamp = Some(now());
+    created
 }
 
 /// Decodes request bytes without admission (status and metadata updates).
@@ -261,49 +283,92 @@ impl Objects {
         dry_run: bool,
     ) -> Result<(Stored, ApplyOutcome), ApiError> {
         let object = admit_bytes(bytes)?;
-        self.apply_object(&object, dry_run).await
+        self.apply_object(&object, dry_run, false).await
     }
 
-    /// Creates or updates an admitted object.
+    /// Stores `created` (from [`prepare_create`]) if its name is free; `None` if taken.
+    async fn create_prepared(&self, created: &Object) -> Result<Option<Stored>, ApiError> {
+        let k = key(created.kind(), created.name());
+        match self
+            .timed(
+                "create",
+                self.store.create(&k, created.to_json_bytes(), None),
+            )
+            .await
+        {
+            Ok(rev) => {
+                self.wrote(rev);
+                Ok(Some(Stored::at(created.to_json_value(), rev)))
+            }
+            Err(StoreError::AlreadyExists { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates admitted objects in one batched store write (see `Store::create_many`).
+    /// Each result: the object as stored (resourceVersion set), `None` when its name is
+    /// taken (apply it as an update), or the store's error.
+    pub async fn create_many(&self, objects: &[&Object]) -> Vec<Result<Option<Object>, ApiError>> {
+        let prepared: Vec<Object> = objects.iter().map(|o| prepare_create(o)).collect();
+        let creates = prepared
+            .iter()
+            .map(|o| Create {
+                key: key(o.kind(), o.name()),
+                value: o.to_json_bytes(),
+                lease: None,
+            })
+            .collect();
+        let start = Instant::now();
+        let results = self.store.create_many(creates).await;
+        self.metrics.observe_store("create_many", start.elapsed());
+        prepared
+            .into_iter()
+            .zip(results)
+            .map(|(mut o, r)| match r {
+                Ok(rev) => {
+                    self.wrote(rev);
+                    o.metadata_mut().resource_version = Some(rev.to_string());
+                    Ok(Some(o))
+                }
+                Err(StoreError::AlreadyExists { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            })
+            .collect()
+    }
+
+    /// Creates or updates an admitted object. With `likely_absent` (the caller's cache does
+    /// not know it) the create is tried first, without reading the store.
     pub async fn apply_object(
         &self,
         object: &Object,
         dry_run: bool,
+        likely_absent: bool,
     ) -> Result<(Stored, ApplyOutcome), ApiError> {
         let kind = object.kind();
         let name = object.name().to_string();
+        if likely_absent
+            && !dry_run
+            && let Some(stored) = self.create_prepared(&prepare_create(object)).await?
+        {
+            return Ok((stored, ApplyOutcome::Created));
+        }
         let desired = object.to_json_value();
-        let k = key(kind, &name);
         for _ in 0..MAX_CAS_RETRIES {
             match self.get_kv(kind, &name).await? {
                 None => {
-                    let mut value = desired.clone();
-                    if let Some(o) = value.as_object_mut() {
-                        o.remove("status");
-                    }
-                    let m = meta_mut(&mut value);
-                    for server_set in ["resourceVersion", "deletionTimestamp", "generation"] {
-                        m.remove(server_set);
-                    }
-                    m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-                    m.insert("creationTimestamp".into(), json!(now()));
-                    if kind.has_spec() {
-                        m.insert("generation".into(), json!(1));
-                    }
+                    let created = prepare_create(object);
                     if dry_run {
-                        return Ok((Stored { value, revision: 0 }, ApplyOutcome::Created));
+                        return Ok((
+                            Stored {
+                                value: created.to_json_value(),
+                                revision: 0,
+                            },
+                            ApplyOutcome::Created,
+                        ));
                     }
-                    let bytes = serde_json::to_vec(&value).expect("JSON values serialize");
-                    match self
-                        .timed("create", self.store.create(&k, bytes, None))
-                        .await
-                    {
-                        Ok(rev) => {
-                            self.wrote(rev);
-                            return Ok((Stored::at(value, rev), ApplyOutcome::Created));
-                        }
-                        Err(StoreError::AlreadyExists { .. }) => continue,
-                        Err(e) => return Err(e.into()),
+                    match self.create_prepared(&created).await? {
+                        Some(stored) => return Ok((stored, ApplyOutcome::Created)),
+                        None => continue,
                     }
                 }
                 Some(kv) => {

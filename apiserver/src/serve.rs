@@ -14,6 +14,7 @@ use phoenix_store::embedded::{EmbeddedConfig, EmbeddedStore};
 use phoenix_store::etcd::{EtcdConfig, EtcdStore};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio_stream::StreamExt as _;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::{Role, Tokens};
@@ -203,7 +204,15 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
                 .max_decoding_message_size(64 * 1024 * 1024)
                 .max_encoding_message_size(64 * 1024 * 1024),
         );
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+    // No Nagle: watch events and small answers go out at once instead of waiting for the
+    // peer's (delayed) acknowledgement of the previous segment.
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc).map(|conn| {
+        conn.inspect(|s| {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+            }
+        })
+    });
     let done = tokio::spawn(async move {
         let r = server
             .serve_with_incoming_shutdown(incoming, async move {

@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use phoenix_api::Kind;
 use phoenix_api::proto::{self, phoenix_server::Phoenix};
 use phoenix_api::selector::Selector;
+use phoenix_api::{Kind, Object};
 use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Caller, Role, Tokens, require};
-use crate::cache::{Cache, ChangeType};
+use crate::cache::{Cache, Change, ChangeType, Entry};
 use crate::error::ApiError;
 use crate::lease::Leases;
 use crate::metrics::Metrics;
@@ -26,6 +27,11 @@ const CACHE_WAIT: Duration = Duration::from_secs(10);
 const BOOKMARK_EVERY: Duration = Duration::from_secs(2);
 /// Objects of one batch applied concurrently (they share group commits).
 const BATCH_CONCURRENCY: usize = 64;
+/// Runs of events buffered per watch before the watch waits for its client.
+const WATCH_BUFFER: usize = 64;
+
+/// What a watch sends at once: the events of one run (or an error).
+type WatchItems = Vec<Result<proto::WatchEvent, Status>>;
 
 /// The Phoenix gRPC service.
 #[derive(Clone)]
@@ -52,11 +58,30 @@ fn parse_selector(s: &str) -> Result<Selector, ApiError> {
     Selector::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
+/// Whether `caller` gets `kind`'s objects without their Secret data.
+fn redacts(kind: Kind, caller: &Caller) -> bool {
+    kind == Kind::Secret && caller.role != Role::Admin
+}
+
 /// Removes Secret values for callers that may not read them.
 fn redact_bytes(kind: Kind, caller: &Caller, json: &[u8]) -> Vec<u8> {
-    if kind != Kind::Secret || caller.role == Role::Admin {
+    if !redacts(kind, caller) {
         return json.to_vec();
     }
+    redact_secret(json)
+}
+
+/// A cached object's JSON as `caller` may see it (shared bytes, redacted once per entry).
+fn entry_json(kind: Kind, caller: &Caller, entry: &Entry) -> Bytes {
+    if redacts(kind, caller) {
+        entry.redacted(redact_secret)
+    } else {
+        entry.json.clone()
+    }
+}
+
+/// A Secret's JSON without `data`.
+fn redact_secret(json: &[u8]) -> Vec<u8> {
     match serde_json::from_slice::<serde_json::Value>(json) {
         Ok(mut v) => {
             if let Some(o) = v.as_object_mut() {
@@ -145,9 +170,132 @@ impl Service {
     ) -> Result<proto::ApplyResponse, ApiError> {
         require(caller, Role::Editor, "apply objects")?;
         let object = crate::objects::admit_bytes(bytes)?;
+        self.apply_admitted(caller, &object, dry_run, false).await
+    }
+
+    /// Applies an admitted object; one the cache does not know is created without reading
+    /// the store first (a create that finds it after all falls back to the update path).
+    async fn apply_admitted(
+        &self,
+        caller: &Caller,
+        object: &Object,
+        dry_run: bool,
+        omit: bool,
+    ) -> Result<proto::ApplyResponse, ApiError> {
         let kind = object.kind();
-        let (stored, outcome) = self.objects.apply_object(&object, dry_run).await?;
+        let likely_absent = !self.cache.kind(kind).contains(object.name());
+        let (stored, outcome) = self
+            .objects
+            .apply_object(object, dry_run, likely_absent)
+            .await?;
+        if omit {
+            return Ok(proto::ApplyResponse {
+                object: Vec::new(),
+                outcome: outcome as i32,
+            });
+        }
         Ok(Self::apply_response(&stored, outcome, kind, caller))
+    }
+
+    /// ApplyBatch: admission of every object, then one batched store create for the objects
+    /// the cache does not know (first occurrence of each name), then the rest (updates,
+    /// creates that found an object after all, dry runs) one by one, `BATCH_CONCURRENCY` at a
+    /// time. Results stay in request order.
+    async fn apply_many(
+        &self,
+        caller: &Caller,
+        req: proto::ApplyBatchRequest,
+    ) -> Result<proto::ApplyBatchResponse, ApiError> {
+        require(caller, Role::Editor, "apply objects")?;
+        let (dry_run, omit) = (req.dry_run, req.omit_objects);
+        let admitted: Vec<Result<Object, ApiError>> = req
+            .objects
+            .iter()
+            .map(|b| crate::objects::admit_bytes(b))
+            .collect();
+        let mut results: Vec<Option<proto::ApplyResult>> = vec![None; admitted.len()];
+        let failed = |e: ApiError| proto::ApplyResult {
+            applied: None,
+            error_code: e.code() as i32,
+            error_message: e.to_string(),
+        };
+        let mut rest = Vec::new();
+        let mut creates: Vec<usize> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, a) in admitted.iter().enumerate() {
+            match a {
+                Ok(o)
+                    if !dry_run
+                        && seen.insert((o.kind(), o.name()))
+                        && !self.cache.kind(o.kind()).contains(o.name()) =>
+                {
+                    creates.push(i)
+                }
+                Ok(_) => rest.push(i),
+                Err(_) => {}
+            }
+        }
+        if !creates.is_empty() {
+            let objects: Vec<&Object> = creates
+                .iter()
+                .filter_map(|&i| admitted[i].as_ref().ok())
+                .collect();
+            let created = self.objects.create_many(&objects).await;
+            for (&i, r) in creates.iter().zip(created) {
+                match r {
+                    Ok(Some(object)) => {
+                        let kind = object.kind();
+                        let json = if omit {
+                            Vec::new()
+                        } else {
+                            redact_bytes(kind, caller, &object.to_json_bytes())
+                        };
+                        results[i] = Some(proto::ApplyResult {
+                            applied: Some(proto::ApplyResponse {
+                                object: json,
+                                outcome: proto::ApplyOutcome::Created as i32,
+                            }),
+                            ..Default::default()
+                        });
+                    }
+                    Ok(None) => rest.push(i),
+                    Err(e) => results[i] = Some(failed(e)),
+                }
+            }
+            rest.sort_unstable();
+        }
+        let admitted_ref = &admitted;
+        let singles: Vec<(usize, proto::ApplyResult)> = futures::stream::iter(rest)
+            .map(|i| async move {
+                let object = admitted_ref[i]
+                    .as_ref()
+                    .expect("only admitted objects are applied");
+                let r = match self.apply_admitted(caller, object, dry_run, omit).await {
+                    Ok(applied) => proto::ApplyResult {
+                        applied: Some(applied),
+                        ..Default::default()
+                    },
+                    Err(e) => failed(e),
+                };
+                (i, r)
+            })
+            .buffer_unordered(BATCH_CONCURRENCY)
+            .collect()
+            .await;
+        for (i, r) in singles {
+            results[i] = Some(r);
+        }
+        Ok(proto::ApplyBatchResponse {
+            results: results
+                .into_iter()
+                .zip(admitted)
+                .map(|(r, a)| match (r, a) {
+                    (Some(r), _) => r,
+                    (None, Err(e)) => failed(e),
+                    (None, Ok(_)) => failed(ApiError::Unavailable("not applied".into())),
+                })
+                .collect(),
+        })
     }
 }
 
@@ -177,34 +325,10 @@ impl Phoenix for Service {
         let start = Instant::now();
         let caller = self.caller(&req);
         let req = req.into_inner();
-        let r = async {
-            let caller = caller?;
-            require(&caller, Role::Editor, "apply objects")?;
-            let dry_run = req.dry_run;
-            let results = futures::stream::iter(req.objects)
-                .map(|bytes| {
-                    let this = self.clone();
-                    let caller = caller.clone();
-                    async move {
-                        match this.do_apply(&caller, &bytes, dry_run).await {
-                            Ok(applied) => proto::ApplyResult {
-                                applied: Some(applied),
-                                ..Default::default()
-                            },
-                            Err(e) => proto::ApplyResult {
-                                applied: None,
-                                error_code: e.code() as i32,
-                                error_message: e.to_string(),
-                            },
-                        }
-                    }
-                })
-                .buffered(BATCH_CONCURRENCY)
-                .collect::<Vec<_>>()
-                .await;
-            Ok(proto::ApplyBatchResponse { results })
-        }
-        .await;
+        let r = match caller {
+            Ok(c) => self.apply_many(&c, req).await,
+            Err(e) => Err(e),
+        };
         self.finish("ApplyBatch", "", start, r)
     }
 
@@ -259,10 +383,7 @@ impl Phoenix for Service {
                 _ => String::new(),
             };
             Ok(proto::ListResponse {
-                items: items
-                    .iter()
-                    .map(|e| redact_bytes(kind, &caller, &e.json))
-                    .collect(),
+                items: items.iter().map(|e| entry_json(kind, &caller, e)).collect(),
                 resource_version: revision.to_string(),
                 continue_token,
             })
@@ -361,7 +482,7 @@ impl Phoenix for Service {
             let cache = self.cache.kind(kind).clone();
             cache.wait_for(0, CACHE_WAIT).await?;
             let sub = cache.subscribe(from)?;
-            let (tx, rx) = mpsc::channel::<Result<proto::WatchEvent, Status>>(256);
+            let (tx, rx) = mpsc::channel::<WatchItems>(WATCH_BUFFER);
             let metrics = self.metrics.clone();
             let bookmarks = req.allow_bookmarks;
             let mut stopping = self.stopping.clone();
@@ -373,7 +494,11 @@ impl Phoenix for Service {
                 }
                 metrics.active_watches.dec();
             });
-            let stream: WatchStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+            // Runs of events go through the channel whole and come out one by one, so a
+            // watcher costs one channel operation (and one encoded chunk) per store batch.
+            let stream: WatchStream = Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx).flat_map(futures::stream::iter),
+            );
             Ok(stream)
         }
         .await;
@@ -447,7 +572,64 @@ impl Phoenix for Service {
     }
 }
 
+/// The event `c` makes for this watcher with its revision, if any (bookmarks, resets and
+/// objects outside the selector make none).
+fn event_of(
+    c: &Change,
+    selector: &Selector,
+    caller: &Caller,
+    kind: Kind,
+) -> Option<(i64, proto::WatchEvent)> {
+    let type_ = match c.type_ {
+        ChangeType::Added => proto::EventType::Added,
+        ChangeType::Modified => proto::EventType::Modified,
+        ChangeType::Deleted => proto::EventType::Deleted,
+        ChangeType::Bookmark => proto::EventType::Bookmark,
+        ChangeType::Reset => return None,
+    };
+    if let Some(e) = &c.entry
+        && !selector.matches(&e.labels)
+    {
+        return None;
+    }
+    Some((
+        c.revision,
+        proto::WatchEvent {
+            r#type: type_ as i32,
+            object: c
+                .entry
+                .as_ref()
+                .map(|e| entry_json(kind, caller, e))
+                .unwrap_or_default(),
+            resource_version: c.revision.to_string(),
+            continued: false,
+        },
+    ))
+}
+
+/// Sends events in order as one run, marking each that the next one shares its revision
+/// with; false when the watcher went away.
+async fn send_events(tx: &mpsc::Sender<WatchItems>, events: Vec<(i64, proto::WatchEvent)>) -> bool {
+    if events.is_empty() {
+        return true;
+    }
+    let mut items = Vec::with_capacity(events.len());
+    let mut events = events.into_iter().peekable();
+    while let Some((revision, mut ev)) = events.next() {
+        ev.continued = events.peek().is_some_and(|(next, _)| *next == revision);
+        items.push(Ok(ev));
+    }
+    tx.send(items).await.is_ok()
+}
+
+/// Sends the error that ends a watch.
+async fn send_error(tx: &mpsc::Sender<WatchItems>, status: Status) {
+    let _ = tx.send(vec![Err(status)]).await;
+}
+
 /// Sends a watcher its initial changes, then live ones, until it goes away or falls behind.
+/// Every event object is the cache's shared JSON; a broadcast batch (whole revisions) goes
+/// out as one run, so events of one revision are never split.
 async fn forward(
     cache: Arc<crate::cache::KindCache>,
     sub: crate::cache::Subscription,
@@ -455,68 +637,46 @@ async fn forward(
     caller: Caller,
     kind: Kind,
     bookmarks: bool,
-    tx: mpsc::Sender<Result<proto::WatchEvent, Status>>,
+    tx: mpsc::Sender<WatchItems>,
 ) {
     let mut last_sent = 0i64;
-    let to_event = |c: &crate::cache::Change| -> Option<proto::WatchEvent> {
-        let type_ = match c.type_ {
-            ChangeType::Added => proto::EventType::Added,
-            ChangeType::Modified => proto::EventType::Modified,
-            ChangeType::Deleted => proto::EventType::Deleted,
-            ChangeType::Bookmark => proto::EventType::Bookmark,
-            ChangeType::Reset => return None,
-        };
-        if let Some(e) = &c.entry
-            && !selector.matches(&e.labels)
-        {
-            return None;
-        }
-        Some(proto::WatchEvent {
-            r#type: type_ as i32,
-            object: c
-                .entry
-                .as_ref()
-                .map(|e| redact_bytes(kind, &caller, &e.json))
-                .unwrap_or_default(),
-            resource_version: c.revision.to_string(),
-        })
-    };
-    for c in &sub.initial {
-        if c.type_ == ChangeType::Bookmark && !bookmarks {
-            continue;
-        }
-        if let Some(ev) = to_event(c) {
-            last_sent = last_sent.max(c.revision);
-            if tx.send(Ok(ev)).await.is_err() {
-                return;
-            }
-        }
+    let initial: Vec<(i64, proto::WatchEvent)> = sub
+        .initial
+        .iter()
+        .filter(|c| bookmarks || c.type_ != ChangeType::Bookmark)
+        .filter_map(|c| event_of(c, &selector, &caller, kind))
+        .collect();
+    last_sent = initial.iter().map(|(r, _)| *r).fold(last_sent, i64::max);
+    if !send_events(&tx, initial).await {
+        return;
     }
     let mut rx = sub.rx;
     let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            change = rx.recv() => match change {
-                Ok(c) => {
-                    if c.type_ == ChangeType::Reset {
-                        let _ = tx.send(Err(Status::out_of_range("the server relisted; list again and watch from the list's resourceVersion"))).await;
+            changes = rx.recv() => match changes {
+                Ok(changes) => {
+                    if changes.iter().any(|c| c.type_ == ChangeType::Reset) {
+                        send_error(&tx, Status::out_of_range("the server relisted; list again and watch from the list's resourceVersion")).await;
                         return;
                     }
-                    if c.type_ == ChangeType::Bookmark && (!bookmarks || c.revision <= last_sent) {
-                        continue;
-                    }
-                    if let Some(ev) = to_event(&c) {
-                        last_sent = last_sent.max(c.revision);
-                        if tx.send(Ok(ev)).await.is_err() {
-                            return;
-                        }
+                    let events: Vec<(i64, proto::WatchEvent)> = changes
+                        .iter()
+                        .filter(|c| {
+                            c.type_ != ChangeType::Bookmark || (bookmarks && c.revision > last_sent)
+                        })
+                        .filter_map(|c| event_of(c, &selector, &caller, kind))
+                        .collect();
+                    last_sent = events.iter().map(|(r, _)| *r).fold(last_sent, i64::max);
+                    if !send_events(&tx, events).await {
+                        return;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    let _ = tx.send(Err(Status::out_of_range(format!(
-                        "the watch fell {n} changes behind; watch again from the last resourceVersion received"
-                    )))).await;
+                    send_error(&tx, Status::out_of_range(format!(
+                        "the watch fell behind by {n} store batches; watch again from the last resourceVersion received"
+                    ))).await;
                     return;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -528,10 +688,11 @@ async fn forward(
                     last_sent = rev;
                     let ev = proto::WatchEvent {
                         r#type: proto::EventType::Bookmark as i32,
-                        object: Vec::new(),
+                        object: Bytes::new(),
                         resource_version: rev.to_string(),
+                        continued: false,
                     };
-                    if tx.send(Ok(ev)).await.is_err() {
+                    if tx.send(vec![Ok(ev)]).await.is_err() {
                         return;
                     }
                 }

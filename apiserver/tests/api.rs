@@ -350,3 +350,165 @@ async fn tokens_roles_and_tls() {
     );
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_batch_keeps_per_object_results_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = serve::start(args(dir.path())).await.unwrap();
+    let c = client(&running).await;
+    let (known, _) = c.apply(&guest("known", 1), false).await.unwrap();
+    let mut bad = guest("bad", 1);
+    bad.metadata_mut().name = "Not_A_Name".into();
+    // New objects (one batched create), a name twice, an invalid object, a known object
+    // changed, in this order.
+    let mut batch: Vec<Object> = (0..100).map(|i| guest(&format!("g{i:03}"), 1)).collect();
+    batch.push(guest("g000", 1));
+    batch.push(bad);
+    batch.push(guest("known", 3));
+    let results = c.apply_batch(&batch, false).await.unwrap();
+    assert_eq!(results.len(), 103);
+    for (i, r) in results.iter().take(100).enumerate() {
+        let (o, outcome) = r.as_ref().unwrap_or_else(|e| panic!("g{i:03}: {e}"));
+        assert_eq!(*outcome, ApplyOutcome::Created, "g{i:03}");
+        assert_eq!(o.name(), format!("g{i:03}"));
+        assert_eq!(meta(o).generation, Some(1));
+        assert!(meta(o).uid.is_some() && meta(o).creation_timestamp.is_some());
+        let stored = c.get(Kind::Guest, o.name()).await.unwrap();
+        assert_eq!(&stored, o, "the answer is the object as stored");
+    }
+    assert_eq!(results[100].as_ref().unwrap().1, ApplyOutcome::Unchanged);
+    assert!(
+        matches!(&results[101], Err(ClientError::Invalid(_))),
+        "{:?}",
+        results[101]
+    );
+    let (changed, outcome) = results[102].as_ref().unwrap();
+    assert_eq!(*outcome, ApplyOutcome::Configured);
+    assert_eq!(meta(changed).generation, Some(2));
+    assert_eq!(meta(changed).uid, meta(&known).uid);
+    assert!(matches!(
+        c.get(Kind::Guest, "Not_A_Name").await,
+        Err(ClientError::NotFound(_)) | Err(ClientError::Invalid(_))
+    ));
+    // Again, outcomes only: everything unchanged, the invalid object still refused.
+    let outcomes = c.apply_batch_outcomes(&batch, false).await.unwrap();
+    assert_eq!(outcomes.len(), 103);
+    assert!(
+        outcomes[..101]
+            .iter()
+            .chain(&outcomes[102..])
+            .all(|o| matches!(o, Ok(ApplyOutcome::Unchanged))),
+        "{outcomes:?}"
+    );
+    assert!(matches!(&outcomes[101], Err(ClientError::Invalid(_))));
+    // A dry run creates nothing.
+    let dry = c
+        .apply_batch_outcomes(&[guest("dry", 1)], true)
+        .await
+        .unwrap();
+    assert!(matches!(dry[0], Ok(ApplyOutcome::Created)));
+    assert!(matches!(
+        c.get(Kind::Guest, "dry").await,
+        Err(ClientError::NotFound(_))
+    ));
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_creates_fall_back_to_updates_for_objects_the_cache_missed() {
+    use phoenix_apiserver::metrics::Metrics;
+    use phoenix_apiserver::objects::{Objects, key};
+    use phoenix_store::Store;
+    use phoenix_store::embedded::{EmbeddedConfig, EmbeddedStore};
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(EmbeddedStore::open(dir.path(), EmbeddedConfig::default()).unwrap());
+    let objects = Objects::new(store.clone(), std::sync::Arc::new(Metrics::new()));
+    // Created behind the caller's back (another server, a cache that lags).
+    let (taken, _) = objects
+        .apply_object(&guest("taken", 1), false, false)
+        .await
+        .unwrap();
+    let fresh = guest("fresh", 1);
+    let again = guest("taken", 5);
+    let results = objects.create_many(&[&fresh, &again]).await;
+    let created = results[0]
+        .as_ref()
+        .unwrap()
+        .as_ref()
+        .expect("fresh created");
+    let rv: i64 = meta(created)
+        .resource_version
+        .as_ref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let kv = store
+        .get(&key(Kind::Guest, "fresh"))
+        .await
+        .unwrap()
+        .kv
+        .unwrap();
+    assert_eq!(kv.mod_revision, rv);
+    assert!(
+        matches!(results[1], Ok(None)),
+        "a taken name is left to the update path"
+    );
+    // Applying it as "likely absent" tries the create, finds the object and updates it.
+    let (updated, outcome) = objects.apply_object(&again, false, true).await.unwrap();
+    assert_eq!(outcome, ApplyOutcome::Configured);
+    assert_eq!(updated.value["metadata"]["generation"], 2);
+    assert_eq!(
+        updated.value["metadata"]["uid"],
+        taken.value["metadata"]["uid"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_secrets_and_cached_lists_stay_redacted_for_editors() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = serve::start(args(dir.path())).await.unwrap();
+    let admin = client(&running).await;
+    let ctx = ClientConfig::load(&running.admin_config)
+        .unwrap()
+        .context(None)
+        .unwrap()
+        .clone();
+    let token = phoenix_apiserver::auth::Tokens::new(dir.path())
+        .create("batch-editor", phoenix_apiserver::auth::Role::Editor)
+        .unwrap();
+    let editor = Client::connect(&phoenix_api::client::Context { token, ..ctx })
+        .await
+        .unwrap();
+    let secret = phoenix_api::admit(
+        decode::decode_str(
+            "s.yaml",
+            "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata: {name: s2}\nstringData: {password: hunter2}\n",
+        )
+        .unwrap()
+        .remove(0),
+    )
+    .unwrap();
+    let results = editor.apply_batch(&[secret], false).await.unwrap();
+    let Ok((Object::Secret(s), ApplyOutcome::Created)) = &results[0] else {
+        panic!("{results:?}")
+    };
+    assert!(s.data.is_empty(), "an editor gets no secret data back");
+    // Lists come from the cache; the redacted copy is made once and never served to admins.
+    for _ in 0..2 {
+        let page = editor.list_all(Kind::Secret, "").await.unwrap();
+        let Object::Secret(s) = &page.items[0] else {
+            unreachable!()
+        };
+        assert!(s.data.is_empty());
+        let page = admin.list_all(Kind::Secret, "").await.unwrap();
+        let Object::Secret(s) = &page.items[0] else {
+            unreachable!()
+        };
+        assert_eq!(
+            s.data.get("password").map(String::as_str),
+            Some("aHVudGVyMg==")
+        );
+    }
+    running.stop().await;
+}

@@ -57,6 +57,15 @@ pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
+/// Adds the bearer token to every request of a [`RawClient`].
+pub type BearerFn =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+
+/// The generated gRPC client, as [`Server::raw_client`] makes it.
+pub type RawClient = phoenix_api::proto::phoenix_client::PhoenixClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerFn>,
+>;
+
 /// Which store the server uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -319,6 +328,33 @@ impl Server {
         Client::connect(&self.context())
             .await
             .unwrap_or_else(|e| panic!("connecting: {e}; log:\n{}", self.log_tail()))
+    }
+
+    /// The generated (untyped) gRPC client with the admin token, on its own connection:
+    /// events and objects as they are on the wire, nothing decoded.
+    pub async fn raw_client(&self) -> RawClient {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+        let ctx = self.context();
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(
+            ctx.certificate_authority_data.expect("CA in admin.yaml"),
+        ));
+        let channel = Endpoint::from_shared(ctx.server.clone())
+            .expect("server URL")
+            .tcp_nodelay(true)
+            .tls_config(tls)
+            .expect("TLS config")
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connecting: {e}; log:\n{}", self.log_tail()));
+        let header: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+            format!("Bearer {}", ctx.token)
+                .parse()
+                .expect("token header");
+        let auth: BearerFn = Box::new(move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", header.clone());
+            Ok(req)
+        });
+        phoenix_api::proto::phoenix_client::PhoenixClient::with_interceptor(channel, auth)
     }
 
     /// A typed client with `token`.

@@ -38,6 +38,7 @@ per_backend!(
     prune_deletes_what_left_the_files,
     bad_input_is_rejected_by_the_server,
     objects_and_watches_survive_a_restart,
+    batch_creates_reach_watchers_as_whole_runs,
 );
 
 fn guest(name: &str, cores: u32, extra_meta: &str) -> String {
@@ -578,6 +579,118 @@ async fn objects_and_watches_survive_a_restart(backend: Backend) {
             WatchEvent::Bookmark(_) => continue,
             WatchEvent::Added(o) => {
                 assert_eq!(o.name(), "after-restart");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// A batch apply's creates (several share one revision on etcd, where they are written in
+/// transactions of up to 64) reach watchers as runs: every event but the last of a run with
+/// one resourceVersion is marked `continued`, the typed client yields whole runs, and
+/// resuming from a run's resourceVersion starts after all of it.
+async fn batch_creates_reach_watchers_as_whole_runs(backend: Backend) {
+    let s = Server::start(backend).await;
+    let c = s.client().await;
+    let rv = c.list_all(Kind::Guest, "").await.unwrap().resource_version;
+    let mut raw = s.raw_client().await;
+    let mut wire = raw
+        .watch(phoenix_api::proto::WatchRequest {
+            kind: "Guest".into(),
+            label_selector: String::new(),
+            resource_version: rv.clone(),
+            allow_bookmarks: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut typed = Box::pin(c.watch(Kind::Guest, "", &rv).await.unwrap());
+
+    let n = 150;
+    let objects: Vec<Object> = (0..n)
+        .map(|i| {
+            phoenix_api::decode::decode_str("b.yaml", &guest(&format!("run-{i:03}"), 1, ""))
+                .unwrap()
+                .remove(0)
+        })
+        .collect();
+    let results = c.apply_batch(&objects, false).await.unwrap();
+    let created_rv: Vec<String> = results
+        .into_iter()
+        .map(|r| r.unwrap().0.metadata().resource_version.clone().unwrap())
+        .collect();
+
+    // On the wire: `continued` exactly when the next event has the same resourceVersion.
+    let mut events = Vec::new();
+    while events.len() < n {
+        let ev = tokio::time::timeout(Duration::from_secs(10), wire.message())
+            .await
+            .expect("watch event in time")
+            .unwrap()
+            .expect("watch open");
+        events.push(ev);
+    }
+    let mut longest_run = 1;
+    let mut run = 1;
+    for pair in events.windows(2) {
+        let same = pair[0].resource_version == pair[1].resource_version;
+        assert_eq!(
+            pair[0].continued, same,
+            "continued flag at {}",
+            pair[0].resource_version
+        );
+        run = if same { run + 1 } else { 1 };
+        longest_run = longest_run.max(run);
+    }
+    assert!(
+        !events[n - 1].continued,
+        "the batch's last event ends its run"
+    );
+    match backend {
+        // One transaction of up to 64 creates shares one revision.
+        Backend::Etcd => assert!(longest_run > 1, "no shared revision on etcd"),
+        Backend::Embedded => assert_eq!(longest_run, 1, "embedded revisions are unique"),
+    }
+
+    // The typed client yields every create once, with the revision it was created at.
+    let mut seen = std::collections::BTreeMap::new();
+    while seen.len() < n {
+        let ev = tokio::time::timeout(Duration::from_secs(10), typed.next())
+            .await
+            .expect("watch event in time")
+            .expect("watch open")
+            .expect("watch event");
+        match ev {
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Added(o) => {
+                let rv = o.metadata().resource_version.clone().unwrap();
+                assert!(seen.insert(o.name().to_string(), rv).is_none(), "repeated");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for (i, rv) in created_rv.iter().enumerate() {
+        assert_eq!(seen.get(&format!("run-{i:03}")), Some(rv));
+    }
+
+    // Resuming from the last run's resourceVersion: the next event is a later write.
+    let last = events[n - 1].resource_version.clone();
+    let mut resumed = Box::pin(c.watch(Kind::Guest, "", &last).await.unwrap());
+    let after = phoenix_api::decode::decode_str("a.yaml", &guest("after", 1, ""))
+        .unwrap()
+        .remove(0);
+    c.apply(&after, false).await.unwrap();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), resumed.next())
+            .await
+            .expect("watch event in time")
+            .expect("watch open")
+            .expect("watch event");
+        match ev {
+            WatchEvent::Bookmark(_) => continue,
+            WatchEvent::Added(o) => {
+                assert_eq!(o.name(), "after", "nothing of the batch again");
                 break;
             }
             other => panic!("unexpected {other:?}"),

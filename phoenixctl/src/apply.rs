@@ -2,9 +2,11 @@
 //! them to the server in batches (or, with `--dry-run=client`, only print them).
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 
 use clap::{Args, ValueEnum};
+use futures::StreamExt;
 use phoenix_api::client::{ApplyOutcome, Client};
 use phoenix_api::{Document, Kind, Object};
 
@@ -14,7 +16,9 @@ use crate::exit::{CmdResult, Code, Failure, code_of, one_line};
 use phoenix_api::selector::Selector;
 
 /// Objects per ApplyBatch call.
-const BATCH: usize = 500;
+const BATCH: usize = 250;
+/// ApplyBatch calls in flight at once (for objects of one kind).
+const IN_FLIGHT: usize = 4;
 /// Applies larger than this report progress on a terminal.
 const PROGRESS_OVER: usize = 200;
 
@@ -98,7 +102,16 @@ pub async fn run(args: &ApplyArgs, conn: &ConnArgs) -> CmdResult {
         }
         None => None,
     };
-    let docs = load(&args.files)?;
+    // Decoding (on every core) and connecting overlap; decoding problems are reported first.
+    let files = args.files.clone();
+    let loading = tokio::task::spawn_blocking(move || load(&files));
+    let (docs, client) = if args.dry_run == Some(DryRun::Client) {
+        (loading.await, None)
+    } else {
+        let (docs, client) = tokio::join!(loading, conn.connect());
+        (docs, Some(client))
+    };
+    let docs = docs.map_err(|e| Failure::new(Code::Failure, format!("decoding failed: {e}")))??;
     let mut objects: Vec<Object> = docs.into_iter().map(|d| d.object).collect();
     if args.dry_run == Some(DryRun::Client) {
         let refs: Vec<&Object> = objects.iter().collect();
@@ -116,50 +129,85 @@ pub async fn run(args: &ApplyArgs, conn: &ConnArgs) -> CmdResult {
     let suffix = if dry_run { " (server dry run)" } else { "" };
     // Dependencies first; the order within a kind is the files' order.
     objects.sort_by_key(|o| Kind::ALL.iter().position(|k| *k == o.kind()));
-    let client = conn.connect().await?;
+    let client = client.expect("connected unless a client dry run")?;
     let total = objects.len();
     let progress = total > PROGRESS_OVER && std::io::stderr().is_terminal();
     let mut worst: Option<Code> = None;
     let mut failed = 0usize;
     let mut applied: Vec<Object> = Vec::new();
     let mut done = 0usize;
-    for chunk in objects.chunks(BATCH) {
-        let results = client.apply_batch(chunk, dry_run).await?;
-        if results.len() != chunk.len() {
-            return Err(Failure::new(
-                Code::Failure,
-                format!(
-                    "the server answered {} results for {} objects",
-                    results.len(),
-                    chunk.len()
-                ),
-            ));
-        }
-        for (sent, result) in chunk.iter().zip(results) {
-            match result {
-                Ok((obj, outcome)) => {
-                    if args.output.is_none() {
-                        let what = match outcome {
-                            ApplyOutcome::Created => "created",
-                            ApplyOutcome::Configured => "configured",
-                            ApplyOutcome::Unchanged => "unchanged",
-                            ApplyOutcome::Unspecified => "applied",
-                        };
-                        outln!("{} {what}{suffix}", sent.key());
-                    }
-                    applied.push(obj);
+    let want_objects = args.output.is_some();
+    // Batches of one kind are sent IN_FLIGHT at a time; the next kind starts once every
+    // object of the previous one was answered (dependencies first).
+    for same_kind in objects.chunk_by(|a, b| a.kind() == b.kind()) {
+        let mut answers = futures::stream::iter(same_kind.chunks(BATCH))
+            .map(|chunk| {
+                let client = &client;
+                async move {
+                    let results = if want_objects {
+                        client.apply_batch(chunk, dry_run).await.map(|r| {
+                            r.into_iter()
+                                .map(|r| r.map(|(o, outcome)| (Some(o), outcome)))
+                                .collect::<Vec<_>>()
+                        })
+                    } else {
+                        client
+                            .apply_batch_outcomes(chunk, dry_run)
+                            .await
+                            .map(|r| r.into_iter().map(|r| r.map(|o| (None, o))).collect())
+                    };
+                    (chunk, results)
                 }
-                Err(e) => {
-                    failed += 1;
-                    let code = code_of(&e);
-                    worst = Some(worst.map_or(code, |w| w.max(code)));
-                    eprintln!("error: {}: {}", sent.key(), one_line(&e.to_string()));
+            })
+            .buffered(IN_FLIGHT);
+        while let Some((chunk, results)) = answers.next().await {
+            let results = results?;
+            if results.len() != chunk.len() {
+                return Err(Failure::new(
+                    Code::Failure,
+                    format!(
+                        "the server answered {} results for {} objects",
+                        results.len(),
+                        chunk.len()
+                    ),
+                ));
+            }
+            // One write per batch: the summary lines of its successes, then its errors.
+            let mut summary = String::new();
+            let mut errors = String::new();
+            for (sent, result) in chunk.iter().zip(results) {
+                match result {
+                    Ok((obj, outcome)) => {
+                        if args.output.is_none() {
+                            let what = match outcome {
+                                ApplyOutcome::Created => "created",
+                                ApplyOutcome::Configured => "configured",
+                                ApplyOutcome::Unchanged => "unchanged",
+                                ApplyOutcome::Unspecified => "applied",
+                            };
+                            let _ = writeln!(summary, "{} {what}{suffix}", sent.key());
+                        }
+                        applied.extend(obj);
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        let code = code_of(&e);
+                        worst = Some(worst.map_or(code, |w| w.max(code)));
+                        let _ = writeln!(
+                            errors,
+                            "error: {}: {}",
+                            sent.key(),
+                            one_line(&e.to_string())
+                        );
+                    }
                 }
             }
-        }
-        done += chunk.len();
-        if progress {
-            eprintln!("applied {done}/{total}");
+            out!("{summary}");
+            eprint!("{errors}");
+            done += chunk.len();
+            if progress {
+                eprintln!("applied {done}/{total}");
+            }
         }
     }
     if let Some(f) = args.output {

@@ -20,6 +20,11 @@
 //!   - `put`: our value and lease → success (its mod revision); otherwise sent again (a put is
 //!     last-writer-wins, so a retry may re-apply it over a later write).
 //!
+//!   - `create_many`: one transaction per group of creates, comparing `create_revision == 0`
+//!     for every key; an answer that it did not apply (some key exists, a lease is missing,
+//!     etcd refuses the size) sends each create on its own; an unknown outcome reads every key
+//!     back and judges each as a single `create`, sending again the ones not applied.
+//!
 //!   Two writers storing byte-identical values cannot be told apart; Phoenix's objects carry
 //!   unique metadata so this does not arise for them.
 
@@ -38,7 +43,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
-    EventKind, GetResult, KeyValue, LeaseId, RangeOptions, RangeResult, Revision, Store,
+    Create, EventKind, GetResult, KeyValue, LeaseId, RangeOptions, RangeResult, Revision, Store,
     StoreError, WatchBatch, WatchEvent, WatchStream, prefix_end, ttl_secs,
 };
 
@@ -56,6 +61,14 @@ pub struct EtcdConfig {
     pub retry_max_delay: Duration,
     /// Retries of one operation before it fails with [`StoreError::Unavailable`].
     pub retry_max_times: usize,
+    /// Most creates [`Store::create_many`] puts in one transaction (etcd's `--max-txn-ops`
+    /// defaults to 128); 1 sends every create on its own.
+    pub max_txn_ops: usize,
+    /// Most value bytes in one such transaction (etcd's `--max-request-bytes` defaults to
+    /// 1.5 MiB); a larger value goes on its own.
+    pub max_txn_bytes: usize,
+    /// Such transactions in flight at once for one `create_many` call.
+    pub txn_concurrency: usize,
 }
 
 impl EtcdConfig {
@@ -68,6 +81,9 @@ impl EtcdConfig {
             retry_min_delay: Duration::from_millis(20),
             retry_max_delay: Duration::from_secs(1),
             retry_max_times: 20,
+            max_txn_ops: 64,
+            max_txn_bytes: 1024 * 1024,
+            txn_concurrency: 4,
         }
     }
 }
@@ -242,6 +258,40 @@ fn range_keys(prefix: &[u8], start_after: Option<&[u8]>) -> (Vec<u8>, Vec<u8>) {
         }
     }
     (start, prefix_end(prefix).unwrap_or_else(|| vec![0]))
+}
+
+/// Splits creates into transactions: at most `max_ops` creates and `max_bytes` of keys and
+/// values each (a larger create goes alone), no key twice in the whole call. Returns the
+/// transactions (indices into `creates`) and the indices of repeated keys, which go one by
+/// one after them.
+fn plan_txns(
+    creates: &[Create],
+    max_ops: usize,
+    max_bytes: usize,
+) -> (Vec<Vec<usize>>, Vec<usize>) {
+    let max_ops = max_ops.max(1);
+    let mut seen = HashSet::with_capacity(creates.len());
+    let mut txns: Vec<Vec<usize>> = Vec::new();
+    let mut repeated = Vec::new();
+    let mut bytes = 0usize;
+    for (i, c) in creates.iter().enumerate() {
+        if !seen.insert(c.key.as_slice()) {
+            repeated.push(i);
+            continue;
+        }
+        let size = c.key.len() + c.value.len();
+        match txns.last_mut() {
+            Some(t) if t.len() < max_ops && bytes + size <= max_bytes => {
+                t.push(i);
+                bytes += size;
+            }
+            _ => {
+                txns.push(vec![i]);
+                bytes = size;
+            }
+        }
+    }
+    (txns, repeated)
 }
 
 /// A conditional write, as sent and as judged after an ambiguous failure.
@@ -525,6 +575,72 @@ impl EtcdStore {
         }
     }
 
+    /// Creates `group` (distinct keys) in one transaction comparing `create_revision == 0`
+    /// for each key. When the transaction does not apply (a key exists, a lease is missing,
+    /// etcd refuses its size) every create is sent on its own; when its outcome is unknown
+    /// (transport failure) each key is read back first, as for a single create.
+    async fn create_group(
+        &self,
+        creates: &[Create],
+        group: &[usize],
+    ) -> Vec<Result<Revision, StoreError>> {
+        let single = |i: usize| {
+            let c = &creates[i];
+            self.write("create", &c.key, &c.value, Write::Create(c.lease))
+        };
+        if group.len() == 1 {
+            return vec![single(group[0]).await];
+        }
+        let mut compares = Vec::with_capacity(group.len());
+        let mut puts = Vec::with_capacity(group.len());
+        for &i in group {
+            let c = &creates[i];
+            compares.push(Compare::create_revision(c.key.clone(), CompareOp::Equal, 0));
+            let opts = c.lease.map(|l| PutOptions::new().with_lease(l.0));
+            puts.push(TxnOp::put(c.key.clone(), c.value.clone(), opts));
+        }
+        let txn = Txn::new().when(compares).and_then(puts);
+        let mut kv = self.client.kv_client();
+        match self.timed(kv.txn(txn)).await {
+            Ok(resp) if resp.succeeded() => {
+                let rev = header_rev(resp.header());
+                return group.iter().map(|_| Ok(rev)).collect();
+            }
+            // Some key exists: each create on its own tells which.
+            Ok(_) => {}
+            Err(e) if is_transient(&e) => {
+                self.health.wake.notify_one();
+                tracing::debug!(error = %e, creates = group.len(), "batched create outcome unknown; reading back");
+                let judged = futures::future::join_all(group.iter().map(|&i| async move {
+                    let c = &creates[i];
+                    let read = self.get(&c.key).await?;
+                    Ok::<_, StoreError>(Self::verdict(
+                        Write::Create(c.lease),
+                        &c.value,
+                        read.kv,
+                        read.revision,
+                    ))
+                }))
+                .await;
+                return futures::future::join_all(group.iter().zip(judged).map(
+                    |(&i, judged)| async move {
+                        match judged? {
+                            Verdict::Applied(rev) => Ok(rev),
+                            Verdict::Failed(e) => Err(e),
+                            Verdict::NotApplied => single(i).await,
+                        }
+                    },
+                ))
+                .await;
+            }
+            // Not applied (e.g. a missing lease, too many operations for this etcd).
+            Err(e) => {
+                tracing::debug!(error = %e, creates = group.len(), "batched create refused; creating one by one");
+            }
+        }
+        futures::future::join_all(group.iter().map(|&i| single(i))).await
+    }
+
     /// Opens a watch from `next` and waits for etcd to confirm it.
     async fn open_watch(
         client: &Client,
@@ -708,6 +824,40 @@ impl Store for EtcdStore {
     ) -> Result<Revision, StoreError> {
         self.write("create", key, &value, Write::Create(lease))
             .await
+    }
+
+    /// Up to `max_txn_ops` creates per transaction, `txn_concurrency` transactions at once;
+    /// creates of one transaction share its revision.
+    async fn create_many(&self, creates: Vec<Create>) -> Vec<Result<Revision, StoreError>> {
+        use futures::StreamExt;
+        let (txns, repeated) =
+            plan_txns(&creates, self.config.max_txn_ops, self.config.max_txn_bytes);
+        let mut results: Vec<Option<Result<Revision, StoreError>>> =
+            (0..creates.len()).map(|_| None).collect();
+        let creates = &creates;
+        let mut done = futures::stream::iter(txns)
+            .map(|group| async move {
+                let answers = self.create_group(creates, &group).await;
+                (group, answers)
+            })
+            .buffer_unordered(self.config.txn_concurrency.max(1));
+        while let Some((group, answers)) = done.next().await {
+            for (&i, answer) in group.iter().zip(answers) {
+                results[i] = Some(answer);
+            }
+        }
+        drop(done);
+        for i in repeated {
+            let c = &creates[i];
+            results[i] = Some(
+                self.write("create", &c.key, &c.value, Write::Create(c.lease))
+                    .await,
+            );
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every create has an answer"))
+            .collect()
     }
 
     async fn update(
@@ -894,6 +1044,30 @@ mod tests {
             range_keys(b"a/", Some(b"a/x")),
             (b"a/x\0".to_vec(), b"a0".to_vec())
         );
+    }
+
+    #[test]
+    fn creates_are_planned_into_bounded_transactions_without_repeated_keys() {
+        let c = |k: &str, size: usize| Create {
+            key: k.as_bytes().to_vec(),
+            value: vec![b'x'; size],
+            lease: None,
+        };
+        let creates = vec![
+            c("a", 10),
+            c("b", 10),
+            c("a", 10),
+            c("c", 10),
+            c("d", 10),
+            c("e", 95),
+            c("f", 10),
+            c("g", 200),
+        ];
+        let (txns, repeated) = plan_txns(&creates, 3, 100);
+        assert_eq!(txns, [vec![0, 1, 3], vec![4], vec![5], vec![6], vec![7]]);
+        assert_eq!(repeated, [2]);
+        let (txns, repeated) = plan_txns(&creates[..2], 0, 0);
+        assert_eq!((txns, repeated), (vec![vec![0], vec![1]], vec![]));
     }
 
     #[test]

@@ -22,7 +22,8 @@ use futures::stream::BoxStream;
 
 pub use error::StoreError;
 
-/// A store revision. Every successful write gets a new, strictly greater one.
+/// A store revision. Every successful write gets a new, strictly greater one; only the
+/// creates that [`Store::create_many`] applies in one transaction share one.
 pub type Revision = i64;
 
 /// A lease identifier, as handed out by [`Store::grant_lease`].
@@ -80,6 +81,15 @@ pub struct RangeResult {
     pub revision: Revision,
     /// Whether more keys exist after the last returned one.
     pub more: bool,
+}
+
+/// One key to create with [`Store::create_many`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Create {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// Lease to attach the key to.
+    pub lease: Option<LeaseId>,
 }
 
 /// Kind of a watch event.
@@ -146,6 +156,23 @@ pub trait Store: Send + Sync + 'static {
         lease: Option<LeaseId>,
     ) -> Result<Revision, StoreError>;
 
+    /// Creates many keys, each exactly as [`Store::create`] would (its own existence check;
+    /// one failing does not stop the others), and returns each create's result in input
+    /// order. When a key appears more than once, only its first create can succeed.
+    ///
+    /// Backends batch the writes: the embedded store applies them all in one transaction (one
+    /// commit, one watch batch) with a revision each; etcd applies up to `max_txn_ops` of them
+    /// in one transaction, whose keys then share one revision (a watch delivers the events of
+    /// one revision together).
+    /// The default creates one key after the other.
+    async fn create_many(&self, creates: Vec<Create>) -> Vec<Result<Revision, StoreError>> {
+        let mut results = Vec::with_capacity(creates.len());
+        for c in creates {
+            results.push(self.create(&c.key, c.value, c.lease).await);
+        }
+        results
+    }
+
     /// Replaces the value of `key` if its `mod_revision` equals `expected_mod_revision`; keeps
     /// the key's lease. Returns the write's revision. Fails with [`StoreError::Conflict`]
     /// (with the current value, `None` if the key is absent) otherwise.
@@ -176,7 +203,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Watches keys starting with `prefix`: yields every event with
     /// `mod_revision >= from_revision` in revision order, each with its previous value; `0`
-    /// means "from the next write on". Events are never skipped nor repeated. An idle watcher
+    /// means "from the next write on". Events are never skipped nor repeated, and the events
+    /// of one revision always come in the same batch. An idle watcher
     /// gets periodic progress notifications. A compacted `from_revision` fails with
     /// [`StoreError::Compacted`] (from this call, or, if compaction races with it, as the
     /// stream's first item).

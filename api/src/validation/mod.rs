@@ -46,7 +46,8 @@ impl fmt::Display for ValidationErrors {
 /// Validates an object; `Err` holds every problem found.
 pub fn validate(object: &Object) -> Result<(), ValidationErrors> {
     let mut errors = Vec::new();
-    kinds::validate_object(object, &mut Validator::root(&mut errors));
+    let mut path = String::new();
+    kinds::validate_object(object, &mut Validator::root(&mut path, &mut errors));
     if errors.is_empty() {
         Ok(())
     } else {
@@ -54,56 +55,72 @@ pub fn validate(object: &Object) -> Result<(), ValidationErrors> {
     }
 }
 
-/// Collects errors under a field path. Children borrow the parent's error list.
+/// Collects errors under a field path. Children borrow the parent's error list and one
+/// shared path buffer: a validator's path is the buffer's first `len` bytes. Making a child
+/// cuts the buffer back to the parent's path and appends the child's segment; a validator
+/// still in use has no younger sibling (it borrows its parent mutably), so its prefix is
+/// intact. The path is copied only when an error is recorded.
 pub(crate) struct Validator<'a> {
-    path: String,
+    path: &'a mut String,
+    len: usize,
     errors: &'a mut Vec<FieldError>,
 }
 
 impl<'a> Validator<'a> {
-    fn root(errors: &'a mut Vec<FieldError>) -> Self {
+    fn root(path: &'a mut String, errors: &'a mut Vec<FieldError>) -> Self {
+        path.clear();
         Validator {
-            path: String::new(),
+            path,
+            len: 0,
             errors,
+        }
+    }
+
+    fn child(&mut self, segment: impl FnOnce(&mut String)) -> Validator<'_> {
+        self.path.truncate(self.len);
+        segment(self.path);
+        Validator {
+            len: self.path.len(),
+            path: self.path,
+            errors: self.errors,
         }
     }
 
     /// The validator of field `name` below this one.
     pub(crate) fn at(&mut self, name: &str) -> Validator<'_> {
-        let path = if self.path.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}.{name}", self.path)
-        };
-        Validator {
-            path,
-            errors: self.errors,
-        }
+        let first = self.len == 0;
+        self.child(|p| {
+            if !first {
+                p.push('.');
+            }
+            p.push_str(name);
+        })
     }
 
     /// The validator of list element `i`.
     pub(crate) fn idx(&mut self, i: usize) -> Validator<'_> {
-        Validator {
-            path: format!("{}[{i}]", self.path),
-            errors: self.errors,
-        }
+        self.child(|p| {
+            use std::fmt::Write as _;
+            let _ = write!(p, "[{i}]");
+        })
     }
 
     /// The validator of map entry `key`.
     pub(crate) fn key(&mut self, key: &str) -> Validator<'_> {
-        Validator {
-            path: format!("{}[{}]", self.path, crate::decode::quote(key)),
-            errors: self.errors,
-        }
+        self.child(|p| {
+            p.push('[');
+            p.push_str(&crate::decode::quote(key));
+            p.push(']');
+        })
     }
 
     /// Records `reason` at this path.
     pub(crate) fn error(&mut self, reason: impl Into<String>) {
         self.errors.push(FieldError {
-            path: if self.path.is_empty() {
+            path: if self.len == 0 {
                 "(root)".into()
             } else {
-                self.path.clone()
+                self.path[..self.len].to_string()
             },
             reason: reason.into(),
         });

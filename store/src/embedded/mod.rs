@@ -22,7 +22,7 @@ use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, T
 use tokio::sync::{broadcast, oneshot};
 
 use crate::{
-    GetResult, KeyValue, LeaseId, RangeOptions, RangeResult, Revision, Store, StoreError,
+    Create, GetResult, KeyValue, LeaseId, RangeOptions, RangeResult, Revision, Store, StoreError,
     WatchStream, prefix_end, ttl_secs,
 };
 pub use layout::FORMAT_VERSION;
@@ -148,12 +148,7 @@ impl EmbeddedStore {
     }
 
     async fn submit_rev(&self, op: Op) -> Result<Revision, StoreError> {
-        match self.submit(op).await? {
-            Outcome::Rev(r) => Ok(r),
-            other => Err(StoreError::Corrupt(format!(
-                "unexpected writer outcome {other:?}"
-            ))),
-        }
+        rev_of(self.submit(op).await?)
     }
 
     async fn blocking<T: Send + 'static>(
@@ -173,6 +168,15 @@ impl Drop for EmbeddedStore {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
+    }
+}
+
+fn rev_of(outcome: Outcome) -> Result<Revision, StoreError> {
+    match outcome {
+        Outcome::Rev(r) => Ok(r),
+        other => Err(StoreError::Corrupt(format!(
+            "unexpected writer outcome {other:?}"
+        ))),
     }
 }
 
@@ -320,6 +324,48 @@ impl Store for EmbeddedStore {
             cond: Cond::Absent,
         })
         .await
+    }
+
+    /// All creates go to the writer as one request: they are applied in order in one
+    /// transaction (one commit, one watch batch), each with its own revision.
+    async fn create_many(&self, creates: Vec<Create>) -> Vec<Result<Revision, StoreError>> {
+        let n = creates.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let ops = creates
+            .into_iter()
+            .map(|c| Op::Put {
+                key: c.key,
+                value: c.value,
+                lease: LeaseArg::Set(c.lease),
+                cond: Cond::Absent,
+            })
+            .collect();
+        match self.submit(Op::Many(ops)).await {
+            Ok(Outcome::Many(answers)) => answers.into_iter().map(|a| a.and_then(rev_of)).collect(),
+            Ok(other) => (0..n)
+                .map(|_| {
+                    Err(StoreError::Corrupt(format!(
+                        "unexpected writer outcome {other:?}"
+                    )))
+                })
+                .collect(),
+            // The whole request failed (nothing of it applied): the same error for each.
+            Err(e) => {
+                let closed = matches!(e, StoreError::Closed);
+                let message = e.to_string();
+                (0..n)
+                    .map(|_| {
+                        if closed {
+                            Err(StoreError::Closed)
+                        } else {
+                            Err(StoreError::WriteFailed(message.clone()))
+                        }
+                    })
+                    .collect()
+            }
+        }
     }
 
     async fn update(

@@ -53,6 +53,9 @@ pub(crate) enum Op {
     Grant(i64),
     KeepAlive(LeaseId),
     Revoke(LeaseId),
+    /// Several operations, applied in order in the same transaction, each with its own
+    /// revision and its own answer.
+    Many(Vec<Op>),
 }
 
 #[derive(Debug)]
@@ -61,6 +64,7 @@ pub(crate) enum Outcome {
     Lease(LeaseId),
     Ttl(i64),
     Done,
+    Many(Vec<Result<Outcome, StoreError>>),
 }
 
 #[derive(Debug)]
@@ -358,6 +362,13 @@ impl Writer {
                 }
                 self.revoke(t, id.0, events)?;
                 Ok(Ok(Outcome::Done))
+            }
+            Op::Many(ops) => {
+                let mut answers = Vec::with_capacity(ops.len());
+                for op in ops {
+                    answers.push(self.apply(t, op, now, events)?);
+                }
+                Ok(Ok(Outcome::Many(answers)))
             }
         }
     }

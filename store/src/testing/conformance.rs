@@ -4,14 +4,14 @@
 //! whole store); each case works under its own key prefix. A case panics on the first
 //! behaviour a user could observe to differ from the contract.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 
 use crate::{
-    EventKind, LeaseId, RangeOptions, Revision, Store, StoreError, WatchEvent, WatchStream,
+    Create, EventKind, LeaseId, RangeOptions, Revision, Store, StoreError, WatchEvent, WatchStream,
 };
 
 /// How long a case waits for an expected event.
@@ -59,6 +59,8 @@ pub async fn run_all(store: Arc<dyn Store>, namespace: &str) {
         };
     }
     case!(cas_create_update_delete);
+    case!(create_many_each_on_its_own);
+    case!(create_many_in_batches_and_watch);
     case!(revisions_monotonic);
     case!(list_at_revision_and_pagination);
     case!(watch_order_and_prev_values);
@@ -140,6 +142,138 @@ pub async fn cas_create_update_delete(store: Arc<dyn Store>, p: &str) {
     let before = store.current_revision().await.unwrap();
     let _ = store.update(&k, b"x".to_vec(), 1).await.unwrap_err();
     assert_eq!(store.current_revision().await.unwrap(), before);
+}
+
+fn create(p: &str, name: &str, value: &[u8], lease: Option<LeaseId>) -> Create {
+    Create {
+        key: key(p, name),
+        value: value.to_vec(),
+        lease,
+    }
+}
+
+/// `create_many`: every create succeeds or fails on its own (existing key, repeated key,
+/// missing lease), in input order, and a created key is exactly what `create` makes.
+pub async fn create_many_each_on_its_own(store: Arc<dyn Store>, p: &str) {
+    let before = store
+        .create(&key(p, "x"), b"old".to_vec(), None)
+        .await
+        .unwrap();
+    let lease = store.grant_lease(Duration::from_secs(60)).await.unwrap();
+    let bogus = LeaseId(0x7eed_beef);
+    let results = store
+        .create_many(vec![
+            create(p, "a", b"a1", None),
+            create(p, "x", b"new", None),
+            create(p, "b", b"b1", Some(lease)),
+            create(p, "a", b"a2", None),
+            create(p, "c", b"c1", Some(bogus)),
+            create(p, "d", b"d1", None),
+        ])
+        .await;
+    assert_eq!(results.len(), 6);
+    for (i, name, value, want_lease) in [
+        (0, "a", b"a1", None),
+        (2, "b", b"b1", Some(lease)),
+        (5, "d", b"d1", None),
+    ] {
+        let rev = *results[i]
+            .as_ref()
+            .unwrap_or_else(|e| panic!("create of {name}: {e}"));
+        assert!(rev > before, "revision {rev} of {name} after {before}");
+        let kv = store.get(&key(p, name)).await.unwrap().kv.expect("created");
+        assert_eq!(kv.value, value);
+        assert_eq!(
+            (kv.create_revision, kv.mod_revision, kv.version),
+            (rev, rev, 1)
+        );
+        assert_eq!(kv.lease, want_lease);
+    }
+    match &results[1] {
+        Err(StoreError::AlreadyExists { current }) => {
+            assert_eq!(current.as_ref().expect("current value").value, b"old")
+        }
+        other => panic!("create_many of an existing key: {other:?}"),
+    }
+    assert!(
+        matches!(&results[3], Err(StoreError::AlreadyExists { .. })),
+        "repeated key: {:?}",
+        results[3]
+    );
+    assert!(
+        matches!(&results[4], Err(StoreError::LeaseNotFound(l)) if *l == bogus),
+        "unknown lease: {:?}",
+        results[4]
+    );
+    assert!(store.get(&key(p, "c")).await.unwrap().kv.is_none());
+    assert_eq!(
+        store.get(&key(p, "x")).await.unwrap().kv.unwrap().value,
+        b"old"
+    );
+    // Revoking the lease deletes the key created with it.
+    store.revoke_lease(lease).await.unwrap();
+    assert!(store.get(&key(p, "b")).await.unwrap().kv.is_none());
+    assert!(store.create_many(Vec::new()).await.is_empty());
+}
+
+/// A large `create_many` (several transactions on etcd): every key created once, watchers see
+/// each create once, in revision order, and the events of one revision in one batch.
+pub async fn create_many_in_batches_and_watch(store: Arc<dyn Store>, p: &str) {
+    let n = 300;
+    let mut w = store.watch(p.as_bytes(), 0).await.unwrap();
+    let creates: Vec<Create> = (0..n)
+        .map(|i| create(p, &format!("k{i:04}"), format!("v{i}").as_bytes(), None))
+        .collect();
+    let results = store.create_many(creates).await;
+    let revs: Vec<Revision> = results
+        .into_iter()
+        .map(|r| r.expect("create_many of new keys"))
+        .collect();
+    let mut batch_of: BTreeMap<Revision, usize> = BTreeMap::new();
+    let mut events = Vec::new();
+    let mut batch_no = 0;
+    while events.len() < n {
+        for ev in next_events(&mut w).await {
+            let first = *batch_of.entry(ev.kv.mod_revision).or_insert(batch_no);
+            assert_eq!(
+                first, batch_no,
+                "revision {} split over batches",
+                ev.kv.mod_revision
+            );
+            events.push(ev);
+        }
+        batch_no += 1;
+    }
+    assert_eq!(events.len(), n, "more events than creates");
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0].kv.mod_revision <= w[1].kv.mod_revision),
+        "events out of revision order"
+    );
+    let mut seen = BTreeMap::new();
+    for ev in &events {
+        assert_eq!(ev.kind, EventKind::Put);
+        assert!(ev.prev_kv.is_none(), "a create has no previous value");
+        let name = String::from_utf8(ev.kv.key.clone()).unwrap();
+        assert!(
+            seen.insert(name, ev.kv.mod_revision).is_none(),
+            "event repeated"
+        );
+    }
+    for (i, rev) in revs.iter().enumerate() {
+        let k = String::from_utf8(key(p, &format!("k{i:04}"))).unwrap();
+        assert_eq!(
+            seen.get(&k),
+            Some(rev),
+            "event of {k} at its create's revision"
+        );
+    }
+    let listed = store
+        .range(p.as_bytes(), RangeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.kvs.len(), n);
 }
 
 /// Sequential writes get strictly increasing revisions; concurrent ones distinct ones.
