@@ -19,7 +19,29 @@ pub fn spec_field(param: &str) -> String {
         "vmid" => "spec.vmid".into(),
         "ssh-public-keys" => "spec.sshPublicKeys".into(),
         "unprivileged" => "spec.unprivileged".into(),
+        "name" => "spec.hostname".into(),
+        "protection" => "spec.protection".into(),
+        "features" => "spec.features".into(),
+        "startup" => "spec.startup".into(),
+        "nameserver" => "spec.nameservers".into(),
+        "searchdomain" => "spec.searchDomain".into(),
+        "sockets" => "spec.vm.sockets".into(),
+        "cpu" => "spec.vm.cpuType".into(),
+        "agent" => "spec.vm.agent".into(),
+        "ciuser" => "spec.vm.cloudInit.user".into(),
+        "sshkeys" => "spec.sshPublicKeys".into(),
+        "newid" => "spec.vmid".into(),
+        "snapname" => "spec.source.clone.snapshot".into(),
+        "storage" => "spec.rootfs.storage".into(),
         p if p.starts_with("net") => format!("spec.networks ({p})"),
+        p if p.starts_with("ipconfig") => format!("spec.networks ({p}, cloud-init)"),
+        p if p.starts_with("mp") => format!("spec.mountPoints ({p})"),
+        p if ["scsi", "virtio", "sata", "ide"]
+            .iter()
+            .any(|b| p.starts_with(b)) =>
+        {
+            format!("spec.vm.disks ({p})")
+        }
         p => format!("PVE parameter {p}"),
     }
 }

@@ -1,28 +1,38 @@
-//! The Guest controller: LXC containers on Proxmox VE, created, converged and deleted through
-//! the PVE API ([`phoenix_pve::PveClient`]).
+//! The Guest controller: LXC containers and QEMU VMs on Proxmox VE, created, converged and
+//! deleted through the PVE API ([`phoenix_pve::PveClient`]). Every field: `docs/guest.md`.
 //!
-//! What it guarantees in this slice:
+//! What it guarantees:
 //! - A Guest is found by its vmid anywhere in the cluster (`/cluster/resources`), so a guest
-//!   that moved to another node is followed, not recreated.
-//! - What it creates carries the tag `phoenix-managed` and `phoenix-uid: <object uid>` in its
-//!   description; a guest with the vmid but another (or no) marker is never touched.
+//!   that moved to another node is followed, not recreated. Without `spec.vmid` one is
+//!   allocated ([`vmid`]): never the same for two Guests, recorded in `status.vmid` before
+//!   anything is created.
+//! - What it creates (from a template, by clone, or a VM from scratch) carries the tag
+//!   `phoenix-managed` and `phoenix-uid: <object uid>` in its description from the first
+//!   request; a guest with the vmid but another (or no) marker is never touched, unless it has
+//!   none and the Guest carries [`ADOPT_ANNOTATION`].
 //! - A create's UPID is written to `status.lastTask` before it is waited for; a restarted
 //!   controller waits for that task instead of creating again. A create that failed in
 //!   transport is not repeated before the state was read back.
-//! - `cores`, `memory`, `swap`, `hostname`, `onboot`, `tags` and the marker converge with one
-//!   minimal PUT guarded by the config digest; the power state follows `spec.powerState`.
+//! - The config converges with one minimal PUT (changed keys and a `delete` list) guarded by
+//!   the digest; volumes only grow; the firewall's options and rules converge to the spec (rules
+//!   by position); the power state follows `spec.powerState`. Changes waiting for a restart are
+//!   reported ([`PENDING_RESTART`]) and applied by a reboot with `restartPolicy: IfNeeded`.
 //!   Changes made outside Phoenix are reported in `status.drift` and reverted.
+//! - `status.addresses` from a running container's interfaces or a VM's guest agent.
 //! - Deletion (finalizer [`FINALIZER`]): `Delete` stops and destroys (purge), `Retain` removes
 //!   only the marker.
-//!
-//! Not yet: VMs, clones, vmid allocation, networks/mount points/features after creation,
-//! firewall, pending changes, addresses.
 
 #![forbid(unsafe_code)]
 
+mod addresses;
 mod classify;
 pub mod desired;
+pub mod disks;
+mod firewall;
+pub mod props;
 mod reconciler;
+mod restart;
+pub mod vmid;
 
 use std::time::Duration;
 
@@ -37,6 +47,14 @@ pub const NAME: &str = "guest";
 
 /// The finalizer guarding the PVE guest.
 pub const FINALIZER: &str = "guest.phoenix.thinkheads.ai/cleanup";
+
+/// Annotation (value `"true"`) that lets a Guest adopt an existing guest at its `spec.vmid`
+/// that carries no Phoenix marker, e.g. one left by `deletionPolicy: Retain`. A guest marked
+/// by another object is never adopted.
+pub const ADOPT_ANNOTATION: &str = "guest.phoenix.thinkheads.ai/adopt";
+
+/// Condition type: `True` while changes wait for the guest's next start (PVE `/pending`).
+pub const PENDING_RESTART: &str = "PendingRestart";
 
 /// Settings of the Guest controller.
 #[derive(Debug, Clone)]

@@ -4,22 +4,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use phoenix_api::condition::{READY, find_condition};
+use phoenix_api::condition::{DEGRADED, READY, find_condition, set_condition};
 use phoenix_api::kinds::Guest;
 use phoenix_api::kinds::common::DeletionPolicy;
-use phoenix_api::kinds::guest::{Drift, GuestType, PowerState, TaskRef};
+use phoenix_api::kinds::guest::{
+    CloneSource, Drift, GuestType, PowerState, RestartPolicy, TaskRef,
+};
 use phoenix_api::{ConditionStatus, Resource};
 use phoenix_pve::task::allocation_storages;
 use phoenix_pve::{
     ClusterResource, ConfigUpdate, ErrorKind, GuestKind, GuestRef, Method, Params, PveClient,
     PveError, ShutdownOptions, TaskOutcome, Upid,
 };
-use phoenix_runtime::status::{mark_progressing, mark_ready};
+use phoenix_runtime::status::{condition, mark_failed, mark_progressing, mark_ready};
 use phoenix_runtime::{Action, Context, ReconcileError, Reconciler};
 use serde_json::{Map, Value};
 
 use crate::classify::classify;
 use crate::desired::{self, MANAGED_TAG, marker_uid, normalise_tags, without_marker};
+use crate::{ADOPT_ANNOTATION, PENDING_RESTART, addresses, disks, firewall, props, restart, vmid};
 
 /// Reconciles Guests against one PVE cluster.
 #[derive(Debug, Clone)]
@@ -34,6 +37,9 @@ impl GuestReconciler {
         GuestReconciler { pve, task_poll }
     }
 }
+
+/// How soon a Guest refused for a vmid owned by someone else looks again.
+const VMID_IN_USE_RETRY: Duration = Duration::from_secs(10);
 
 fn invalid(message: impl Into<String>) -> ReconcileError {
     ReconcileError::invalid("InvalidSpec", message)
@@ -120,7 +126,164 @@ impl GuestReconciler {
         Ok(None)
     }
 
-    /// Starts the create and waits for it, with its UPID in status meanwhile.
+    /// The node a new guest goes to.
+    fn target_node(&self, guest: &Guest) -> Result<String, ReconcileError> {
+        match guest.spec.node.as_deref().or(self.pve.default_node()) {
+            Some(n) => Ok(n.to_string()),
+            None => Err(invalid(
+                "spec.node: not given and the provider has no default node (--pve-node)",
+            )),
+        }
+    }
+
+    /// The guest `spec.source.clone` names, where it is now.
+    async fn clone_source(
+        &self,
+        guest: &Guest,
+        ctx: &Context<Guest>,
+        clone: &CloneSource,
+    ) -> Result<GuestRef, ReconcileError> {
+        let vmid = match (&clone.guest, clone.vmid) {
+            (_, Some(vmid)) => vmid,
+            (Some(name), None) => {
+                let source = ctx.cache.get(name).ok_or_else(|| {
+                    ReconcileError::transient(
+                        "SourceNotFound",
+                        format!("spec.source.clone.guest: no Guest {name:?} (yet)"),
+                    )
+                    .retry_after(Duration::from_secs(2))
+                })?;
+                source
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.vmid)
+                    .or(source.spec.vmid)
+                    .ok_or_else(|| {
+                        ReconcileError::transient(
+                            "SourceNotReady",
+                            format!("spec.source.clone.guest: Guest {name:?} has no vmid yet"),
+                        )
+                        .retry_after(Duration::from_secs(2))
+                    })?
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "spec.source.clone: one of guest or vmid is required",
+                ));
+            }
+        };
+        let found = self
+            .pve
+            .find_guest(vmid)
+            .await
+            .map_err(|e| classify("listing /cluster/resources", &e))?
+            .ok_or_else(|| {
+                ReconcileError::transient(
+                    "SourceNotReady",
+                    format!("spec.source.clone: guest {vmid} does not exist in PVE (yet)"),
+                )
+                .retry_after(Duration::from_secs(2))
+            })?;
+        if found.lock.as_deref() == Some("create") {
+            return Err(ReconcileError::transient(
+                "SourceNotReady",
+                format!("spec.source.clone: guest {vmid} is still being created"),
+            )
+            .retry_after(Duration::from_secs(2)));
+        }
+        let at = guest_ref(&found, vmid)?;
+        if at.kind != kind_of(guest) {
+            return Err(invalid(format!(
+                "spec.source.clone: guest {vmid} is {}, this Guest is {}",
+                at.kind,
+                kind_of(guest)
+            )));
+        }
+        Ok(at)
+    }
+
+    /// What a create or clone sends: the node it runs on, its path, its parameters.
+    async fn create_request(
+        &self,
+        guest: &Guest,
+        ctx: &Context<Guest>,
+        vmid: u32,
+        uid: &str,
+    ) -> Result<(String, String, Params), ReconcileError> {
+        let spec = &guest.spec;
+        let node = self.target_node(guest)?;
+        let source = spec.source.clone().unwrap_or_default();
+        if let Some(clone) = &source.clone {
+            let from = self.clone_source(guest, ctx, clone).await?;
+            let name_key = match from.kind {
+                GuestKind::Lxc => "hostname",
+                GuestKind::Qemu => "name",
+            };
+            let hostname = spec
+                .hostname
+                .clone()
+                .unwrap_or_else(|| guest.metadata.name.clone());
+            let storage = match spec.type_ {
+                GuestType::Lxc => spec.rootfs.as_ref().map(|r| r.storage.clone()),
+                GuestType::Vm => None,
+            };
+            let params = Params::new()
+                .set("newid", vmid)
+                .set(name_key, hostname)
+                .set("full", u8::from(clone.full))
+                .opt("snapname", clone.snapshot.as_deref())
+                .opt("storage", storage.filter(|_| clone.full))
+                .opt("target", (from.node != node).then_some(node.as_str()))
+                // The marker from the start: an interrupted clone is ours to adopt.
+                .set("description", desired::marker(uid));
+            let path = format!(
+                "{}/clone",
+                from.path().map_err(|e| classify("the clone source", &e))?
+            );
+            return Ok((from.node.clone(), path, params));
+        }
+        let mut params = Params::new().set("vmid", vmid);
+        for (k, v) in desired::create_params(&desired::wanted(guest, uid)) {
+            params = params.set(&k, v);
+        }
+        for (k, v) in disks::create_params(guest) {
+            params = params.set(&k, v);
+        }
+        match spec.type_ {
+            GuestType::Lxc => {
+                let template = source.template.as_deref().ok_or_else(|| {
+                    invalid("spec.source: template or clone is required to create an lxc guest")
+                })?;
+                params = params
+                    .set("ostemplate", template)
+                    .flag("unprivileged", spec.unprivileged);
+                if !spec.ssh_public_keys.is_empty() {
+                    params = params.set("ssh-public-keys", spec.ssh_public_keys.join("\n"));
+                }
+                Ok((node.clone(), format!("/nodes/{node}/lxc"), params))
+            }
+            GuestType::Vm => {
+                let vm = spec.vm.clone().unwrap_or_default();
+                if vm.cloud_init.is_some() || !spec.ssh_public_keys.is_empty() {
+                    let storage = vm.disks.first().map(|d| d.storage.clone()).ok_or_else(|| {
+                        invalid(
+                            "spec.vm.disks: cloud-init (spec.vm.cloudInit, spec.sshPublicKeys) needs a disk whose storage holds its drive",
+                        )
+                    })?;
+                    params = params.set("ide2", format!("{storage}:cloudinit"));
+                }
+                if !spec.ssh_public_keys.is_empty() {
+                    params = params.set(
+                        "sshkeys",
+                        props::url_encode(&spec.ssh_public_keys.join("\n")),
+                    );
+                }
+                Ok((node.clone(), format!("/nodes/{node}/qemu"), params))
+            }
+        }
+    }
+
+    /// Starts the create (or clone) and waits for it, with its UPID in status meanwhile.
     async fn create(
         &self,
         guest: &Guest,
@@ -128,60 +291,8 @@ impl GuestReconciler {
         vmid: u32,
         uid: &str,
     ) -> Result<Action, ReconcileError> {
-        let spec = &guest.spec;
-        let template = spec
-            .source
-            .as_ref()
-            .and_then(|s| s.template.as_deref())
-            .ok_or_else(|| {
-                invalid("spec.source.template: required to create an lxc guest (clone is not supported yet)")
-            })?;
-        let node = match spec.node.as_deref().or(self.pve.default_node()) {
-            Some(n) => n.to_string(),
-            None => {
-                return Err(invalid(
-                    "spec.node: not given and the provider has no default node (--pve-node)",
-                ));
-            }
-        };
-        let mut params = Params::new()
-            .set("vmid", vmid)
-            .set("ostemplate", template)
-            .flag("unprivileged", spec.unprivileged);
-        for w in desired::wanted(guest, uid) {
-            params = params.set(w.key, w.value);
-        }
-        if let Some(rootfs) = &spec.rootfs {
-            params = params.set("rootfs", format!("{}:{}", rootfs.storage, rootfs.size_gib));
-        }
-        for (i, n) in spec.networks.iter().enumerate() {
-            let mut net = format!("name={},bridge={}", n.name, n.bridge);
-            for (k, v) in [
-                ("ip", &n.ipv4),
-                ("gw", &n.gateway),
-                ("ip6", &n.ipv6),
-                ("gw6", &n.gateway6),
-                ("hwaddr", &n.mac),
-            ] {
-                if let Some(v) = v {
-                    net.push_str(&format!(",{k}={v}"));
-                }
-            }
-            if n.firewall {
-                net.push_str(",firewall=1");
-            }
-            if let Some(tag) = n.vlan {
-                net.push_str(&format!(",tag={tag}"));
-            }
-            if let Some(mtu) = n.mtu {
-                net.push_str(&format!(",mtu={mtu}"));
-            }
-            params = params.set(&format!("net{i}"), net);
-        }
-        if !spec.ssh_public_keys.is_empty() {
-            params = params.set("ssh-public-keys", spec.ssh_public_keys.join("\n"));
-        }
-        let path = format!("/nodes/{node}/lxc");
+        let (node, path, params) = self.create_request(guest, ctx, vmid, uid).await?;
+        let what = kind_of(guest);
         let storages = allocation_storages(&params);
         let generation = guest.metadata.generation;
         let task = match self
@@ -197,15 +308,15 @@ impl GuestReconciler {
             Err(e) if e.kind() == ErrorKind::Transport => {
                 return self.read_back_create(guest, ctx, vmid, &node, &e).await;
             }
-            Err(e) => return Err(classify("creating the container", &e)),
+            Err(e) => return Err(classify(&format!("creating {what}/{vmid}"), &e)),
         };
         let started = task_ref(task.upid(), None);
-        let message = format!("creating lxc/{vmid} on {node} (task {})", started.upid);
-        let node_c = node.clone();
+        let message = format!("creating {what}/{vmid} on {node} (task {})", started.upid);
+        let target = self.target_node(guest)?;
         if let Err(e) = ctx
             .update_status(guest, |s| {
                 s.vmid = Some(vmid);
-                s.node = Some(node_c.clone());
+                s.node = Some(target.clone());
                 s.last_task = Some(started.clone());
                 mark_progressing(s, generation, "Creating", &message);
             })
@@ -224,7 +335,7 @@ impl GuestReconciler {
             .await?;
         match result {
             Ok(_) => Ok(Action::requeue(Duration::from_millis(50))),
-            Err(e) => Err(classify(&format!("creating lxc/{vmid}"), &e)),
+            Err(e) => Err(classify(&format!("creating {what}/{vmid}"), &e)),
         }
     }
 
@@ -252,22 +363,54 @@ impl GuestReconciler {
             .node_tasks(node, Some(vmid))
             .await
             .map_err(|e| classify("reading back after a failed create", &e))?;
-        if let Some(t) = tasks
-            .iter()
-            .find(|t| t.task_type == "vzcreate" && t.is_running())
-        {
+        if let Some(t) = tasks.iter().find(|t| {
+            ["vzcreate", "qmcreate", "vzclone", "qmclone"].contains(&t.task_type.as_str())
+                && t.is_running()
+        }) {
             let running = task_ref(&t.upid, None);
             ctx.update_status(guest, |s| s.last_task = Some(running.clone()))
                 .await?;
             return Ok(Action::requeue(self.task_poll));
         }
         Err(classify(
-            "creating the container (outcome read back: not created)",
+            "creating the guest (outcome read back: not created)",
             error,
         ))
     }
 
-    /// Converges config and power state of an existing guest of ours.
+    /// Whether the guest at `at` may be managed by this object: its marker names `uid`, or it
+    /// has none and the object asks to adopt it. A refusal is retried slowly (not parked as an
+    /// invalid spec): the owner may go away, and the adopt annotation is not a spec change.
+    fn check_owner(
+        guest: &Guest,
+        at: &GuestRef,
+        config: &Map<String, Value>,
+        uid: &str,
+    ) -> Result<(), ReconcileError> {
+        let vmid = at.vmid;
+        let refuse = |message: String| {
+            ReconcileError::transient("VmidInUse", message).retry_after(VMID_IN_USE_RETRY)
+        };
+        match marker_uid(description(config)) {
+            Some(u) if u == uid => Ok(()),
+            Some(other) => Err(refuse(format!(
+                "spec.vmid: {vmid} belongs to another Phoenix object (uid {other})"
+            ))),
+            None if guest
+                .metadata
+                .annotations
+                .get(ADOPT_ANNOTATION)
+                .is_some_and(|v| v == "true") =>
+            {
+                Ok(())
+            }
+            None => Err(refuse(format!(
+                "spec.vmid: {vmid} ({at}) exists and is not managed by Phoenix; choose another vmid, or annotate the Guest {ADOPT_ANNOTATION}: \"true\" to adopt it"
+            ))),
+        }
+    }
+
+    /// Converges config, volumes, firewall and power state of an existing guest of ours.
     async fn converge(
         &self,
         guest: &Guest,
@@ -281,79 +424,127 @@ impl GuestReconciler {
             .guest_config(at, false)
             .await
             .map_err(|e| classify(&format!("reading the config of {at}"), &e))?;
-        match marker_uid(description(&config.values)) {
-            Some(u) if u == uid => {}
-            Some(other) => {
-                return Err(ReconcileError::invalid(
-                    "VmidInUse",
-                    format!("spec.vmid: {vmid} belongs to another Phoenix object (uid {other})"),
-                ));
-            }
-            None => {
-                return Err(ReconcileError::invalid(
-                    "VmidInUse",
-                    format!(
-                        "spec.vmid: {vmid} ({at}) exists and is not managed by Phoenix; choose another vmid"
-                    ),
-                ));
-            }
-        }
+        Self::check_owner(guest, at, &config.values, uid)?;
+        let mut pending = self
+            .pve
+            .guest_pending(at)
+            .await
+            .map_err(|e| classify(&format!("reading the pending changes of {at}"), &e))?;
+        let current = desired::effective(&config.values, &pending);
+        let adopting = marker_uid(description(&config.values)).is_none();
         let wanted = desired::wanted(guest, uid);
-        let diffs = desired::differences(&wanted, &config.values);
+        let diffs = desired::differences(&wanted, &current);
+        let removals = desired::removals(guest, &current);
+        let volumes = disks::plan(guest, &current);
         let status = guest.status.clone().unwrap_or_default();
         // A difference at a generation already converged was made outside Phoenix.
         let was_converged = status.observed_generation == guest.metadata.generation
             && find_condition(&status.conditions, READY)
                 .is_some_and(|c| c.status == ConditionStatus::True);
-        let mut drift = Vec::new();
-        if !diffs.is_empty() {
-            let update = ConfigUpdate {
-                set: diffs
-                    .iter()
-                    .map(|d| (d.wanted.key.to_string(), Value::String(d.send.clone())))
-                    .collect(),
-                digest: config.digest.clone(),
-                ..ConfigUpdate::default()
-            };
+
+        let mut update = ConfigUpdate {
+            digest: config.digest.clone(),
+            ..ConfigUpdate::default()
+        };
+        let mut changed: Vec<Drift> = Vec::new();
+        for d in &diffs {
+            match &d.send {
+                Some(v) => {
+                    update
+                        .set
+                        .insert(d.wanted.key.clone(), Value::String(v.clone()));
+                }
+                None => update.delete.push(d.wanted.key.clone()),
+            }
+            if d.wanted.key != "description" {
+                changed.push(Drift {
+                    field: d.wanted.field.clone(),
+                    expected: d.expected(),
+                    found: d.found.clone(),
+                });
+            }
+        }
+        for r in &removals {
+            update.delete.push(r.key.clone());
+            changed.push(Drift {
+                field: r.field.clone(),
+                expected: String::new(),
+                found: r.found.clone(),
+            });
+        }
+        for v in &volumes.set {
+            update
+                .set
+                .insert(v.key.clone(), Value::String(v.send.clone()));
+            changed.push(Drift {
+                field: v.field.clone(),
+                expected: v.send.clone(),
+                found: v.found.clone(),
+            });
+        }
+        let mut wrote = false;
+        if !update.is_empty() {
             self.pve
                 .update_guest_config(at, &update)
                 .await
                 .map_err(|e| classify(&format!("updating the config of {at}"), &e))?;
-            if was_converged {
-                drift = diffs
-                    .iter()
-                    .filter(|d| d.wanted.key != "description")
-                    .map(|d| Drift {
-                        field: d.wanted.field.to_string(),
-                        expected: d.wanted.value.clone(),
-                        found: d.found.clone(),
-                    })
-                    .collect();
-                if !drift.is_empty() {
-                    let fields: Vec<String> = drift
-                        .iter()
-                        .map(|d| format!("{} (found {:?}, set {:?})", d.field, d.found, d.expected))
-                        .collect();
-                    ctx.recorder
-                        .normal(
-                            guest,
-                            "DriftCorrected",
-                            &format!("changed outside Phoenix, reverted: {}", fields.join(", ")),
-                        )
-                        .await;
-                }
+            wrote = true;
+        }
+        let mut last_task = None;
+        for r in &volumes.resize {
+            let outcome = self
+                .pve
+                .resize_guest_disk(at, &r.disk, &r.size)
+                .await
+                .map_err(|e| classify(&format!("growing {} of {at} to {}", r.disk, r.size), &e))?;
+            if let Some(outcome) = outcome {
+                last_task = Some(task_ref(&outcome.upid, Some(exit_text(&outcome))));
             }
+            changed.push(Drift {
+                field: r.field.clone(),
+                expected: r.size.clone(),
+                found: format!("{}G", props::show_gib(r.from)),
+            });
+            wrote = true;
+        }
+        if let Some(fw) = &guest.spec.firewall {
+            let fw_changes = firewall::converge(&self.pve, at, fw)
+                .await
+                .map_err(|e| classify(&format!("converging the firewall of {at}"), &e))?;
+            changed.extend(fw_changes.into_iter().map(|c| Drift {
+                field: c.field,
+                expected: c.expected,
+                found: c.found,
+            }));
+        }
+        let drift = if was_converged && !adopting {
+            changed.clone()
+        } else {
+            Vec::new()
+        };
+        if !drift.is_empty() {
+            let fields: Vec<String> = drift
+                .iter()
+                .map(|d| format!("{} (found {:?}, set {:?})", d.field, d.found, d.expected))
+                .collect();
+            ctx.recorder
+                .normal(
+                    guest,
+                    "DriftCorrected",
+                    &format!("changed outside Phoenix, reverted: {}", fields.join(", ")),
+                )
+                .await;
         }
 
         // Power state.
-        let current = self
+        let current_state = self
             .pve
             .guest_status(at)
             .await
             .map_err(|e| classify(&format!("reading the status of {at}"), &e))?;
-        let mut last_task = None;
-        let mut state = current.status.clone();
-        match (guest.spec.power_state, current.status.as_str()) {
+        let mut state = current_state.status.clone();
+        let mut started = false;
+        match (guest.spec.power_state, current_state.status.as_str()) {
             (PowerState::Running, s) if s != "running" => {
                 let outcome = self
                     .pve
@@ -362,6 +553,7 @@ impl GuestReconciler {
                     .map_err(|e| classify(&format!("starting {at}"), &e))?;
                 last_task = Some(task_ref(&outcome.upid, Some(exit_text(&outcome))));
                 state = "running".into();
+                started = true;
             }
             (PowerState::Stopped, "running") => {
                 let outcome = self
@@ -381,24 +573,128 @@ impl GuestReconciler {
             _ => {}
         }
 
+        // Changes waiting for a restart.
+        if wrote || started {
+            pending = self
+                .pve
+                .guest_pending(at)
+                .await
+                .map_err(|e| classify(&format!("reading the pending changes of {at}"), &e))?;
+        }
+        let mut waiting = restart::waiting(&pending);
+        if !waiting.is_empty()
+            && state == "running"
+            && guest.spec.restart_policy == RestartPolicy::IfNeeded
+        {
+            let outcome = restart::reboot(&self.pve, at)
+                .await
+                .map_err(|e| classify(&format!("rebooting {at} for pending changes"), &e))?;
+            ctx.recorder
+                .normal(
+                    guest,
+                    "Restarted",
+                    &format!(
+                        "{at} rebooted (restartPolicy IfNeeded) to apply {}",
+                        waiting.join(", ")
+                    ),
+                )
+                .await;
+            last_task = Some(task_ref(&outcome.upid, Some(exit_text(&outcome))));
+            pending = self
+                .pve
+                .guest_pending(at)
+                .await
+                .map_err(|e| classify(&format!("reading the pending changes of {at}"), &e))?;
+            waiting = restart::waiting(&pending);
+        }
+
+        // Addresses of a running guest; a VM's only through its agent, whose absence is normal.
+        let addresses = if state != "running" {
+            Vec::new()
+        } else {
+            match (at.kind, guest.spec.vm.as_ref().is_some_and(|v| v.agent)) {
+                (GuestKind::Qemu, false) => Vec::new(),
+                _ => match self.pve.guest_interfaces(at).await {
+                    Ok(found) => addresses::from_interfaces(&found),
+                    Err(e) if at.kind == GuestKind::Qemu => {
+                        tracing::debug!(guest = guest.name(), error = %e, "no addresses from the guest agent");
+                        Vec::new()
+                    }
+                    Err(e) => return Err(classify(&format!("reading the interfaces of {at}"), &e)),
+                },
+            }
+        };
+
         let generation = guest.metadata.generation;
         let node = at.node.clone();
-        let message = format!("lxc/{vmid} on {node}: {state}");
-        let keep_drift = diffs.is_empty() || !drift.is_empty() || !was_converged;
+        let message = format!("{}/{vmid} on {node}: {state}", at.kind);
+        let keep_drift = changed.is_empty() || !drift.is_empty() || !was_converged;
+        let pending_condition = if waiting.is_empty() {
+            condition(
+                PENDING_RESTART,
+                ConditionStatus::False,
+                "NothingPending",
+                "",
+                generation,
+            )
+        } else {
+            let policy = match guest.spec.restart_policy {
+                RestartPolicy::Never => "restartPolicy is Never",
+                RestartPolicy::IfNeeded => "applied when the guest runs (restartPolicy IfNeeded)",
+            };
+            condition(
+                PENDING_RESTART,
+                ConditionStatus::True,
+                "RestartNeeded",
+                &format!(
+                    "changes wait for the next start of {at} ({policy}): {}",
+                    waiting.join(", ")
+                ),
+                generation,
+            )
+        };
+        let refused = volumes.refused.join("; ");
         ctx.update_status(guest, |s| {
             s.vmid = Some(vmid);
             s.node = Some(node.clone());
             s.state = Some(state.clone());
+            s.addresses = addresses.clone();
             if keep_drift {
                 s.drift = drift.clone();
             }
             if let Some(t) = &last_task {
                 s.last_task = Some(t.clone());
             }
-            mark_ready(s, generation, "Converged", &message);
+            if refused.is_empty() {
+                mark_ready(s, generation, "Converged", &message);
+            } else {
+                mark_failed(
+                    s,
+                    generation,
+                    &ReconcileError::invalid("ResizeRefused", refused.clone()),
+                );
+                set_condition(
+                    &mut s.conditions,
+                    condition(
+                        DEGRADED,
+                        ConditionStatus::True,
+                        "ResizeRefused",
+                        &refused,
+                        generation,
+                    ),
+                );
+            }
+            set_condition(&mut s.conditions, pending_condition.clone());
         })
         .await?;
         Ok(Action::done())
+    }
+}
+
+fn kind_of(guest: &Guest) -> GuestKind {
+    match guest.spec.type_ {
+        GuestType::Lxc => GuestKind::Lxc,
+        GuestType::Vm => GuestKind::Qemu,
     }
 }
 
@@ -408,7 +704,7 @@ impl Reconciler for GuestReconciler {
 
     async fn reconcile(
         &self,
-        guest: Arc<Guest>,
+        mut guest: Arc<Guest>,
         ctx: &Context<Guest>,
     ) -> Result<Action, ReconcileError> {
         let Some(uid) = guest.metadata.uid.clone() else {
@@ -417,20 +713,54 @@ impl Reconciler for GuestReconciler {
                 "the object has no uid yet",
             ));
         };
-        if guest.spec.type_ != GuestType::Lxc {
-            return Err(ReconcileError::invalid(
-                "Unsupported",
-                "spec.type: vm is not supported yet; only lxc",
-            ));
-        }
-        let Some(vmid) = guest.spec.vmid else {
-            return Err(invalid(
-                "spec.vmid: required for now (automatic vmid allocation is not implemented yet)",
-            ));
-        };
         if let Some(action) = self.resume_task(&guest, ctx).await? {
             return Ok(action);
         }
+        let recorded = guest.status.as_ref().and_then(|s| s.vmid);
+        let vmid = match guest.spec.vmid.or(recorded) {
+            Some(vmid) => vmid,
+            None => {
+                let taken = vmid::taken_by_others(ctx.cache.list().iter().map(|g| &**g), &uid);
+                let reserved = vmid::allocate(&self.pve, &ctx.client, &taken, &uid).await?;
+                // Recorded before anything is created, unless another reconcile (working from a
+                // newer copy) recorded one first: the recorded vmid is this object's.
+                ctx.update_status(&guest, |s| {
+                    if s.vmid.is_none() {
+                        s.vmid = Some(reserved.vmid);
+                    }
+                })
+                .await?;
+                let fresh = ctx
+                    .client
+                    .get(Guest::KIND, guest.name())
+                    .await
+                    .map_err(ReconcileError::from)
+                    .and_then(|o| {
+                        Guest::try_from(o).map_err(|_| {
+                            ReconcileError::transient("NotAGuest", "the object is not a Guest")
+                        })
+                    })?;
+                let Some(recorded) = fresh.status.as_ref().and_then(|s| s.vmid) else {
+                    return Err(ReconcileError::transient(
+                        "VmidNotRecorded",
+                        "status.vmid was not recorded; trying again",
+                    ));
+                };
+                if recorded == reserved.vmid {
+                    ctx.recorder
+                        .normal(
+                            &*guest,
+                            "VmidAllocated",
+                            &format!("vmid {recorded} reserved"),
+                        )
+                        .await;
+                } else {
+                    vmid::release(&ctx.client, reserved).await;
+                }
+                guest = Arc::new(fresh);
+                recorded
+            }
+        };
         let found = self
             .pve
             .find_guest(vmid)
@@ -440,13 +770,17 @@ impl Reconciler for GuestReconciler {
             return self.create(&guest, ctx, vmid, &uid).await;
         };
         let at = guest_ref(&found, vmid)?;
-        if at.kind != GuestKind::Lxc {
+        if at.kind != kind_of(&guest) {
             return Err(ReconcileError::invalid(
                 "VmidInUse",
-                format!("spec.vmid: {vmid} is a VM ({at}), not a container"),
+                format!(
+                    "spec.vmid: {vmid} is {} ({at}), not {}",
+                    at.kind,
+                    kind_of(&guest)
+                ),
             ));
         }
-        if found.lock.as_deref() == Some("create") {
+        if matches!(found.lock.as_deref(), Some("create" | "clone")) {
             let message = format!("{at} is being created (locked)");
             let generation = guest.metadata.generation;
             ctx.update_status(&guest, |s| {

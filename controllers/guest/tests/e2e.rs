@@ -220,16 +220,23 @@ async fn guests_are_created_converged_reverted_and_deleted() {
         "stopped"
     );
 
-    // No vmid: an invalid spec naming the field.
-    let n = wait_guest(&client, "novmid", "refused", |g| {
-        g.and_then(ready)
-            .is_some_and(|(s, _, _)| s == ConditionStatus::False)
+    // No vmid: one is allocated, recorded in status, and the guest is made with it.
+    let n = wait_guest(&client, "novmid", "Ready", |g| {
+        g.is_some_and(ready_at_generation)
     })
     .await
     .unwrap();
-    let (_, reason, message) = ready(&n).unwrap();
-    assert_eq!(reason, "InvalidSpec");
-    assert!(message.contains("spec.vmid"), "{message}");
+    let allocated = n.status.unwrap().vmid.expect("an allocated vmid in status");
+    assert!(
+        ![901, 902].contains(&allocated),
+        "allocated {allocated}, which another Guest declares"
+    );
+    let made = api
+        .find_guest(allocated)
+        .await
+        .unwrap()
+        .expect("the guest exists");
+    assert_eq!(made.kind, "lxc");
 
     // A spec change converges.
     client.apply(&web(2), false).await.unwrap();
@@ -301,6 +308,10 @@ async fn guests_are_created_converged_reverted_and_deleted() {
     wait_guest(&client, "web", "gone", |g| g.is_none()).await;
     wait_guest(&client, "keep", "gone", |g| g.is_none()).await;
     wait_guest(&client, "novmid", "gone", |g| g.is_none()).await;
+    assert!(
+        api.find_guest(allocated).await.unwrap().is_none(),
+        "the allocated guest was destroyed too"
+    );
     assert!(
         api.find_guest(901).await.unwrap().is_none(),
         "901 destroyed"

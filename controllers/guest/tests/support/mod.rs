@@ -1,0 +1,178 @@
+//! Shared by the Guest controller's feature tests: the controller in-process against a real
+//! `phoenix serve --no-controllers` and fakepve, Guests from YAML, waits on Phoenix and on PVE
+//! (read back through the PVE API, never through Phoenix).
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use phoenix_api::client::{Client, ClientError};
+use phoenix_api::condition::{READY, find_condition};
+use phoenix_api::kinds::Guest;
+use phoenix_api::{Condition, ConditionStatus, Kind, Object, decode};
+use phoenix_guest::GuestOptions;
+use phoenix_pve::testing::FakePve;
+use phoenix_pve::{GuestKind, GuestRef, PveClient, PveConfig};
+use phoenix_runtime::backoff::BackoffConfig;
+use phoenix_runtime::{Manager, Running, RuntimeMetrics};
+use prometheus_client::registry::Registry;
+use serde_json::{Map, Value};
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub fn pve(config: PveConfig) -> PveClient {
+    PveClient::new(config, &mut Registry::default()).expect("PVE client")
+}
+
+/// The controller in-process, with a short resync and fast retries.
+pub fn start(client: Client, pve: PveClient, concurrency: usize) -> Running {
+    let mut manager = Manager::new(client, RuntimeMetrics::unregistered());
+    manager.add(phoenix_guest::controller(
+        pve,
+        GuestOptions {
+            resync: Some(Duration::from_secs(1)),
+            leader: None,
+            concurrency,
+            backoff: BackoffConfig {
+                min: Duration::from_millis(200),
+                max: Duration::from_secs(1),
+                reset_after: Duration::from_secs(10),
+            },
+            task_poll: Duration::from_millis(200),
+        },
+    ));
+    manager.spawn()
+}
+
+/// Objects decoded from YAML text.
+pub fn objects(yaml: &str) -> Vec<Object> {
+    decode::decode_str("test", yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+/// An lxc Guest from the harness's template and storage, with `extra` spec lines (indented
+/// by two spaces).
+pub fn lxc(fake: &FakePve, name: &str, vmid: Option<u32>, extra: &str) -> Object {
+    lxc_sized(fake, name, vmid, 8, extra)
+}
+
+/// [`lxc`] with a rootfs of `size` GiB.
+pub fn lxc_sized(fake: &FakePve, name: &str, vmid: Option<u32>, size: u32, extra: &str) -> Object {
+    let vmid = vmid.map(|v| format!("  vmid: {v}\n")).unwrap_or_default();
+    let yaml = format!(
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Guest\nmetadata:\n  name: {name}\nspec:\n  type: lxc\n{vmid}  source:\n    template: {template}\n  rootfs:\n    storage: {storage}\n    sizeGiB: {size}\n{extra}",
+        template = fake.info().template,
+        storage = fake.info().storage,
+    );
+    objects(&yaml).remove(0)
+}
+
+pub async fn get(client: &Client, name: &str) -> Option<Guest> {
+    match client.get(Kind::Guest, name).await {
+        Ok(o) => Some(Guest::try_from(o).expect("a Guest")),
+        Err(ClientError::NotFound(_)) => None,
+        Err(e) => panic!("get {name}: {e}"),
+    }
+}
+
+pub fn condition<'a>(g: &'a Guest, type_: &str) -> Option<&'a Condition> {
+    find_condition(&g.status.as_ref()?.conditions, type_)
+}
+
+pub fn ready(g: &Guest) -> Option<(ConditionStatus, String, String)> {
+    condition(g, READY).map(|c| (c.status, c.reason.clone(), c.message.clone()))
+}
+
+pub fn ready_at_generation(g: &Guest) -> bool {
+    ready(g).is_some_and(|(s, _, _)| s == ConditionStatus::True)
+        && g.status.as_ref().and_then(|s| s.observed_generation) == g.metadata.generation
+}
+
+pub async fn wait_guest(
+    client: &Client,
+    name: &str,
+    what: &str,
+    pred: impl Fn(Option<&Guest>) -> bool,
+) -> Option<Guest> {
+    let start = Instant::now();
+    loop {
+        let g = get(client, name).await;
+        if pred(g.as_ref()) {
+            return g;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "{name}: not {what} after {WAIT:?}; last: {g:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn wait_ready(client: &Client, name: &str) -> Guest {
+    wait_guest(client, name, "Ready at its generation", |g| {
+        g.is_some_and(ready_at_generation)
+    })
+    .await
+    .expect("present")
+}
+
+/// Where `vmid` is now, through the PVE API.
+pub async fn locate(pve: &PveClient, vmid: u32) -> Option<GuestRef> {
+    let found = pve.find_guest(vmid).await.expect("cluster resources")?;
+    let kind = GuestKind::from_resource_type(&found.kind).expect("a guest type");
+    Some(GuestRef::new(found.node.expect("a node"), kind, vmid))
+}
+
+/// PVE's config of `vmid` as it runs now (`current=1`), through the API.
+pub async fn pve_config(pve: &PveClient, vmid: u32) -> Map<String, Value> {
+    let at = locate(pve, vmid)
+        .await
+        .unwrap_or_else(|| panic!("no guest {vmid} in PVE"));
+    pve.guest_config(&at, true).await.expect("config").values
+}
+
+/// Waits until PVE's current config of `vmid` satisfies `pred`.
+pub async fn wait_pve(
+    pve: &PveClient,
+    vmid: u32,
+    what: &str,
+    pred: impl Fn(&Map<String, Value>) -> bool,
+) -> Map<String, Value> {
+    let start = Instant::now();
+    loop {
+        let config = match locate(pve, vmid).await {
+            Some(at) => Some(pve.guest_config(&at, true).await.expect("config").values),
+            None => None,
+        };
+        if let Some(c) = &config
+            && pred(c)
+        {
+            return c.clone();
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "vmid {vmid}: not {what} after {WAIT:?}; config: {config:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A config value as text (`1` for true).
+pub fn text(config: &Map<String, Value>, key: &str) -> String {
+    match config.get(key) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Bool(b)) => u8::from(*b).to_string(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// The `key=value` properties of a PVE property string (the bare first element under `""`).
+pub fn props(value: &str) -> std::collections::BTreeMap<String, String> {
+    value
+        .split(',')
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (String::new(), p.to_string()),
+        })
+        .collect()
+}
