@@ -8,6 +8,8 @@
 #                                                        proxy cache, limit_req, realip)
 #   ModSecurity   libnginx-mod-http-modsecurity          (gateway WAF test)
 #                 + modsecurity-crs (OWASP core rule set)
+#   sshd          openssh-server                        (gateway ssh-target test: its own
+#                                                        sshd on a loopback port)
 #   promtool      prometheus                            (metrics format checks)
 #   python3 venv  python3-venv                          (the fakepve venv below)
 #
@@ -28,6 +30,8 @@ command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_http_modsecurity_module.so ] || need+=(libnginx-mod-http-modsecurity)
 [ -d /usr/share/modsecurity-crs/rules ] || need+=(modsecurity-crs)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
@@ -67,7 +71,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts these daemons on install; the tests start their own on loopback.
-for svc in etcd nginx prometheus; do
+for svc in etcd nginx prometheus ssh; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     $SUDO systemctl stop "$svc" || true
   fi

@@ -22,6 +22,12 @@ pub struct HostOptions {
     pub leader_ttl: Duration,
     /// The Proxmox VE client (`--pve-*`); without it the guest controller is not started.
     pub pve: Option<PveClient>,
+    /// The gateway controller's operator settings (`--gateway-*`).
+    pub gateway: phoenix_gateway::Settings,
+    /// The gateway controller's SSH settings.
+    pub gateway_ssh: phoenix_gateway::SshSettings,
+    /// Where the gateway controller counts deliveries (registered on the exported registry).
+    pub gateway_metrics: Option<phoenix_gateway::GatewayMetrics>,
 }
 
 impl Default for HostOptions {
@@ -29,6 +35,9 @@ impl Default for HostOptions {
         HostOptions {
             leader_ttl: Duration::from_secs(15),
             pve: None,
+            gateway: phoenix_gateway::Settings::default(),
+            gateway_ssh: phoenix_gateway::SshSettings::default(),
+            gateway_metrics: None,
         }
     }
 }
@@ -47,24 +56,44 @@ pub struct Registered {
 /// Every controller this binary carries. Each kind's controller registers here as it lands
 /// (guest, gateway, mesh, certificate-authority, stack, gitops).
 pub fn registered() -> Vec<Registered> {
-    vec![Registered {
-        name: phoenix_guest::NAME,
-        available: |o| match o.pve {
-            Some(_) => Ok(()),
-            None => Err("no --pve-endpoint given"),
+    vec![
+        Registered {
+            name: phoenix_guest::NAME,
+            available: |o| match o.pve {
+                Some(_) => Ok(()),
+                None => Err("no --pve-endpoint given"),
+            },
+            add: |manager, o| {
+                if let Some(pve) = &o.pve {
+                    manager.add(phoenix_guest::controller(
+                        pve.clone(),
+                        phoenix_guest::GuestOptions {
+                            leader: Some(
+                                LeaderConfig::new(phoenix_guest::NAME).with_ttl(o.leader_ttl),
+                            ),
+                            ..Default::default()
+                        },
+                    ));
+                }
+            },
         },
-        add: |manager, o| {
-            if let Some(pve) = &o.pve {
-                manager.add(phoenix_guest::controller(
-                    pve.clone(),
-                    phoenix_guest::GuestOptions {
-                        leader: Some(LeaderConfig::new(phoenix_guest::NAME).with_ttl(o.leader_ttl)),
-                        ..Default::default()
-                    },
-                ));
-            }
+        Registered {
+            name: phoenix_gateway::NAME,
+            available: |_| Ok(()),
+            add: |manager, o| {
+                let mut options = phoenix_gateway::GatewayOptions {
+                    leader: Some(LeaderConfig::new(o.gateway.lease_name()).with_ttl(o.leader_ttl)),
+                    settings: o.gateway.clone(),
+                    ssh: o.gateway_ssh.clone(),
+                    ..Default::default()
+                };
+                if let Some(m) = &o.gateway_metrics {
+                    options.metrics = m.clone();
+                }
+                manager.add(phoenix_gateway::controller(options));
+            },
         },
-    }]
+    ]
 }
 
 /// The controllers of `controllers` that can run with `options`; one log line for each

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod cache;
 pub mod error;
+pub mod gateway;
 pub mod gc;
 pub mod hosting;
 pub mod http;

@@ -65,6 +65,9 @@ struct ControllerArgs {
     /// The Proxmox VE provider (guest controller).
     #[command(flatten)]
     pve: phoenix_apiserver::provider::PveArgs,
+    /// Gateway controller settings.
+    #[command(flatten)]
+    gateway: phoenix_apiserver::gateway::GatewayArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let no_controllers = args.no_controllers;
+            let gateway = args.gateway.clone();
             let mut running = serve::start(args).await?;
             let pve = running.pve.clone();
             let stop = running.take_shutdown();
@@ -109,6 +113,9 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 let options = HostOptions {
                     pve,
+                    gateway: gateway.settings(),
+                    gateway_ssh: gateway.ssh(),
+                    gateway_metrics: Some(running.gateway_metrics.clone()),
                     ..HostOptions::default()
                 };
                 let controllers = hosting::available(&hosting::registered(), &options);
@@ -185,7 +192,13 @@ async fn run_controllers(args: ControllerArgs) -> anyhow::Result<()> {
     )?;
     let config = ClientConfig::load(&path)?;
     let context = config.context(args.context.as_deref())?;
-    let options = HostOptions { leader_ttl, pve };
+    let options = HostOptions {
+        leader_ttl,
+        pve,
+        gateway: args.gateway.settings(),
+        gateway_ssh: args.gateway.ssh(),
+        gateway_metrics: Some(phoenix_gateway::GatewayMetrics::new(&mut registry)),
+    };
     let controllers = hosting::available(&selected, &options);
     if controllers.is_empty() {
         anyhow::bail!(

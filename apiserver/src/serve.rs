@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// The Proxmox VE provider (guest controller).
     #[command(flatten)]
     pub pve: crate::provider::PveArgs,
+    /// Gateway controller settings.
+    #[command(flatten)]
+    pub gateway: crate::gateway::GatewayArgs,
 }
 
 /// The data directory to use.
@@ -83,6 +86,8 @@ pub struct Running {
     /// The Proxmox VE client of the `--pve-*` flags (its `pve_*` metrics are served on this
     /// server's `/metrics`); `None` without `--pve-endpoint`.
     pub pve: Option<phoenix_pve::PveClient>,
+    /// Gateway controller metrics, served on this server's `/metrics`.
+    pub gateway_metrics: phoenix_gateway::GatewayMetrics,
     shutdown: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -180,6 +185,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
     let runtime_metrics = RuntimeMetrics::register(&mut runtime_registry);
+    let gateway_metrics = phoenix_gateway::GatewayMetrics::new(&mut runtime_registry);
     let router = crate::http::router(metrics, cache, Some(Arc::new(runtime_registry)));
     let http_task = tokio::spawn(async move {
         let r = axum::serve(http, router)
@@ -251,6 +257,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         admin_context,
         runtime_metrics,
         pve,
+        gateway_metrics,
         shutdown: Some(shutdown_tx),
         done,
     })

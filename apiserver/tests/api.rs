@@ -20,6 +20,7 @@ fn args(dir: &std::path::Path) -> ServeArgs {
         no_user_config: true,
         no_controllers: true,
         pve: Default::default(),
+        gateway: Default::default(),
     }
 }
 

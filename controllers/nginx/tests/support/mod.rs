@@ -279,7 +279,12 @@ impl TestBackend {
     /// `backend=ID` and the request's method, URI and forwarding headers, one per line;
     /// `/big` answers 4 KiB of text (for gzip).
     pub async fn start(ip: &str, id: &str) -> TestBackend {
-        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        Self::start_on(ip, 0, id).await
+    }
+
+    /// Like [`TestBackend::start`], on `port` (0: a random one).
+    pub async fn start_on(ip: &str, port: u16, id: &str) -> TestBackend {
+        let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let app = echo_app(hits.clone(), id.to_string());

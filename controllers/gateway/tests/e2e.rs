@@ -1,0 +1,586 @@
+//! The gateway controller end to end: `phoenix serve` hosts it, `phoenixctl apply` sends a
+//! Gateway and its Secret, a real nginx (started by the test on the tree the controller
+//! installed) serves real HTTP(S) to backends on 127.0.0.x with random ports.
+//!
+//! Needs nginx (hack/install-deps.sh) and the binaries (`cargo build -p phoenix-apiserver -p
+//! phoenixctl`).
+
+#[path = "../../nginx/tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use phoenix_api::client::Client;
+use phoenix_api::condition::{DEGRADED, READY, find_condition};
+use phoenix_api::kinds::Gateway;
+use phoenix_api::kinds::secret::Secret;
+use phoenix_api::{ConditionStatus, Kind, Object};
+use phoenix_e2e::{Backend, Server, repo};
+use phoenix_gateway::CONFIG_VALID;
+use support::{TestBackend, TestCa, fields, free_port, nginx_binary};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `phoenix serve` flags that put each Gateway's trees and run-time files under `dir`.
+fn gateway_flags(dir: &Path) -> Vec<String> {
+    let mut flags = vec![
+        "--gateway-local".to_string(),
+        "--gateway-config-root".into(),
+        dir.join("conf").display().to_string(),
+        "--gateway-runtime-dir".into(),
+        dir.join("run").display().to_string(),
+        "--gateway-worker-processes".into(),
+        "1".into(),
+    ];
+    // nginx started by root hands its workers to `nobody`, who cannot enter the test's
+    // private directories.
+    if rustix::process::geteuid().is_root() {
+        flags.extend(["--gateway-nginx-user".into(), "root".into()]);
+    }
+    flags
+}
+
+async fn start_server(extra: &[String]) -> Server {
+    let args: Vec<&str> = extra.iter().map(String::as_str).collect();
+    Server::start_opts(Backend::Embedded, &args).await
+}
+
+/// A real nginx on the live tree of Gateway `name`, stopped on drop.
+struct Nginx {
+    child: Child,
+    error_log: PathBuf,
+}
+
+impl Nginx {
+    fn start(dir: &Path, name: &str, http: (&str, u16)) -> Nginx {
+        let conf = dir.join("conf").join(name).join("current/nginx.conf");
+        let child = Command::new(nginx_binary())
+            .args(["-e", "stderr", "-g", "daemon off;", "-c"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn nginx");
+        let mut n = Nginx {
+            child,
+            error_log: dir.join("run").join(name).join("log/error.log"),
+        };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(http).is_err() {
+            if let Ok(Some(status)) = n.child.try_wait() {
+                panic!("nginx exited at start: {status}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nginx did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The pid file is written before the sockets accept; reloads need it.
+        n.wait_pid(dir, name);
+        n
+    }
+
+    fn wait_pid(&mut self, dir: &Path, name: &str) {
+        let pid = dir.join("run").join(name).join("nginx.pid");
+        let start = Instant::now();
+        while !pid.exists() {
+            assert!(start.elapsed() < Duration::from_secs(10), "no pid file");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Reloads nginx itself logged.
+    fn reloads_seen(&self) -> usize {
+        std::fs::read_to_string(&self.error_log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("signal 1 (SIGHUP) received"))
+            .count()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn gateway(client: &Client, name: &str) -> Gateway {
+    Gateway::try_from(client.get(Kind::Gateway, name).await.unwrap()).unwrap()
+}
+
+fn condition(g: &Gateway, type_: &str) -> Option<(ConditionStatus, String, String)> {
+    let c = find_condition(&g.status.as_ref()?.conditions, type_)?;
+    Some((c.status, c.reason.clone(), c.message.clone()))
+}
+
+/// Polls the Gateway until `pred` holds (at most [`WAIT`]).
+async fn wait_for(
+    server: &Server,
+    client: &Client,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&Gateway) -> bool,
+) -> Gateway {
+    let start = Instant::now();
+    loop {
+        let g = gateway(client, name).await;
+        if pred(&g) {
+            return g;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "gateway/{name}: {what}: {:#?}\nserver log:\n{}",
+            g.status,
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes a Guest's `status.addresses` as the guest controller would.
+async fn set_guest_address(client: &Client, name: &str, ip: &str) {
+    let mut g = client.get(Kind::Guest, name).await.unwrap();
+    let Object::Guest(guest) = &mut g else {
+        panic!("not a guest")
+    };
+    let status: phoenix_api::kinds::GuestStatus = serde_json::from_value(serde_json::json!({
+        "state": "running",
+        "addresses": [{"interface": "eth0", "ipv4": ip}]
+    }))
+    .unwrap();
+    guest.status = Some(status);
+    client.update_status(&g).await.unwrap();
+}
+
+/// Sums the samples of `metric` whose labels contain `label` on the server's /metrics.
+async fn metric(server: &Server, metric: &str, label: &str) -> f64 {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let text = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{}/metrics", server.http_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Reconciles the gateway controller finished so far (any result).
+async fn reconciles(server: &Server) -> f64 {
+    metric(
+        server,
+        "controller_runtime_reconcile_total",
+        "controller=\"gateway\"",
+    )
+    .await
+}
+
+fn guest_yaml(name: &str) -> String {
+    format!(
+        "---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Guest\nmetadata:\n  name: {name}\nspec:\n  type: lxc\n  source:\n    template: local:vztmpl/debian-12-standard_12.2-1_amd64.tar.zst\n  rootfs:\n    storage: local\n    sizeGiB: 8\n"
+    )
+}
+
+fn indent(pem: &str, n: usize) -> String {
+    pem.lines()
+        .map(|l| format!("{}{l}\n", " ".repeat(n)))
+        .collect()
+}
+
+fn tls_secret_yaml(name: &str, chain: &str, key: &str) -> String {
+    format!(
+        "---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata:\n  name: {name}\ntype: tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(chain, 4),
+        indent(key, 4)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_hosts_the_gateway_controller_with_real_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&gateway_flags(dir.path())).await;
+    let client = server.client().await;
+    let a = TestBackend::start("127.0.0.2", "a").await;
+    let b = TestBackend::start("127.0.0.3", "b").await;
+    let app1 = TestBackend::start("127.0.0.4", "app1").await;
+    // The Guest moves from 127.0.0.4 to 127.0.0.5 below; its app listens on the same port.
+    let app_port = app1.addr.port();
+    let app2 = TestBackend::start_on("127.0.0.5", app_port, "app2").await;
+    let ca = TestCa::new();
+    let cert = ca.issue("secure.test");
+    let (http, https) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    assert_ne!(http, https);
+
+    let manifest = format!(
+        "{guest}{secret}---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata:\n  name: edge\nspec:\n  guest: app\n  target:\n    local: {{configDir: /nonexistent/overridden, nginxBinary: {nginx}}}\n  listen: {{address: 127.0.0.1, httpPort: {http}, httpsPort: {https}}}\n  routes:\n    - host: plain.test\n      locations:\n        - path: /\n          backends: [{{url: \"{a}\"}}, {{url: \"{b}\"}}]\n    - host: secure.test\n      tls: true\n      tlsSecret: secure-tls\n      redirectHttp: true\n      locations:\n        - path: /\n          backends: [{{url: \"{a}\"}}]\n    - host: app.test\n      locations:\n        - path: /\n          backends: [{{guest: app, port: {app_port}}}]\n",
+        guest = guest_yaml("app"),
+        secret = tls_secret_yaml("secure-tls", cert.chain_pem(), cert.key_pem()),
+        nginx = nginx_binary().display(),
+        a = a.url(),
+        b = b.url(),
+    );
+    server
+        .ctl_stdin(&["apply", "-f", "-"], Some(&manifest))
+        .ok();
+
+    // Without the Guest's address nothing is rendered; with it, the tree is installed.
+    wait_for(&server, &client, "edge", "waiting for the guest", |g| {
+        condition(g, READY).is_some_and(|c| c.1 == "BackendUnresolved")
+    })
+    .await;
+    set_guest_address(&client, "app", "127.0.0.4").await;
+    let g = wait_for(&server, &client, "edge", "installed", |g| {
+        g.status.as_ref().is_some_and(|s| s.config_hash.is_some())
+    })
+    .await;
+    let s = g.status.clone().unwrap();
+    assert!(s.config_hash.as_deref().unwrap().starts_with("sha256:"));
+    assert_eq!(s.routes, 3);
+    assert_eq!(condition(&g, READY).unwrap().0, ConditionStatus::True);
+    assert_eq!(
+        condition(&g, CONFIG_VALID).unwrap().0,
+        ConditionStatus::True
+    );
+    assert_eq!(condition(&g, DEGRADED).unwrap().0, ConditionStatus::False);
+    assert!(
+        s.last_reload.is_none(),
+        "nginx was not running: installed only"
+    );
+
+    let nginx = Nginx::start(dir.path(), "edge", ("127.0.0.1", http));
+    let c = support::client(
+        &["plain.test", "secure.test", "app.test"],
+        "127.0.0.1".parse().unwrap(),
+        &[&ca.pem],
+    );
+    let url = |scheme: &str, host: &str, path: &str| {
+        let port = if scheme == "https" { https } else { http };
+        format!("{scheme}://{host}:{port}{path}")
+    };
+
+    // Load balancing over two url backends.
+    for _ in 0..10 {
+        let r = c.get(url("http", "plain.test", "/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert!(
+        a.hits() > 0 && b.hits() > 0,
+        "a={} b={}",
+        a.hits(),
+        b.hits()
+    );
+    // TLS with the Secret's certificate, verified by the client; HTTP redirects.
+    let r = c
+        .get(url("https", "secure.test", "/s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(
+        fields(&r.text().await.unwrap())["x-forwarded-proto"],
+        "https"
+    );
+    let r = c
+        .get(url("http", "secure.test", "/s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    // The Guest-backed route goes to the Guest's address.
+    let r = c.get(url("http", "app.test", "/")).send().await.unwrap();
+    assert_eq!(r.headers()["x-backend"], "app1");
+
+    // The Guest moves: the Gateway is re-rendered and nginx reloaded.
+    set_guest_address(&client, "app", "127.0.0.5").await;
+    let g = wait_for(&server, &client, "edge", "reloaded for the guest", |g| {
+        g.status.as_ref().is_some_and(|s| s.last_reload.is_some())
+    })
+    .await;
+    support::eventually("traffic to the moved guest", || async {
+        let r = c.get(url("http", "app.test", "/")).send().await.ok()?;
+        (r.headers()["x-backend"] == "app2").then_some(())
+    })
+    .await;
+    assert!(app2.hits() > 0);
+    let good_hash = g.status.as_ref().unwrap().config_hash.clone().unwrap();
+    let events = client.list_all(Kind::Event, "").await.unwrap().items;
+    assert!(
+        events.iter().any(|e| matches!(e, Object::Event(e)
+            if e.involved_object.name == "edge" && e.reason == "Reloaded")),
+        "a Reloaded event"
+    );
+
+    // 100 reconciles of an unchanged Gateway: zero reloads.
+    let reloads = metric(&server, "phoenix_gateway_reloads_total", "gateway=\"edge\"").await;
+    assert!(reloads >= 1.0, "the guest move was a counted reload");
+    let nginx_reloads = nginx.reloads_seen();
+    let before = reconciles(&server).await;
+    for i in 0..100 {
+        let n = reconciles(&server).await;
+        let mut o = client.get(Kind::Gateway, "edge").await.unwrap();
+        o.metadata_mut()
+            .annotations
+            .insert("test.phoenix.thinkheads.ai/poke".into(), i.to_string());
+        client.update_metadata(&o).await.unwrap();
+        let start = Instant::now();
+        while reconciles(&server).await <= n {
+            assert!(start.elapsed() < WAIT, "no reconcile after poke {i}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let after = reconciles(&server).await;
+    assert!(after - before >= 100.0, "{before} -> {after}");
+    assert_eq!(
+        metric(&server, "phoenix_gateway_reloads_total", "gateway=\"edge\"").await,
+        reloads,
+        "no reload for an unchanged Gateway"
+    );
+    assert_eq!(nginx.reloads_seen(), nginx_reloads, "nginx saw no reload");
+
+    // A configuration nginx refuses (certificate and key do not match): ConfigValid=False
+    // with nginx's own text; the last good tree keeps serving.
+    let other = ca.issue("secure.test");
+    server
+        .ctl_stdin(
+            &["apply", "-f", "-"],
+            Some(&tls_secret_yaml(
+                "secure-tls",
+                cert.chain_pem(),
+                other.key_pem(),
+            )),
+        )
+        .ok();
+    let g = wait_for(&server, &client, "edge", "ConfigValid=False", |g| {
+        condition(g, CONFIG_VALID).is_some_and(|c| c.0 == ConditionStatus::False)
+    })
+    .await;
+    let (_, reason, message) = condition(&g, CONFIG_VALID).unwrap();
+    assert_eq!(reason, "NginxRejected");
+    assert!(
+        message.contains("[emerg]") && message.contains("key values mismatch"),
+        "nginx's own text: {message}"
+    );
+    assert!(!message.contains("PRIVATE KEY"), "no key material");
+    assert_eq!(condition(&g, READY).unwrap().0, ConditionStatus::False);
+    assert_eq!(
+        g.status.as_ref().unwrap().config_hash.as_deref(),
+        Some(good_hash.as_str())
+    );
+    assert!(
+        metric(
+            &server,
+            "phoenix_gateway_reload_failures_total",
+            "stage=\"test\""
+        )
+        .await
+            >= 1.0
+    );
+    let r = c
+        .get(url("https", "secure.test", "/s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the last good tree still serves TLS");
+    let r = c.get(url("http", "app.test", "/")).send().await.unwrap();
+    assert_eq!(r.headers()["x-backend"], "app2");
+
+    // Fixed again: valid, ready, same tree as before (nothing to reload).
+    server
+        .ctl_stdin(
+            &["apply", "-f", "-"],
+            Some(&tls_secret_yaml(
+                "secure-tls",
+                cert.chain_pem(),
+                cert.key_pem(),
+            )),
+        )
+        .ok();
+    let g = wait_for(&server, &client, "edge", "valid again", |g| {
+        condition(g, CONFIG_VALID).is_some_and(|c| c.0 == ConditionStatus::True)
+            && condition(g, READY).is_some_and(|c| c.0 == ConditionStatus::True)
+    })
+    .await;
+    assert_eq!(g.status.unwrap().config_hash, Some(good_hash));
+    drop(nginx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_gateway_renders_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, https) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    assert_ne!(http, https);
+    let mut flags = gateway_flags(dir.path());
+    flags.extend([
+        "--gateway-listen-address".into(),
+        "127.0.0.1".into(),
+        "--gateway-http-port".into(),
+        http.to_string(),
+        "--gateway-https-port".into(),
+        https.to_string(),
+    ]);
+    let server = start_server(&flags).await;
+    let client = server.client().await;
+    server
+        .ctl(&[
+            "apply",
+            "-f",
+            repo("manifests/examples/phoenix").to_str().unwrap(),
+        ])
+        .ok();
+    // No guest controller runs: the addresses the Guests would report, on loopback.
+    set_guest_address(&client, "portainer", "127.0.0.4").await;
+    set_guest_address(&client, "traefik", "127.0.0.3").await;
+    let g = wait_for(&server, &client, "external", "installed", |g| {
+        g.status.as_ref().is_some_and(|s| s.config_hash.is_some())
+    })
+    .await;
+    assert_eq!(g.status.as_ref().unwrap().routes, 4);
+    // step-ca issued nothing (no CA controller): self-signed certificates, flagged.
+    let (st, reason, message) = condition(&g, DEGRADED).unwrap();
+    assert_eq!(
+        (st, reason.as_str()),
+        (ConditionStatus::True, "SelfSignedCertificate")
+    );
+    assert!(message.contains("api.phoenix.thinkheads.ai"), "{message}");
+    let secrets: Vec<Secret> = client
+        .list_all(Kind::Secret, "phoenix.thinkheads.ai/gateway=external")
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| Secret::try_from(o).ok())
+        .collect();
+    assert_eq!(secrets.len(), 4, "one self-signed Secret per TLS route");
+    for s in &secrets {
+        let owner = &s.metadata.owner_references[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("Gateway", "external")
+        );
+        assert_eq!(Some(&owner.uid), g.metadata.uid.as_ref());
+    }
+    let roots: Vec<String> = secrets
+        .iter()
+        .map(|s| {
+            phoenix_gateway::certs::from_secret(s)
+                .unwrap()
+                .chain_pem()
+                .to_string()
+        })
+        .collect();
+
+    let _nginx = Nginx::start(dir.path(), "external", ("127.0.0.1", http));
+    let hosts = [
+        "api.phoenix.thinkheads.ai",
+        "ollama.phoenix.thinkheads.ai",
+        "localhost",
+    ];
+    let root_refs: Vec<&str> = roots.iter().map(String::as_str).collect();
+    let c = support::client(&hosts, "127.0.0.1".parse().unwrap(), &root_refs);
+    let r = c
+        .get(format!("http://localhost:{http}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(format!(
+            "http://api.phoenix.thinkheads.ai:{http}/v1/embeddings"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    // TLS with the stored self-signed certificate, HTTP/2; ollama is LAN-only (10.0.0.0/24):
+    // 403 for 127.0.0.1 without touching a backend.
+    let r = c
+        .get(format!("https://ollama.phoenix.thinkheads.ai:{https}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.headers()["server"], "nginx");
+    assert!(r.headers().contains_key("strict-transport-security"));
+
+    // The self-signed certificates are made once: a restart of the reconcile keeps them.
+    let before: Vec<_> = secrets.iter().map(|s| s.data.clone()).collect();
+    let mut o = client.get(Kind::Gateway, "external").await.unwrap();
+    o.metadata_mut()
+        .annotations
+        .insert("test.phoenix.thinkheads.ai/poke".into(), "1".into());
+    client.update_metadata(&o).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again: Vec<_> = client
+        .list_all(Kind::Secret, "phoenix.thinkheads.ai/gateway=external")
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| Secret::try_from(o).ok())
+        .map(|s| s.data)
+        .collect();
+    assert_eq!(before, again);
+}
+
+/// Without `--gateway-local` (a control-plane host) the controller leaves Gateways with a
+/// `local` target alone: nothing written on this machine, no status (the controller next to
+/// that nginx owns it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_host_leaves_local_targets_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags: Vec<String> = gateway_flags(dir.path())
+        .into_iter()
+        .filter(|f| f != "--gateway-local")
+        .collect();
+    let server = start_server(&flags).await;
+    let client = server.client().await;
+    let manifest = format!(
+        "---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata:\n  name: elsewhere\nspec:\n  target:\n    local: {{configDir: /nonexistent/overridden, nginxBinary: {nginx}}}\n  listen: {{address: 127.0.0.1, httpPort: {http}, httpsPort: {https}}}\n  routes:\n    - host: plain.test\n      locations:\n        - path: /\n          backends: [{{url: \"http://127.0.0.2:9\"}}]\n",
+        nginx = nginx_binary().display(),
+        http = free_port("127.0.0.1"),
+        https = free_port("127.0.0.1"),
+    );
+    server
+        .ctl_stdin(&["apply", "-f", "-"], Some(&manifest))
+        .ok();
+    let start = Instant::now();
+    while reconciles(&server).await < 1.0 {
+        assert!(
+            start.elapsed() < WAIT,
+            "the gateway controller never reconciled:\n{}",
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let g = gateway(&client, "elsewhere").await;
+    assert!(g.status.is_none(), "status written: {:#?}", g.status);
+    assert!(
+        !dir.path().join("conf").exists(),
+        "a configuration tree was written on the control-plane host"
+    );
+}
