@@ -4,6 +4,12 @@
 //! Each kind keeps the current objects (as ready-to-send JSON) and a window of recent changes.
 //! Changes are applied and broadcast under the same lock that subscribers take, so a client
 //! watch starts exactly after the state it was given: no gap, no duplicate.
+//!
+//! A watch from a resourceVersion older than the window (typically: the server restarted,
+//! and other writes moved the store's revision on) is caught up from the store instead: the
+//! kind's objects at that revision are compared with the current ones, and the differences
+//! go out as events (intermediate states collapsed), then the live changes. Only a revision
+//! the store itself has compacted away is "too old".
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -336,6 +342,43 @@ impl KindCache {
         Ok(Subscription { initial, rx })
     }
 
+    /// Starts a watch after `from` given the kind's objects at `from` (`then`, read from the
+    /// store): the differences between them and the current objects first (puts in revision
+    /// order with their own revisions, deletions at the cache's revision), then live changes.
+    fn subscribe_since(&self, from: i64, then: BTreeMap<String, Arc<Entry>>) -> Subscription {
+        let state = self.state.read().expect("cache lock");
+        let rx = self.tx.subscribe();
+        let mut initial: Vec<Arc<Change>> = state
+            .objects
+            .values()
+            .filter(|e| e.revision > from)
+            .map(|e| {
+                Arc::new(Change {
+                    type_: if then.contains_key(&e.name) {
+                        ChangeType::Modified
+                    } else {
+                        ChangeType::Added
+                    },
+                    entry: Some(e.clone()),
+                    revision: e.revision,
+                })
+            })
+            .collect();
+        initial.sort_by_key(|c| c.revision);
+        initial.extend(
+            then.into_iter()
+                .filter(|(name, _)| !state.objects.contains_key(name))
+                .map(|(_, old)| {
+                    Arc::new(Change {
+                        type_: ChangeType::Deleted,
+                        entry: Some(old),
+                        revision: state.revision,
+                    })
+                }),
+        );
+        Subscription { initial, rx }
+    }
+
     /// A bookmark at the current revision if `rx` has nothing pending (so every change up to
     /// that revision was received).
     pub fn bookmark_if_caught_up(&self, rx: &broadcast::Receiver<Changes>) -> Option<i64> {
@@ -547,9 +590,21 @@ impl KindCache {
         store: &Arc<dyn Store>,
         prefix: &[u8],
     ) -> Result<(BTreeMap<String, Arc<Entry>>, i64), StoreError> {
+        list_at(store, prefix, None).await
+    }
+}
+
+/// Every object under `prefix` at `revision` (`None`: the current one), and that revision.
+async fn list_at(
+    store: &Arc<dyn Store>,
+    prefix: &[u8],
+    revision: Option<i64>,
+) -> Result<(BTreeMap<String, Arc<Entry>>, i64), StoreError> {
+    {
         let mut objects = BTreeMap::new();
         let mut opts = RangeOptions {
             limit: 1000,
+            revision,
             ..RangeOptions::default()
         };
         loop {
@@ -574,9 +629,18 @@ impl KindCache {
 }
 
 /// The caches of every kind.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Cache {
     kinds: Arc<HashMap<Kind, Arc<KindCache>>>,
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("kinds", &self.kinds)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Cache {
@@ -593,6 +657,7 @@ impl Cache {
         (
             Cache {
                 kinds: Arc::new(kinds),
+                store,
             },
             tasks,
         )
@@ -606,6 +671,30 @@ impl Cache {
     /// All kind caches.
     pub fn all(&self) -> impl Iterator<Item = &Arc<KindCache>> {
         self.kinds.values()
+    }
+
+    /// Starts a watch of `kind` after `from` (`None`: the current objects as `Added`, then a
+    /// bookmark). A `from` older than the cache's window is caught up from the store (see the
+    /// module docs); fails with [`ApiError::TooOld`] only when the store no longer has it.
+    pub async fn subscribe(&self, kind: Kind, from: Option<i64>) -> Result<Subscription, ApiError> {
+        let cache = self.kind(kind);
+        let from = match cache.subscribe(from) {
+            Err(ApiError::TooOld { requested, .. }) => requested,
+            other => return other,
+        };
+        let too_old = |cache: &KindCache| ApiError::TooOld {
+            requested: from,
+            oldest: cache.state.read().expect("cache lock").oldest,
+        };
+        match list_at(&self.store, &prefix(kind), Some(from)).await {
+            Ok((then, _)) => Ok(cache.subscribe_since(from, then)),
+            Err(StoreError::Compacted { .. } | StoreError::FutureRevision { .. }) => {
+                Err(too_old(cache))
+            }
+            Err(e) => Err(ApiError::Unavailable(format!(
+                "catching a watch up from resourceVersion {from}: {e}"
+            ))),
+        }
     }
 }
 

@@ -481,7 +481,7 @@ impl Phoenix for Service {
             };
             let cache = self.cache.kind(kind).clone();
             cache.wait_for(0, CACHE_WAIT).await?;
-            let sub = cache.subscribe(from)?;
+            let sub = self.cache.subscribe(kind, from).await?;
             let (tx, rx) = mpsc::channel::<WatchItems>(WATCH_BUFFER);
             let metrics = self.metrics.clone();
             let bookmarks = req.allow_bookmarks;

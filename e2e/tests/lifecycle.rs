@@ -536,6 +536,17 @@ async fn objects_and_watches_survive_a_restart(backend: Backend) {
     let mut s = Server::start(backend).await;
     let examples = repo("manifests/examples/phoenix");
     s.ctl(&["apply", "-f", examples.to_str().unwrap()]).ok();
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write(
+        tmp.path(),
+        "old.yaml",
+        &format!(
+            "{}---\n{}",
+            secret("will-change", "e2e: a"),
+            secret("will-go", "e2e: a")
+        ),
+    );
+    s.ctl(&["apply", "-f", &f]).ok();
     let c = s.client().await;
     let before = c.list_all(Kind::Secret, "").await.unwrap();
     let mut counts = Vec::new();
@@ -559,31 +570,51 @@ async fn objects_and_watches_survive_a_restart(backend: Backend) {
         run.stdout
     );
 
-    // A watch from a revision seen before the restart resumes after it.
-    let tmp = tempfile::tempdir().unwrap();
-    let f = write(tmp.path(), "new.yaml", &secret("after-restart", "e2e: x"));
+    // A watch from a revision seen before the restart resumes after it, with every change
+    // since (other writes, e.g. controllers' leases, moved the store's revision on in
+    // between, so the new server catches the watch up from the store).
+    let f = write(
+        tmp.path(),
+        "new.yaml",
+        &format!(
+            "{}---\n{}",
+            secret("after-restart", "e2e: x"),
+            secret("will-change", "e2e: b")
+        ),
+    );
     s.ctl(&["apply", "-f", &f]).ok();
+    s.ctl(&["delete", "secret", "will-go"]).ok();
     let c = s.client().await;
     let mut w = Box::pin(
         c.watch(Kind::Secret, "", &before.resource_version)
             .await
             .unwrap(),
     );
-    loop {
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 3 {
         let ev = tokio::time::timeout(Duration::from_secs(10), w.next())
             .await
-            .expect("event in time")
+            .unwrap_or_else(|_| panic!("events in time; seen {seen:?}"))
             .expect("watch open")
             .expect("event");
-        match ev {
+        let seen_now = match ev {
             WatchEvent::Bookmark(_) => continue,
-            WatchEvent::Added(o) => {
-                assert_eq!(o.name(), "after-restart");
-                break;
-            }
-            other => panic!("unexpected {other:?}"),
-        }
+            WatchEvent::Added(o) => format!("added {}", o.name()),
+            WatchEvent::Modified(o) => format!("modified {}", o.name()),
+            WatchEvent::Deleted(o) => format!("deleted {}", o.name()),
+        };
+        assert!(seen.insert(seen_now.clone()), "twice: {seen_now}");
     }
+    assert_eq!(
+        seen,
+        [
+            "added after-restart",
+            "deleted will-go",
+            "modified will-change"
+        ]
+        .map(String::from)
+        .into(),
+    );
 }
 
 /// A batch apply's creates (several share one revision on etcd, where they are written in

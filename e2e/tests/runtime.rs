@@ -1,5 +1,5 @@
 //! The controller runtime against a real `phoenix serve`: a small test controller converges
-//! objects, survives a server restart, relists after its resourceVersion became too old,
+//! objects, survives a server restart, relists after its resourceVersion was compacted away,
 //! handles finalizers, records conditions and events; leader election on both backends;
 //! `promtool check metrics` on what the runtime and the server export.
 
@@ -388,8 +388,9 @@ async fn a_controller_survives_restarts_and_relists_when_its_version_is_too_old(
     wait_for(&client, "after-restart", "Ready", is_ready_at_generation).await;
     assert_eq!(cache.relists(), relists, "resumed, not relisted");
 
-    // While the server is down, the store moves on (another writer): the controller's
-    // resourceVersion is older than anything the new server can replay, so it relists.
+    // While the server is down, the store moves on (another writer) and compacts its
+    // history: the controller's resourceVersion is older than anything the new server can
+    // replay, so it relists.
     assert!(server.stop());
     {
         let store = phoenix_store::embedded::EmbeddedStore::open(
@@ -398,12 +399,14 @@ async fn a_controller_survives_restarts_and_relists_when_its_version_is_too_old(
         )
         .unwrap();
         use phoenix_store::Store;
+        let mut last = 0;
         for i in 0..5 {
-            store
+            last = store
                 .put(format!("/elsewhere/{i}").as_bytes(), b"x".to_vec(), None)
                 .await
                 .unwrap();
         }
+        store.compact(last).await.unwrap();
     }
     server.restart().await;
     client
