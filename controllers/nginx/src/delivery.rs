@@ -46,7 +46,7 @@ pub struct StepDurations {
     pub test: Duration,
     /// The atomic swap.
     pub swap: Duration,
-    /// Signalling nginx until its new workers run (and the old ones left).
+    /// Signalling nginx until its new workers run and the old ones stopped accepting.
     pub reload: Duration,
     /// Setting aside trees other than the live and the previous one.
     pub prune: Duration,

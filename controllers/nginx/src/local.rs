@@ -10,18 +10,21 @@
 //! CONFIG_DIR/trash/                 pruned trees, emptied in the background
 //! ```
 //!
-//! A new tree is written to `.staging-ID` (keys created 0600), tested with
+//! A new tree is written to `.staging-ID` (keys created 0600; files equal to the live tree's,
+//! when that was verified unchanged, are hard-linked from it instead), tested with
 //! `nginx -t -c .staging-ID/nginx.conf` (the tree refers to its files relatively, so this tests
 //! exactly the staged files), renamed to `trees/ID`, and made live by replacing the `current`
 //! symlink with `rename(2)`, which is atomic. nginx is then sent `SIGHUP`; the reload counts as
-//! done when the master has new worker processes, and as refused when nginx logs an `[emerg]`
-//! line or no new workers appear in time.
+//! done when the master has new worker processes and the old ones stopped accepting
+//! connections, and as refused when nginx logs an `[emerg]` line or no new workers appear in
+//! time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -52,6 +55,19 @@ pub struct LocalTarget {
     drain_timeout: Duration,
     test_timeout: Duration,
     lock: tokio::sync::Mutex<()>,
+    memory: std::sync::Mutex<Memory>,
+}
+
+/// What this target knows about its trees, so that a new tree can hard-link the files it
+/// shares with the live one instead of writing them again.
+#[derive(Debug, Default)]
+struct Memory {
+    /// The hash `live_hash` last computed from the files, and the id of the tree it read.
+    verified: Option<(String, String)>,
+    /// The tree this target made live, by id.
+    live: Option<(String, Arc<ConfigTree>)>,
+    /// Trees staged and not yet made live or discarded, by id.
+    staged: BTreeMap<String, Arc<ConfigTree>>,
 }
 
 fn io_err(step: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DeliveryError {
@@ -93,6 +109,7 @@ impl LocalTarget {
             drain_timeout: Duration::from_secs(2),
             test_timeout: Duration::from_secs(120),
             lock: tokio::sync::Mutex::new(()),
+            memory: std::sync::Mutex::new(Memory::default()),
         }
     }
 
@@ -113,9 +130,10 @@ impl LocalTarget {
         self
     }
 
-    /// How long to wait, at most, for the old workers to leave after a reload (default 2 s;
-    /// not reaching it is not an error: workers with open WebSockets stay until
-    /// `worker_shutdown_timeout`).
+    /// How long to wait, at most, after a reload for the old workers to stop accepting
+    /// connections (default 2 s; nginx tells them to quit 100 ms after the new workers start;
+    /// not reaching it is not an error). Their exit is not awaited: workers finish open
+    /// requests and WebSockets first, up to `worker_shutdown_timeout`.
     pub fn with_drain_timeout(mut self, timeout: Duration) -> LocalTarget {
         self.drain_timeout = timeout;
         self
@@ -138,6 +156,20 @@ impl LocalTarget {
 
     fn trees(&self) -> PathBuf {
         self.config_dir.join(TREES)
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live tree's directory and contents, when the files were just read back and found
+    /// to be exactly the tree this target made live (so nothing was edited by hand).
+    fn reusable_live(&self) -> Option<(PathBuf, Arc<ConfigTree>)> {
+        let m = self.memory();
+        let (verified_id, verified_hash) = m.verified.as_ref()?;
+        let (id, tree) = m.live.as_ref()?;
+        (verified_id == id && verified_hash == tree.hash())
+            .then(|| (self.trees().join(id), Arc::clone(tree)))
     }
 
     /// The PID of the running nginx master, if any.
@@ -195,6 +227,20 @@ fn children(pid: i32) -> BTreeSet<i32> {
     out
 }
 
+/// Whether `pid` is an nginx worker that still accepts connections: its title is `nginx:
+/// worker process`, without the `is shutting down` a worker takes on when told to quit (just
+/// before it closes its listening sockets). Gone, unreadable, or another kind of process
+/// (master, cache manager or loader): `false`.
+fn accepting_worker(pid: i32) -> bool {
+    match fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(title) => {
+            let title = String::from_utf8_lossy(&title);
+            title.contains("worker process") && !title.contains("shutting down")
+        }
+        Err(_) => false,
+    }
+}
+
 /// The `[emerg]` lines that nginx logged for the reload signalled after `offset`: those after
 /// its `reconfiguring` line (lines before it belong to an earlier reload still in progress,
 /// e.g. one retrying a busy port).
@@ -213,7 +259,15 @@ fn emerg_since(log: &Path, offset: u64) -> Option<String> {
     (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
-fn write_tree(dir: &Path, tree: &ConfigTree) -> std::io::Result<()> {
+/// Writes `tree` to the new directory `dir`. A file with the same path, mode and bytes in
+/// `reuse` (the live tree, verified unchanged) is hard-linked from there instead of written:
+/// trees are never modified in place, and a one-route change then creates a handful of
+/// inodes instead of thousands.
+fn write_tree(
+    dir: &Path,
+    tree: &ConfigTree,
+    reuse: Option<(&Path, &ConfigTree)>,
+) -> std::io::Result<()> {
     fs::create_dir(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
     for (path, file) in tree.files() {
@@ -228,6 +282,12 @@ fn write_tree(dir: &Path, tree: &ConfigTree) -> std::io::Result<()> {
                 0o755
             };
             fs::set_permissions(parent, fs::Permissions::from_mode(mode))?;
+        }
+        if let Some((live_dir, live)) = reuse
+            && live.get(path) == Some(file)
+        {
+            fs::hard_link(live_dir.join(path), &full)?;
+            continue;
         }
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -265,13 +325,16 @@ impl NginxHost for LocalTarget {
         if fs::symlink_metadata(&live).is_err() {
             return Ok(None);
         }
+        let id = link_id(&self.config_dir, CURRENT);
         let dir = live.clone();
-        blocking("read", &live, move || match fs::metadata(&dir) {
+        let hash = blocking("read", &live, move || match fs::metadata(&dir) {
             Ok(_) => ConfigTree::read_dir(&dir).map(|t| Some(t.hash().to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         })
-        .await
+        .await?;
+        self.memory().verified = id.zip(hash.clone());
+        Ok(hash)
     }
 
     async fn stage(&self, tree: &ConfigTree) -> Result<String, DeliveryError> {
@@ -281,16 +344,19 @@ impl NginxHost for LocalTarget {
         let dir = trees.join(format!("{STAGING}{id}"));
         let runtime = self.runtime_dirs.clone();
         let pid_dir = self.pid_file.parent().map(Path::to_path_buf);
-        let tree = tree.clone();
+        let tree = Arc::new(tree.clone());
+        let reuse = self.reusable_live();
         let d = dir.clone();
+        let t = Arc::clone(&tree);
         blocking("stage", &dir, move || {
             for r in runtime.iter().chain(pid_dir.iter()) {
                 fs::create_dir_all(r)?;
             }
             fs::create_dir_all(&trees)?;
-            write_tree(&d, &tree)
+            write_tree(&d, &t, reuse.as_ref().map(|(p, t)| (p.as_path(), &**t)))
         })
         .await?;
+        self.memory().staged.insert(id.clone(), tree);
         Ok(id)
     }
 
@@ -330,6 +396,7 @@ impl NginxHost for LocalTarget {
     }
 
     async fn discard(&self, staged: &str) -> Result<(), DeliveryError> {
+        self.memory().staged.remove(staged);
         let trees = self.trees();
         for dir in [trees.join(format!("{STAGING}{staged}")), trees.join(staged)] {
             if fs::symlink_metadata(&dir).is_ok() {
@@ -348,6 +415,11 @@ impl NginxHost for LocalTarget {
         let previous = link_id(&self.config_dir, CURRENT);
         let target = format!("{TREES}/{staged}");
         flip(&self.config_dir, CURRENT, &target).map_err(io_err("swap", &self.live_dir()))?;
+        {
+            let mut m = self.memory();
+            m.verified = None;
+            m.live = m.staged.remove(staged).map(|t| (staged.to_string(), t));
+        }
         if let Some(p) = &previous {
             flip(&self.config_dir, PREVIOUS, &format!("{TREES}/{p}"))
                 .map_err(io_err("swap", &self.config_dir.join(PREVIOUS)))?;
@@ -356,6 +428,12 @@ impl NginxHost for LocalTarget {
     }
 
     async fn restore(&self, previous: Option<&str>) -> Result<(), DeliveryError> {
+        // The restored tree's contents are not in memory: the next stage writes every file.
+        {
+            let mut m = self.memory();
+            m.verified = None;
+            m.live = None;
+        }
         match previous {
             Some(p) => flip(&self.config_dir, CURRENT, &format!("{TREES}/{p}"))
                 .map_err(io_err("restore", &self.live_dir())),
@@ -400,12 +478,15 @@ impl NginxHost for LocalTarget {
                 )));
             }
         }
-        // New workers run; wait (bounded) for the old ones to leave, so that new connections
-        // are served by the new configuration only. (nginx itself pauses 100 ms before it
-        // tells the old workers to quit.)
+        // New workers run on the new tree. nginx pauses 100 ms, then sends the old workers
+        // QUIT; each retitles itself "worker process is shutting down" and closes its
+        // listening sockets in the same step, before it handles another event. From then on
+        // only new workers accept, so new connections see the new tree: waiting for the old
+        // workers to *exit* (they finish their open requests first) is not needed. Bounded:
+        // an old worker that never gets there is not an error.
         let drain = Instant::now() + self.drain_timeout;
-        while Instant::now() < drain && children(pid).iter().any(|c| before.contains(c)) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        while Instant::now() < drain && before.iter().any(|&c| accepting_worker(c)) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         Ok(ReloadResult::Reloaded)
     }

@@ -271,7 +271,78 @@ struct Site<'a> {
     route: &'a Route,
     host: Arg,
     stem: String,
+    /// Stem of the `tls/STEM.crt|key` files of a TLS server that loads its own certificate;
+    /// `None` for plain routes and for TLS routes served with the default TLS server's.
+    cert: Option<String>,
     locations: Vec<Loc>,
+}
+
+/// Writes the certificate files and decides which TLS server loads which certificate.
+///
+/// nginx builds one OpenSSL context per server block that has `ssl_certificate` (about 3 ms
+/// each with Debian's OpenSSL 3.0, in `nginx -t` and again in every reload). A server block
+/// without one keeps the context of the listen socket's default server after SNI picked it.
+/// So the certificate used by the most TLS routes (ties: the one of the first host) is loaded
+/// once, by the default TLS server (which still refuses unknown names with
+/// `ssl_reject_handshake`), from the files of the first host that uses it; the routes using it
+/// load nothing. Every other TLS route loads its own certificate from `tls/HOST.crt|key`.
+/// Returns the stem of the default server's files (`None` without TLS routes).
+fn share_certificates(
+    sites: &mut [Site<'_>],
+    tls: Vec<(usize, TlsCertificate)>,
+    files: &mut BTreeMap<String, ConfigFile>,
+) -> Option<String> {
+    // Routes by certificate, in host order (sites are sorted by host).
+    let mut groups: Vec<(TlsCertificate, Vec<usize>)> = Vec::new();
+    let mut index: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (site, cert) in &tls {
+        match index.get(&(cert.chain_pem(), cert.key_pem())) {
+            Some(&g) => groups[g].1.push(*site),
+            None => {
+                index.insert((cert.chain_pem(), cert.key_pem()), groups.len());
+                groups.push((cert.clone(), vec![*site]));
+            }
+        }
+    }
+    // The largest group; `max_by_key` keeps the last of equals, so search from the back to
+    // prefer the group met first.
+    let shared = groups
+        .iter()
+        .enumerate()
+        .rev()
+        .max_by_key(|(_, (_, members))| members.len())
+        .map(|(g, _)| g)?;
+    let mut default_stem = None;
+    for (g, (cert, members)) in groups.iter().enumerate() {
+        let owners: Vec<usize> = if g == shared {
+            members[..1].to_vec()
+        } else {
+            members.clone()
+        };
+        for &site in &owners {
+            let stem = sites[site].stem.clone();
+            files.insert(
+                format!("tls/{stem}.crt"),
+                ConfigFile {
+                    contents: cert.chain_pem().as_bytes().to_vec(),
+                    mode: MODE_FILE,
+                },
+            );
+            files.insert(
+                format!("tls/{stem}.key"),
+                ConfigFile {
+                    contents: cert.key_pem().as_bytes().to_vec(),
+                    mode: MODE_SECRET,
+                },
+            );
+            if g == shared {
+                default_stem = Some(stem);
+            } else {
+                sites[site].cert = Some(stem);
+            }
+        }
+    }
+    default_stem
 }
 
 /// Headers every location sends: the security headers (HSTS only over TLS) merged with the
@@ -420,6 +491,7 @@ pub fn render(input: &GatewayInput<'_>) -> Result<ConfigTree, RenderError> {
     let mut sites = Vec::new();
     let mut hosts = BTreeSet::new();
     let mut files = BTreeMap::new();
+    let mut tls_certs = Vec::new();
     for (i, route) in order {
         let site = site(i, route, input, &zones)?;
         if !hosts.insert(route.host.clone()) {
@@ -443,23 +515,11 @@ pub fn render(input: &GatewayInput<'_>) -> Result<ConfigTree, RenderError> {
                     source,
                 }
             })?;
-            files.insert(
-                format!("tls/{}.crt", site.stem),
-                ConfigFile {
-                    contents: cert.chain_pem().as_bytes().to_vec(),
-                    mode: MODE_FILE,
-                },
-            );
-            files.insert(
-                format!("tls/{}.key", site.stem),
-                ConfigFile {
-                    contents: cert.key_pem().as_bytes().to_vec(),
-                    mode: MODE_SECRET,
-                },
-            );
+            tls_certs.push((sites.len(), cert));
         }
         sites.push(site);
     }
+    let default_cert = share_certificates(&mut sites, tls_certs, &mut files);
 
     files.insert(
         UPSTREAMS.to_string(),
@@ -482,6 +542,7 @@ pub fn render(input: &GatewayInput<'_>) -> Result<ConfigTree, RenderError> {
         input.options,
         &paths,
         &sites,
+        default_cert.as_deref(),
         &rate_lines,
         &cache_lines,
     )?;
@@ -539,6 +600,7 @@ fn site<'a>(
         route,
         host,
         stem,
+        cert: None,
         locations,
     })
 }
@@ -748,17 +810,24 @@ fn site_text(s: &Site<'_>, spec: &GatewaySpec, o: &RenderOptions, headers: &Head
         c.open("server", &[]);
         c.line("listen", &listen);
         c.line("server_name", std::slice::from_ref(&s.host));
-        let file = |ext: &'static str| {
-            Arg::token(&format!("tls/{}.{ext}", s.stem)).expect("stem of a checked host")
-        };
-        c.line("ssl_certificate", &[file("crt")]);
-        c.line("ssl_certificate_key", &[file("key")]);
+        if let Some(stem) = &s.cert {
+            certificate_lines(&mut c, stem);
+        }
         for l in &s.locations {
             location_text(&mut c, l, headers, true);
         }
         c.close();
     }
     c.finish()
+}
+
+/// `ssl_certificate` and `ssl_certificate_key` for the files `tls/STEM.crt|key`.
+fn certificate_lines(c: &mut Conf, stem: &str) {
+    let file = |ext: &'static str| {
+        Arg::token(&format!("tls/{stem}.{ext}")).expect("stem of a checked host")
+    };
+    c.line("ssl_certificate", &[file("crt")]);
+    c.line("ssl_certificate_key", &[file("key")]);
 }
 
 /// The request headers every proxied request carries; with `websocket`, also the upgrade.
@@ -881,6 +950,7 @@ fn main_text(
     o: &RenderOptions,
     p: &Paths,
     sites: &[Site<'_>],
+    default_cert: Option<&str>,
     rate: &[RateLine],
     caches: &[CacheLine],
 ) -> Result<String, RenderError> {
@@ -1108,7 +1178,12 @@ fn main_text(
         listen.push(Arg::lit("default_server"));
         c.line("listen", &listen);
         c.line("server_name", &[Arg::lit("_")]);
+        // Unknown or missing SNI names are refused; TLS routes without a certificate of their
+        // own are served with this one (see `share_certificates`).
         c.line("ssl_reject_handshake", &[Arg::lit("on")]);
+        if let Some(stem) = default_cert {
+            certificate_lines(&mut c, stem);
+        }
         c.close();
     }
     c.blank();

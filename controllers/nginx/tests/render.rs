@@ -13,19 +13,25 @@ use phoenix_nginx::{
 };
 use support::{gateway, seeds_gateway};
 
-/// Fixed PEM blocks (not real keys), so snapshots and hashes are stable.
-fn dummy_cert() -> TlsCertificate {
+/// Fixed PEM blocks (not real keys), so snapshots and hashes are stable; one per `name`.
+fn dummy_cert(name: &str) -> TlsCertificate {
+    // Hex digits are base64 digits; pad to whole base64 quanta.
+    let mut body: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+    while !body.len().is_multiple_of(4) {
+        body.push('A');
+    }
     TlsCertificate::new(
-        "-----BEGIN CERTIFICATE-----\nZHVtbXkgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
-        "-----BEGIN PRIVATE KEY-----\nZHVtbXkga2V5\n-----END PRIVATE KEY-----\n",
+        format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"),
+        format!("-----BEGIN PRIVATE KEY-----\n{body}AAAA\n-----END PRIVATE KEY-----\n"),
     )
     .unwrap()
 }
 
+/// A certificate of its own for every host.
 fn certs_for(hosts: &[&str]) -> BTreeMap<String, TlsCertificate> {
     hosts
         .iter()
-        .map(|h| (h.to_string(), dummy_cert()))
+        .map(|h| (h.to_string(), dummy_cert(h)))
         .collect()
 }
 
@@ -191,6 +197,89 @@ fn tls_redirect_and_http2() {
     let site = tree.text("sites/secure.example.test.conf").unwrap();
     assert!(site.contains("listen 0.0.0.0:443 ssl;"), "{site}");
     assert!(!tree.text("nginx.conf").unwrap().contains("http2"));
+}
+
+/// nginx builds an OpenSSL context per server block with `ssl_certificate`: the certificate
+/// of most TLS routes is loaded once, by the default TLS server, and those routes load none.
+#[test]
+fn tls_routes_sharing_a_certificate_load_it_once() {
+    let spec = gateway(
+        r#"
+  target: {local: {}}
+  routes:
+    - {host: c.example.test, tls: true, locations: [{path: /, backends: [{url: "http://10.0.0.151:8000"}]}]}
+    - {host: b.example.test, tls: true, locations: [{path: /, backends: [{url: "http://10.0.0.151:8000"}]}]}
+    - {host: a.example.test, tls: true, locations: [{path: /, backends: [{url: "http://10.0.0.151:8000"}]}]}
+    - {host: plain.example.test, locations: [{path: /, backends: [{url: "http://10.0.0.151:8000"}]}]}
+"#,
+    );
+    let wildcard = dummy_cert("*.example.test");
+    let certs = BTreeMap::from([
+        ("a.example.test".to_string(), dummy_cert("a.example.test")),
+        ("b.example.test".to_string(), wildcard.clone()),
+        ("c.example.test".to_string(), wildcard.clone()),
+    ]);
+    let tree = render_spec(&spec, &certs).unwrap();
+    let main = tree.text("nginx.conf").unwrap();
+    let default_tls = &main[main.find("ssl_reject_handshake on;").unwrap()..];
+    assert!(
+        default_tls.contains(
+            "ssl_certificate tls/b.example.test.crt;\n        ssl_certificate_key tls/b.example.test.key;"
+        ),
+        "the shared certificate, from the first host using it: {main}"
+    );
+    let site = |h: &str| tree.text(&format!("sites/{h}.conf")).unwrap().to_string();
+    assert!(!site("b.example.test").contains("ssl_certificate"));
+    assert!(!site("c.example.test").contains("ssl_certificate"));
+    assert!(
+        site("a.example.test").contains("ssl_certificate tls/a.example.test.crt;"),
+        "a certificate of its own is loaded by its server"
+    );
+    // Files only for the certificates loaded; the shared one holds the wildcard's PEM.
+    let tls: Vec<&str> = tree
+        .files()
+        .map(|(p, _)| p)
+        .filter(|p| p.starts_with("tls/"))
+        .collect();
+    assert_eq!(
+        tls,
+        [
+            "tls/a.example.test.crt",
+            "tls/a.example.test.key",
+            "tls/b.example.test.crt",
+            "tls/b.example.test.key"
+        ]
+    );
+    assert_eq!(
+        tree.text("tls/b.example.test.crt").unwrap(),
+        wildcard.chain_pem()
+    );
+    assert_eq!(tree.get("tls/b.example.test.key").unwrap().mode, 0o600);
+
+    // The route order in the spec does not matter; the group met first wins a tie.
+    let mut reordered = spec.clone();
+    reordered.routes.reverse();
+    assert_eq!(render_spec(&reordered, &certs).unwrap().hash(), tree.hash());
+    let one_each = certs_for(&["a.example.test", "b.example.test", "c.example.test"]);
+    let tree = render_spec(&spec, &one_each).unwrap();
+    let main = tree.text("nginx.conf").unwrap();
+    assert!(
+        main.contains("ssl_certificate tls/a.example.test.crt;"),
+        "{main}"
+    );
+    assert!(
+        !tree
+            .text("sites/a.example.test.conf")
+            .unwrap()
+            .contains("ssl_certificate")
+    );
+    for h in ["b.example.test", "c.example.test"] {
+        let site = tree.text(&format!("sites/{h}.conf")).unwrap();
+        assert!(
+            site.contains(&format!("ssl_certificate tls/{h}.crt;")),
+            "{site}"
+        );
+    }
 }
 
 #[test]

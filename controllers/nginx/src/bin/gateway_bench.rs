@@ -493,7 +493,10 @@ async fn main() -> anyhow::Result<()> {
         ("render (median of 5)", |r| r.render),
         ("nginx -t", |r| r.nginx_t),
         ("nginx start", |r| r.start),
-        ("reload (SIGHUP to new workers, old gone)", |r| r.reload),
+        (
+            "reload (SIGHUP to new workers, old ones no longer accepting)",
+            |r| r.reload,
+        ),
         ("one-route change, full cycle (median of 3)", |r| {
             r.change_cycle
         }),
