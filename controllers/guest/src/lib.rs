@@ -19,7 +19,8 @@
 //!   reported ([`PENDING_RESTART`]) and applied by a reboot with `restartPolicy: IfNeeded`.
 //!   Changes made outside Phoenix are reported in `status.drift` and reverted.
 //! - `status.addresses` from a running container's interfaces or a VM's guest agent.
-//! - Deletion (finalizer [`FINALIZER`]): `Delete` stops and destroys (purge), `Retain` removes
+//! - Deletion (finalizer [`FINALIZER`]): `Delete` stops and destroys (purge), unless PVE has
+//!   `protection` set (nothing is touched, Ready=False `Protected`, retried); `Retain` removes
 //!   only the marker.
 //! - One `/cluster/resources` call serves every reconcile of a resync ([`inventory`]); a Guest
 //!   that is Ready at its generation and whose entry there did not change is not read again

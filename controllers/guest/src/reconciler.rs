@@ -875,6 +875,23 @@ impl Reconciler for GuestReconciler {
         }
         match guest.spec.deletion_policy {
             DeletionPolicy::Delete => {
+                // PVE refuses to destroy a protected guest; stopping it first would only take
+                // it down for nothing. Nothing is touched until protection is cleared in PVE
+                // (the spec of an object being deleted can no longer be changed).
+                if config
+                    .values
+                    .get("protection")
+                    .map(desired::text)
+                    .as_deref()
+                    == Some("1")
+                {
+                    return Err(ReconcileError::transient(
+                        "Protected",
+                        format!(
+                            "{at} has protection enabled in PVE (spec.protection): it is neither stopped nor destroyed; clear protection in PVE (pct/qm set {vmid} --protection 0) and the deletion proceeds"
+                        ),
+                    ));
+                }
                 let status = self
                     .pve
                     .guest_status(&at)
