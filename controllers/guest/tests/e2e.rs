@@ -8,44 +8,25 @@
 
 use std::time::{Duration, Instant};
 
-use phoenix_api::client::{Client, ClientError};
-use phoenix_api::condition::{READY, find_condition};
-use phoenix_api::kinds::Guest;
+use phoenix_api::client::Client;
 use phoenix_api::{ConditionStatus, Kind, Object, decode};
 use phoenix_e2e::{Backend, Server};
 use phoenix_guest::{FINALIZER, GuestOptions};
 use phoenix_pve::testing::FakePve;
-use phoenix_pve::{ConfigUpdate, GuestKind, GuestRef, PveClient, PveConfig, RetryPolicy};
-use phoenix_runtime::backoff::BackoffConfig;
-use phoenix_runtime::{Manager, Running, RuntimeMetrics};
-use prometheus_client::registry::Registry;
+use phoenix_pve::{ConfigUpdate, GuestKind, GuestRef, PveClient, RetryPolicy};
+use phoenix_runtime::Running;
 use serde_json::{Map, Value, json};
 
-const WAIT: Duration = Duration::from_secs(40);
+mod support;
+use support::*;
 
-fn pve(config: PveConfig) -> PveClient {
-    PveClient::new(config, &mut Registry::default()).expect("PVE client")
-}
-
-/// The controller in-process, with a short resync and fast retries.
+/// The controller in-process ([`options`] with the production inventory settings).
 fn start(client: Client, pve: PveClient) -> Running {
-    let mut manager = Manager::new(client, RuntimeMetrics::unregistered());
-    manager.add(phoenix_guest::controller(
-        pve,
-        GuestOptions {
-            resync: Some(Duration::from_secs(1)),
-            leader: None,
-            concurrency: 4,
-            backoff: BackoffConfig {
-                min: Duration::from_millis(200),
-                max: Duration::from_secs(1),
-                reset_after: Duration::from_secs(10),
-            },
-            task_poll: Duration::from_millis(200),
-            ..GuestOptions::default()
-        },
-    ));
-    manager.spawn()
+    let options = GuestOptions {
+        inventory: GuestOptions::default().inventory,
+        ..options(4)
+    };
+    start_with(client, pve, options)
 }
 
 fn guest_yaml(fake: &FakePve, name: &str, vmid: Option<u32>, extra: &str) -> Object {
@@ -58,44 +39,6 @@ fn guest_yaml(fake: &FakePve, name: &str, vmid: Option<u32>, extra: &str) -> Obj
     decode::decode_str("test", &yaml)
         .unwrap_or_else(|e| panic!("{e}"))
         .remove(0)
-}
-
-async fn get(client: &Client, name: &str) -> Option<Guest> {
-    match client.get(Kind::Guest, name).await {
-        Ok(o) => Some(Guest::try_from(o).expect("a Guest")),
-        Err(ClientError::NotFound(_)) => None,
-        Err(e) => panic!("get {name}: {e}"),
-    }
-}
-
-fn ready(g: &Guest) -> Option<(ConditionStatus, String, String)> {
-    let s = g.status.as_ref()?;
-    find_condition(&s.conditions, READY).map(|c| (c.status, c.reason.clone(), c.message.clone()))
-}
-
-fn ready_at_generation(g: &Guest) -> bool {
-    ready(g).is_some_and(|(s, _, _)| s == ConditionStatus::True)
-        && g.status.as_ref().and_then(|s| s.observed_generation) == g.metadata.generation
-}
-
-async fn wait_guest(
-    client: &Client,
-    name: &str,
-    what: &str,
-    pred: impl Fn(Option<&Guest>) -> bool,
-) -> Option<Guest> {
-    let start = Instant::now();
-    loop {
-        let g = get(client, name).await;
-        if pred(g.as_ref()) {
-            return g;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "{name}: not {what} after {WAIT:?}; last: {g:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Waits until PVE's config of `vmid` (read through the API) satisfies `pred`.
