@@ -526,7 +526,7 @@ impl KindCache {
         let mut relist = false;
         let mut delay = Duration::from_millis(200);
         loop {
-            let revision = match self.list_all(&store, &prefix).await {
+            let revision = match list_at(&store, &prefix, None).await {
                 Ok((objects, revision)) => {
                     self.reset(objects, revision, relist);
                     relist = true;
@@ -584,14 +584,6 @@ impl KindCache {
             }
         }
     }
-
-    async fn list_all(
-        &self,
-        store: &Arc<dyn Store>,
-        prefix: &[u8],
-    ) -> Result<(BTreeMap<String, Arc<Entry>>, i64), StoreError> {
-        list_at(store, prefix, None).await
-    }
 }
 
 /// Every object under `prefix` at `revision` (`None`: the current one), and that revision.
@@ -600,31 +592,29 @@ async fn list_at(
     prefix: &[u8],
     revision: Option<i64>,
 ) -> Result<(BTreeMap<String, Arc<Entry>>, i64), StoreError> {
-    {
-        let mut objects = BTreeMap::new();
-        let mut opts = RangeOptions {
-            limit: 1000,
-            revision,
-            ..RangeOptions::default()
-        };
-        loop {
-            let page = store.range(prefix, opts.clone()).await?;
-            opts.revision = Some(page.revision);
-            for kv in &page.kvs {
-                match Entry::from_stored(&kv.value, kv.mod_revision) {
-                    Ok(e) => {
-                        objects.insert(e.name.clone(), Arc::new(e));
-                    }
-                    Err(e) => {
-                        tracing::error!(key = %String::from_utf8_lossy(&kv.key), error = %e, "corrupt object in the store; skipped")
-                    }
+    let mut objects = BTreeMap::new();
+    let mut opts = RangeOptions {
+        limit: 1000,
+        revision,
+        ..RangeOptions::default()
+    };
+    loop {
+        let page = store.range(prefix, opts.clone()).await?;
+        opts.revision = Some(page.revision);
+        for kv in &page.kvs {
+            match Entry::from_stored(&kv.value, kv.mod_revision) {
+                Ok(e) => {
+                    objects.insert(e.name.clone(), Arc::new(e));
+                }
+                Err(e) => {
+                    tracing::error!(key = %String::from_utf8_lossy(&kv.key), error = %e, "corrupt object in the store; skipped")
                 }
             }
-            if !page.more {
-                return Ok((objects, page.revision));
-            }
-            opts.start_after = page.kvs.last().map(|kv| kv.key.clone());
         }
+        if !page.more {
+            return Ok((objects, page.revision));
+        }
+        opts.start_after = page.kvs.last().map(|kv| kv.key.clone());
     }
 }
 
