@@ -6,12 +6,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use phoenix_api::kinds::common::Scheme;
 use phoenix_nginx::{
-    BackendDirectory, ConfigTree, GatewayInput, Listen, MeshEntry, RenderError, RenderOptions,
-    ResolveError, TlsCertificate, UpstreamHost, render,
+    BackendDirectory, ConfigTree, GatewayInput, Listen, RenderError, RenderOptions, ResolveError,
+    TlsCertificate, render,
 };
-use support::{gateway, seeds_gateway};
+use support::{estate, gateway, seeds_gateway};
 
 /// Fixed PEM blocks (not real keys), so snapshots and hashes are stable; one per `name`.
 fn dummy_cert(name: &str) -> TlsCertificate {
@@ -33,21 +32,6 @@ fn certs_for(hosts: &[&str]) -> BTreeMap<String, TlsCertificate> {
         .iter()
         .map(|h| (h.to_string(), dummy_cert(h)))
         .collect()
-}
-
-/// The estate's directory: portainer (LXC, 10.0.0.101) and the Traefik mesh (LXC 102).
-fn estate() -> BackendDirectory {
-    BackendDirectory {
-        guests: BTreeMap::from([("portainer".into(), "10.0.0.101".parse().unwrap())]),
-        meshes: BTreeMap::from([(
-            "internal".into(),
-            MeshEntry {
-                scheme: Scheme::Http,
-                host: UpstreamHost::Ip("10.0.0.12".parse().unwrap()),
-                port: 80,
-            },
-        )]),
-    }
 }
 
 fn render_spec(

@@ -6,14 +6,12 @@
 
 mod support;
 
+use support::estate;
+
 use std::collections::BTreeMap;
 
-use phoenix_api::kinds::common::Scheme;
 use phoenix_api::{GatewaySpec, Object};
-use phoenix_nginx::{
-    BackendDirectory, GatewayInput, MeshEntry, RenderError, RenderOptions, TlsCertificate,
-    UpstreamHost, render,
-};
+use phoenix_nginx::{GatewayInput, RenderError, RenderOptions, TlsCertificate, render};
 
 /// Attempts embedded into otherwise valid values.
 const ATTACKS: &[(&str, &str)] = &[
@@ -238,20 +236,6 @@ spec:
     object
 }
 
-fn directory() -> BackendDirectory {
-    BackendDirectory {
-        guests: BTreeMap::from([("portainer".into(), "10.0.0.101".parse().unwrap())]),
-        meshes: BTreeMap::from([(
-            "internal".into(),
-            MeshEntry {
-                scheme: Scheme::Http,
-                host: UpstreamHost::Ip("10.0.0.12".parse().unwrap()),
-                port: 80,
-            },
-        )]),
-    }
-}
-
 fn spec_of(o: &Object) -> &GatewaySpec {
     match o {
         Object::Gateway(g) => &g.spec,
@@ -271,7 +255,7 @@ fn render_unvalidated(spec: &GatewaySpec) -> Result<phoenix_nginx::ConfigTree, R
     let options = RenderOptions::from_spec(spec)?;
     render(&GatewayInput {
         spec,
-        backends: &directory(),
+        backends: &estate(),
         certificates: &BTreeMap::<String, TlsCertificate>::new(),
         options: &options,
     })
@@ -386,7 +370,7 @@ fn nothing_outside_the_tree_is_referenced_by_route_values() {
     )]);
     let tree = render(&GatewayInput {
         spec: &spec,
-        backends: &directory(),
+        backends: &estate(),
         certificates: &certs,
         options: &options,
     })

@@ -48,6 +48,21 @@ pub fn seeds_gateway() -> GatewaySpec {
 }
 
 /// The nginx binary, or a failure that says how to install it.
+/// The estate's directory: portainer (LXC, 10.0.0.101) and the Traefik mesh (LXC 102).
+pub fn estate() -> BackendDirectory {
+    BackendDirectory {
+        guests: BTreeMap::from([("portainer".into(), "10.0.0.101".parse().unwrap())]),
+        meshes: BTreeMap::from([(
+            "internal".into(),
+            phoenix_nginx::MeshEntry {
+                scheme: phoenix_api::kinds::common::Scheme::Http,
+                host: phoenix_nginx::UpstreamHost::Ip("10.0.0.12".parse().unwrap()),
+                port: 80,
+            },
+        )]),
+    }
+}
+
 pub fn nginx_binary() -> PathBuf {
     for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
         if Path::new(p).exists() {
