@@ -5,7 +5,7 @@
 //! Needs nginx (hack/install-deps.sh) and the binaries (`cargo build -p phoenix-apiserver -p
 //! phoenixctl`).
 
-#[path = "../../nginx/tests/support/mod.rs"]
+#[path = "../../../drivers/nginx/tests/support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};

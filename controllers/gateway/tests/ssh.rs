@@ -5,7 +5,7 @@
 //!
 //! Needs `sshd` and `ssh-keygen` (Debian's openssh-server; hack/install-deps.sh) and nginx.
 
-#[path = "../../nginx/tests/support/mod.rs"]
+#[path = "../../../drivers/nginx/tests/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;

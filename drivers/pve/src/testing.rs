@@ -144,7 +144,7 @@ impl std::fmt::Debug for FakePve {
     }
 }
 
-/// The repository root (this crate is `controllers/pve`).
+/// The repository root (this crate is `drivers/pve`).
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..")
 }
