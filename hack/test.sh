@@ -12,8 +12,15 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== layering (ADR 0016): the API server depends on no controller, driver or runtime"
+if cargo tree --locked -p phoenix-apiserver -e normal --prefix none \
+  | grep -E '^phoenix-(runtime|guest|gateway|pve|nginx|ssh) '; then
+  echo "phoenix-apiserver must not depend on the crates above (compose them in phoenix/)" >&2
+  exit 1
+fi
+
 echo "== cargo build (the binaries the end-to-end tests run)"
-cargo build --locked -p phoenix-apiserver -p phoenixctl
+cargo build --locked -p phoenix -p phoenixctl
 
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast

@@ -148,7 +148,7 @@ impl Metrics {
     ) -> (&'static str, String) {
         let mut all = vec![&self.registry];
         all.extend(extra);
-        phoenix_runtime::metrics::exposition(&all, accept)
+        phoenix_metrics::exposition(&all, accept)
     }
 }
 

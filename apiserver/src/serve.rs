@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use phoenix_api::client::{ClientConfig, Context, default_config_path};
 use phoenix_api::proto::phoenix_server::PhoenixServer;
-use phoenix_runtime::RuntimeMetrics;
 use phoenix_store::Store;
 use phoenix_store::embedded::{EmbeddedConfig, EmbeddedStore};
 use phoenix_store::etcd::{EtcdConfig, EtcdStore};
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::StreamExt as _;
@@ -48,15 +48,6 @@ pub struct ServeArgs {
     /// Do not write ~/.config/phoenix/config.yaml even when it does not exist.
     #[arg(long)]
     pub no_user_config: bool,
-    /// Serve the API only; host no controllers (run them with `phoenix controller`).
-    #[arg(long)]
-    pub no_controllers: bool,
-    /// The Proxmox VE provider (guest controller).
-    #[command(flatten)]
-    pub pve: crate::provider::PveArgs,
-    /// Gateway controller settings.
-    #[command(flatten)]
-    pub gateway: crate::gateway::GatewayArgs,
 }
 
 /// The data directory to use.
@@ -81,13 +72,6 @@ pub struct Running {
     pub admin_config: PathBuf,
     /// The admin client context (for controllers hosted in this process).
     pub admin_context: Context,
-    /// Controller metrics, served on this server's `/metrics`.
-    pub runtime_metrics: Arc<RuntimeMetrics>,
-    /// The Proxmox VE client of the `--pve-*` flags (its `pve_*` metrics are served on this
-    /// server's `/metrics`); `None` without `--pve-endpoint`.
-    pub pve: Option<phoenix_pve::PveClient>,
-    /// Gateway controller metrics, served on this server's `/metrics`.
-    pub gateway_metrics: phoenix_gateway::GatewayMetrics,
     shutdown: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -121,6 +105,15 @@ impl Running {
 
 /// Starts the server; returns once it accepts connections.
 pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
+    start_with_metrics(args, None).await
+}
+
+/// [`start`], with the metrics of whatever else runs in this process (e.g. hosted
+/// controllers) served on `/metrics` after the server's own.
+pub async fn start_with_metrics(
+    args: ServeArgs,
+    extra: Option<Registry>,
+) -> anyhow::Result<Running> {
     let dir = data_dir(args.data_dir.as_deref());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     {
@@ -130,9 +123,6 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     }
     let event_ttl = phoenix_api::duration::parse_duration(&args.event_ttl)
         .map_err(|e| anyhow::anyhow!("--event-ttl {:?} {e}", args.event_ttl))?;
-    // The PVE client first: bad provider flags fail before anything is opened.
-    let mut runtime_registry = prometheus_client::registry::Registry::default();
-    let pve = args.pve.client(&mut runtime_registry)?;
 
     let store: Arc<dyn Store> = if args.etcd_endpoints.is_empty() {
         let path = dir.join("store");
@@ -184,9 +174,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
-    let runtime_metrics = RuntimeMetrics::register(&mut runtime_registry);
-    let gateway_metrics = phoenix_gateway::GatewayMetrics::new(&mut runtime_registry);
-    let router = crate::http::router(metrics, cache, Some(Arc::new(runtime_registry)));
+    let router = crate::http::router(metrics, cache, extra.map(Arc::new));
     let http_task = tokio::spawn(async move {
         let r = axum::serve(http, router)
             .with_graceful_shutdown(async {
@@ -255,9 +243,6 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         http_addr,
         admin_config,
         admin_context,
-        runtime_metrics,
-        pve,
-        gateway_metrics,
         shutdown: Some(shutdown_tx),
         done,
     })

@@ -18,9 +18,6 @@ fn args(dir: &std::path::Path) -> ServeArgs {
         tls_san: vec![],
         event_ttl: "1h".into(),
         no_user_config: true,
-        no_controllers: true,
-        pve: Default::default(),
-        gateway: Default::default(),
     }
 }
 

@@ -44,7 +44,7 @@ pub fn binary(name: &str, env_var: &str, package: &str) -> PathBuf {
 
 /// The `phoenix` server binary.
 pub fn phoenix_bin() -> PathBuf {
-    binary("phoenix", "PHOENIX_BIN", "phoenix-apiserver")
+    binary("phoenix", "PHOENIX_BIN", "phoenix")
 }
 
 /// The `phoenixctl` binary.

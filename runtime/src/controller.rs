@@ -21,6 +21,7 @@ use crate::events::Recorder;
 use crate::finalizer::{self, Edited};
 use crate::leader::{self, LeaderConfig, LeaderError};
 use crate::manager::Shared;
+use crate::options::ControllerOptions;
 use crate::runner::{Fingerprint, Outcome, Runner, Stopped, Trigger};
 use crate::shutdown::{Phase, Shutdown};
 use crate::status;
@@ -297,6 +298,26 @@ impl<R: Reconciler> Controller<R> {
     pub fn leader(mut self, leader: Option<LeaderConfig>) -> Self {
         self.config.leader = leader;
         self
+    }
+
+    /// Applies the host's common overrides (flags `--<controller>-resync`, ...); what they do
+    /// not set keeps this controller's value. A resync of zero turns resync off.
+    pub fn options(mut self, options: &ControllerOptions) -> Self {
+        if let Some(every) = options.resync {
+            self.config.resync = (!every.is_zero()).then_some(every);
+        }
+        if let Some(n) = options.concurrency {
+            self.config.concurrency = n.max(1);
+        }
+        if let (Some(ttl), Some(leader)) = (options.leader_ttl, self.config.leader.take()) {
+            self.config.leader = Some(leader.with_ttl(ttl));
+        }
+        self
+    }
+
+    /// The settings this controller runs with.
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
     }
 
     /// Grace period for running reconciles on shutdown.

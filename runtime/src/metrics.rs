@@ -209,63 +209,7 @@ pub struct QueueMetrics {
     pub retries: Counter,
 }
 
-/// Content type of the OpenMetrics text format.
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// Content type of the classic Prometheus text format.
-pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Encodes `registries` for a scrape: OpenMetrics when the `Accept` header asks for it (as
-/// Prometheus does), else the classic text format, which `promtool check metrics` and older
-/// scrapers read (there a counter's HELP/TYPE carry its `_total` name and `# EOF` is gone).
-pub fn exposition(registries: &[&Registry], accept: Option<&str>) -> (&'static str, String) {
-    use prometheus_client::encoding::text::{encode_eof, encode_registry};
-    let mut out = String::new();
-    for r in registries {
-        encode_registry(&mut out, r).expect("encoding to a String cannot fail");
-    }
-    if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
-        encode_eof(&mut out).expect("encoding to a String cannot fail");
-        return (OPENMETRICS_CONTENT_TYPE, out);
-    }
-    (TEXT_CONTENT_TYPE, openmetrics_to_text(&out))
-}
-
-/// Rewrites OpenMetrics counter metadata to the classic text format's naming.
-fn openmetrics_to_text(om: &str) -> String {
-    let counters: std::collections::HashSet<&str> = om
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|rest| rest.strip_suffix(" counter"))
-        .filter(|name| !name.ends_with("_total"))
-        .collect();
-    let mut out = String::with_capacity(om.len() + counters.len() * 16);
-    for line in om.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE ", "# UNIT "]
-            .into_iter()
-            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
-        if let Some((prefix, rest)) = meta {
-            let name = rest.split(' ').next().unwrap_or_default();
-            if prefix == "# UNIT " {
-                continue;
-            }
-            if counters.contains(name) {
-                out.push_str(prefix);
-                out.push_str(name);
-                out.push_str("_total");
-                out.push_str(&rest[name.len()..]);
-                out.push('\n');
-                continue;
-            }
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
+pub use phoenix_metrics::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, exposition};
 
 #[cfg(test)]
 mod tests {

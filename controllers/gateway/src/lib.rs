@@ -24,8 +24,6 @@ pub mod settings;
 pub mod ssh;
 pub mod targets;
 
-use std::time::Duration;
-
 use phoenix_api::kinds::secret::Secret;
 use phoenix_api::kinds::{Guest, Mesh};
 pub use phoenix_nginx::GatewayMetrics;
@@ -38,15 +36,12 @@ pub use ssh::SshSettings;
 /// The controller's name (lease, metrics label, event source, `--only`).
 pub const NAME: &str = "gateway";
 
-/// Settings of the Gateway controller.
+/// Settings of the Gateway controller that other controllers do not have. Resync (default
+/// 5 min: repairs hand-edited trees), concurrency (2) and leader election (lease `gateway`,
+/// or `gateway-local` with [`Settings::local`]) are the runtime's common ones: set them on
+/// the returned [`Controller`] (or with [`Controller::options`]).
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
-    /// Reconcile every Gateway this often (repairs hand-edited trees); default 5 min.
-    pub resync: Option<Duration>,
-    /// Leader election; default on with the lease `gateway`.
-    pub leader: Option<LeaderConfig>,
-    /// Reconciles at once; default 2.
-    pub concurrency: usize,
     /// Operator overrides (paths, listen).
     pub settings: Settings,
     /// SSH target settings.
@@ -59,9 +54,6 @@ impl Default for GatewayOptions {
     /// Defaults, with metrics on a registry nobody exports.
     fn default() -> Self {
         GatewayOptions {
-            resync: Some(Duration::from_secs(300)),
-            leader: Some(LeaderConfig::new(NAME)),
-            concurrency: 2,
             settings: Settings::default(),
             ssh: SshSettings::default(),
             metrics: GatewayMetrics::new(&mut prometheus_client::registry::Registry::default()),
@@ -72,13 +64,13 @@ impl Default for GatewayOptions {
 /// The Gateway controller, ready for a [`phoenix_runtime::Manager`]. It watches Guests,
 /// Meshes and Secrets to reconcile the Gateways that use them.
 pub fn controller(options: GatewayOptions) -> Controller<GatewayReconciler> {
+    let lease = options.settings.lease_name();
     Controller::new(
         NAME,
         GatewayReconciler::new(options.settings, options.ssh, options.metrics),
     )
-    .resync(options.resync)
-    .leader(options.leader)
-    .concurrency(options.concurrency)
+    .leader(Some(LeaderConfig::new(lease)))
+    .concurrency(2)
     .watches::<Guest>(|g, gateways| backends::gateways_for_guest(&g.metadata.name, gateways))
     .watches::<Mesh>(|m, gateways| backends::gateways_for_mesh(&m.metadata.name, gateways))
     .watches::<Secret>(|s, gateways| {

@@ -2,7 +2,7 @@
 //! Gateway and its Secret, a real nginx (started by the test on the tree the controller
 //! installed) serves real HTTP(S) to backends on 127.0.0.x with random ports.
 //!
-//! Needs nginx (hack/install-deps.sh) and the binaries (`cargo build -p phoenix-apiserver -p
+//! Needs nginx (hack/install-deps.sh) and the binaries (`cargo build -p phoenix -p
 //! phoenixctl`).
 
 #[path = "../../../drivers/nginx/tests/support/mod.rs"]

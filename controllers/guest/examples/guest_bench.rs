@@ -86,16 +86,18 @@ async fn phoenix(args: &Args) -> (Duration, f64, f64, f64) {
     let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
     let client = server.client().await;
     let mut manager = Manager::new(server.client().await, RuntimeMetrics::unregistered());
-    manager.add(phoenix_guest::controller(
-        pve(&fake),
-        GuestOptions {
-            resync: Some(args.resync),
-            leader: None,
-            backoff: BackoffConfig::RECONCILE,
-            inventory: InventoryOptions::default(),
-            ..GuestOptions::default()
-        },
-    ));
+    manager.add(
+        phoenix_guest::controller(
+            pve(&fake),
+            GuestOptions {
+                backoff: BackoffConfig::RECONCILE,
+                inventory: InventoryOptions::default(),
+                ..GuestOptions::default()
+            },
+        )
+        .resync(Some(args.resync))
+        .leader(None),
+    );
     let running = manager.spawn();
     let objects: Vec<Object> = (0..args.guests)
         .map(|i| {

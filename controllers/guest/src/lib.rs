@@ -46,8 +46,8 @@ pub mod vmid;
 use std::time::Duration;
 
 use phoenix_pve::PveClient;
+use phoenix_runtime::Controller;
 use phoenix_runtime::backoff::BackoffConfig;
-use phoenix_runtime::{Controller, LeaderConfig};
 
 pub use inventory::InventoryOptions;
 pub use reconciler::GuestReconciler;
@@ -66,15 +66,12 @@ pub const ADOPT_ANNOTATION: &str = "guest.phoenix.thinkheads.ai/adopt";
 /// Condition type: `True` while changes wait for the guest's next start (PVE `/pending`).
 pub const PENDING_RESTART: &str = "PendingRestart";
 
-/// Settings of the Guest controller.
+/// Settings of the Guest controller that other controllers do not have. Resync (default
+/// 5 min: drift detection), concurrency (4) and leader election (lease `guest`) are the
+/// runtime's common ones: set them on the returned [`Controller`] (or with
+/// [`Controller::options`]).
 #[derive(Debug, Clone)]
 pub struct GuestOptions {
-    /// Reconcile every Guest this often (drift detection); default 5 min.
-    pub resync: Option<Duration>,
-    /// Leader election; default on with the lease `guest`.
-    pub leader: Option<LeaderConfig>,
-    /// Reconciles at once; default 4.
-    pub concurrency: usize,
     /// Backoff of failing Guests; default the runtime's.
     pub backoff: BackoffConfig,
     /// How often a running task is looked at again; default 1 s.
@@ -86,9 +83,6 @@ pub struct GuestOptions {
 impl Default for GuestOptions {
     fn default() -> Self {
         GuestOptions {
-            resync: Some(Duration::from_secs(300)),
-            leader: Some(LeaderConfig::new(NAME)),
-            concurrency: 4,
             backoff: BackoffConfig::RECONCILE,
             task_poll: Duration::from_secs(1),
             inventory: InventoryOptions::default(),
@@ -103,8 +97,5 @@ pub fn controller(pve: PveClient, options: GuestOptions) -> Controller<GuestReco
         GuestReconciler::with_inventory(pve, options.task_poll, options.inventory),
     )
     .finalizer(FINALIZER)
-    .resync(options.resync)
-    .leader(options.leader)
-    .concurrency(options.concurrency)
     .backoff(options.backoff)
 }

@@ -3,7 +3,7 @@
 //! also with two controllers racing for them.
 //!
 //! Needs the fakepve venv (hack/install-deps.sh) and the `phoenix` binary
-//! (`cargo build -p phoenix-apiserver`).
+//! (`cargo build -p phoenix`).
 
 mod support;
 

@@ -3,7 +3,7 @@
 //! and PVE ran exactly one create task.
 //!
 //! Needs the fakepve venv (hack/install-deps.sh) and the `phoenix` binary
-//! (`cargo build -p phoenix-apiserver`).
+//! (`cargo build -p phoenix`).
 
 mod support;
 

@@ -4,7 +4,7 @@
 //! config lock is reported and then converges.
 //!
 //! Needs the fakepve venv (hack/install-deps.sh) and the `phoenix` binary
-//! (`cargo build -p phoenix-apiserver`).
+//! (`cargo build -p phoenix`).
 
 use std::time::{Duration, Instant};
 
@@ -24,9 +24,9 @@ use support::*;
 fn start(client: Client, pve: PveClient) -> Running {
     let options = GuestOptions {
         inventory: GuestOptions::default().inventory,
-        ..options(4)
+        ..options()
     };
-    start_with(client, pve, options)
+    start_with(client, pve, options, 4)
 }
 
 fn guest_yaml(fake: &FakePve, name: &str, vmid: Option<u32>, extra: &str) -> Object {

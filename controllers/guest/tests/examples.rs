@@ -4,7 +4,7 @@
 //! snapshot, a VM with SSH keys, and adoption of a guest left by `deletionPolicy: Retain`.
 //!
 //! Needs the fakepve venv (hack/install-deps.sh) and the `phoenix` binary
-//! (`cargo build -p phoenix-apiserver`).
+//! (`cargo build -p phoenix`).
 
 mod support;
 

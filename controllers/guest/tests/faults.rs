@@ -3,7 +3,7 @@
 //! one guest per vmid. A guest migrated to another node is followed, not recreated.
 //!
 //! Needs the fakepve venv (hack/install-deps.sh) and the `phoenix` binary
-//! (`cargo build -p phoenix-apiserver`).
+//! (`cargo build -p phoenix`).
 
 mod support;
 

@@ -2,7 +2,7 @@
 //! reaches Ready and exists in fakepve), and not started without them (one log line says so).
 //!
 //! Needs the fakepve venv (hack/install-deps.sh) and the `phoenix` binary
-//! (`cargo build -p phoenix-apiserver`).
+//! (`cargo build -p phoenix`).
 
 use std::time::{Duration, Instant};
 

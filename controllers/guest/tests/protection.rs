@@ -5,7 +5,7 @@
 //! goes away. Every assertion about PVE reads PVE's API.
 //!
 //! Needs the fakepve venv (hack/install-deps.sh) and the `phoenix` binary
-//! (`cargo build -p phoenix-apiserver`).
+//! (`cargo build -p phoenix`).
 
 mod support;
 

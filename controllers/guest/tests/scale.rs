@@ -4,7 +4,7 @@
 //! outside Phoenix is the only one read again.
 //!
 //! Needs the fakepve venv (hack/install-deps.sh) and the `phoenix` binary
-//! (`cargo build -p phoenix-apiserver`).
+//! (`cargo build -p phoenix`).
 
 mod support;
 
@@ -46,7 +46,7 @@ async fn fifty_guests_at_once_on_one_node_and_storage_converge_with_no_failed_ta
     let client = server.client().await;
     let api = pve(fake.config());
     // The client's default limits; more reconciles at once than storage slots.
-    let ctl = start_with(server.client().await, pve(fake.config()), options(16));
+    let ctl = start_with(server.client().await, pve(fake.config()), options(), 16);
     let objects: Vec<Object> = (0..GUESTS)
         .map(|i| {
             guest_yaml(

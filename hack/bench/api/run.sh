@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release --quiet -p phoenix-apiserver -p phoenixctl -p phoenix-e2e --bin phoenix \
+cargo build --release --quiet -p phoenix -p phoenixctl -p phoenix-e2e --bin phoenix \
   --bin phoenixctl --bin api-bench
 export PHOENIX_BIN="$CARGO_TARGET_DIR/release/phoenix"
 export PHOENIXCTL_BIN="$CARGO_TARGET_DIR/release/phoenixctl"

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../../.."
 hack/install-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 # The benchmark starts `phoenix serve` (the release binary) and fakepve.
-cargo build --release --quiet -p phoenix-apiserver --bin phoenix
+cargo build --release --quiet -p phoenix --bin phoenix
 cargo build --release --quiet -p phoenix-guest --example guest_bench
 export PHOENIX_BIN="$CARGO_TARGET_DIR/release/phoenix"
 

@@ -42,13 +42,10 @@ pub fn short_lock_retries(mut config: PveConfig) -> PveConfig {
     config
 }
 
-/// Test settings: short resync, fast retries, no leader election; the shared inventory as in
-/// production (an unchanged, Ready guest is not read again within the hour).
-pub fn options(concurrency: usize) -> GuestOptions {
+/// Test settings: fast retries and task polls; the shared inventory as in production (an
+/// unchanged, Ready guest is not read again within the hour).
+pub fn options() -> GuestOptions {
     GuestOptions {
-        resync: Some(Duration::from_secs(1)),
-        leader: None,
-        concurrency,
         backoff: BackoffConfig {
             min: Duration::from_millis(200),
             max: Duration::from_secs(1),
@@ -62,10 +59,21 @@ pub fn options(concurrency: usize) -> GuestOptions {
     }
 }
 
-/// The controller in-process.
-pub fn start_with(client: Client, pve: PveClient, options: GuestOptions) -> Running {
+/// The controller in-process: `concurrency` reconciles at once, a resync every second, no
+/// leader election.
+pub fn start_with(
+    client: Client,
+    pve: PveClient,
+    options: GuestOptions,
+    concurrency: usize,
+) -> Running {
     let mut manager = Manager::new(client, RuntimeMetrics::unregistered());
-    manager.add(phoenix_guest::controller(pve, options));
+    manager.add(
+        phoenix_guest::controller(pve, options)
+            .resync(Some(Duration::from_secs(1)))
+            .leader(None)
+            .concurrency(concurrency),
+    );
     manager.spawn()
 }
 
@@ -73,14 +81,15 @@ pub fn start_with(client: Client, pve: PveClient, options: GuestOptions) -> Runn
 /// full (`full_check` zero): feature tests change keys outside Phoenix that
 /// `/cluster/resources` does not show and expect them found at the next resync.
 pub fn start(client: Client, pve: PveClient, concurrency: usize) -> Running {
-    let mut o = options(concurrency);
+    let mut o = options();
     o.inventory.full_check = Duration::ZERO;
-    start_with(client, pve, o)
+    start_with(client, pve, o, concurrency)
 }
 
-/// The controller in-process with [`options`]`(4)`, the shared inventory as in production.
+/// The controller in-process with [`options`] and 4 reconciles at once, the shared inventory
+/// as in production.
 pub fn start_inventoried(client: Client, pve: PveClient) -> Running {
-    start_with(client, pve, options(4))
+    start_with(client, pve, options(), 4)
 }
 
 /// Objects decoded from YAML text.

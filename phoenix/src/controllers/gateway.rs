@@ -5,7 +5,10 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use phoenix_gateway::{Settings, SshSettings};
+use phoenix_gateway::{GatewayMetrics, GatewayOptions, Settings, SshSettings};
+use prometheus_client::registry::Registry;
+
+use crate::hosting::{Hosted, Prepared};
 
 /// `--gateway-*` flags.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -64,5 +67,21 @@ impl GatewayArgs {
         SshSettings {
             accept_any_host_key: self.gateway_ssh_accept_any_host_key,
         }
+    }
+}
+
+impl Hosted for GatewayArgs {
+    const NAME: &'static str = phoenix_gateway::NAME;
+
+    /// Delivery metrics (`phoenix_gateway_*`) go to `registry`.
+    fn prepare(&self, registry: &mut Registry) -> anyhow::Result<Prepared> {
+        let options = GatewayOptions {
+            settings: self.settings(),
+            ssh: self.ssh(),
+            metrics: GatewayMetrics::new(registry),
+        };
+        Ok(Prepared::ready(move |manager, common| {
+            manager.add(phoenix_gateway::controller(options).options(common));
+        }))
     }
 }

@@ -1,5 +1,5 @@
-//! The Proxmox VE provider flags of `phoenix serve` and `phoenix controller`, and the PVE
-//! client built from them. Without `--pve-endpoint` there is no client, and the controllers
+//! The guest controller's flags: the Proxmox VE provider flags of `phoenix serve` and
+//! `phoenix controller`, and the PVE client built from them. Without `--pve-endpoint` there is no client, and the controllers
 //! that need one (guest) are not started. Credentials come from files or from environment
 //! variables named by a flag, never from the command line itself, and are never logged.
 
@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use phoenix_pve::{BuildError, ConfigError, PveClient, PveSettings};
 use prometheus_client::registry::Registry;
+
+use crate::hosting::{Hosted, Prepared};
 
 /// `--pve-*` flags (the keys of `phoenix_pve::PveSettings`).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -95,6 +97,23 @@ impl PveArgs {
         }
         let config = self.settings().resolve()?;
         Ok(Some(PveClient::new(config, registry)?))
+    }
+}
+
+impl Hosted for PveArgs {
+    const NAME: &'static str = phoenix_guest::NAME;
+
+    /// The PVE client's `pve_*` metrics go to `registry`.
+    fn prepare(&self, registry: &mut Registry) -> anyhow::Result<Prepared> {
+        let Some(pve) = self.client(registry)? else {
+            return Ok(Prepared::Off("no --pve-endpoint given".into()));
+        };
+        Ok(Prepared::ready(move |manager, options| {
+            manager.add(
+                phoenix_guest::controller(pve, phoenix_guest::GuestOptions::default())
+                    .options(options),
+            );
+        }))
     }
 }
 

@@ -1,0 +1,259 @@
+//! `phoenix`: the Phoenix server binary. It composes the API server (`phoenix-apiserver`)
+//! and the controllers ([`controllers`]): `serve` runs both in one process, `apiserver` and
+//! `controller` each alone, `token` manages API tokens.
+
+#![forbid(unsafe_code)]
+
+mod controllers;
+mod hosting;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use phoenix_api::client::{Client, ClientConfig, config_path};
+use phoenix_apiserver::auth::{Role, Tokens};
+use phoenix_apiserver::serve::{self, ServeArgs};
+use phoenix_runtime::RuntimeMetrics;
+use prometheus_client::registry::Registry;
+
+use crate::controllers::ControllerFlags;
+
+/// Phoenix: a declarative control plane for Proxmox VE.
+#[derive(Debug, Parser)]
+#[command(name = "phoenix", version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API server (embedded store by default) and every controller this build has.
+    Serve(ServeCommand),
+    /// Run the API server only (as `serve --no-controllers`).
+    Apiserver(ServeArgs),
+    /// Run controllers against an API server (e.g. inside the gateway guest).
+    Controller(ControllerArgs),
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeCommand {
+    #[command(flatten)]
+    server: ServeArgs,
+    /// Serve the API only; host no controllers (run them with `phoenix controller`).
+    #[arg(long)]
+    no_controllers: bool,
+    #[command(flatten)]
+    controllers: ControllerFlags,
+}
+
+#[derive(Debug, clap::Args)]
+struct ControllerArgs {
+    /// Controllers to run (comma-separated); default: every one this build has.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// phoenixctl configuration file with the server, CA and token. Default:
+    /// $PHOENIXCONFIG, else ~/.config/phoenix/config.yaml.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Context in the configuration file (default: its current context).
+    #[arg(long)]
+    context: Option<String>,
+    /// Listen address for /metrics and /healthz.
+    #[arg(long, default_value = "127.0.0.1:7081")]
+    http_listen: std::net::SocketAddr,
+    #[command(flatten)]
+    controllers: ControllerFlags,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (shown once; stored hashed). A running server picks it up.
+    Create {
+        /// Data directory of the server.
+        #[arg(long, env = "PHOENIX_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// viewer (read; no Secret data), editor (write; no Secret data) or admin.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// A name for the token.
+        name: String,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Apiserver(args) => {
+            serve(ServeCommand {
+                server: args,
+                no_controllers: true,
+                controllers: ControllerFlags::default(),
+            })
+            .await
+        }
+        Command::Controller(args) => run_controllers(args).await,
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    data_dir,
+                    role,
+                    name,
+                },
+        } => {
+            let role: Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let dir = serve::data_dir(data_dir.as_deref());
+            let token = Tokens::new(&dir)
+                .create(&name, role)
+                .with_context(|| format!("creating a token in {}", dir.display()))?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+/// `phoenix serve`: the controllers are prepared first (wrong flags fail before anything is
+/// opened), then the server starts with their metrics on its `/metrics`, then they run
+/// against it.
+async fn serve(args: ServeCommand) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let controllers = if args.no_controllers {
+        Vec::new()
+    } else {
+        hosting::prepare(&args.controllers, controllers::NAMES, &mut registry)?
+    };
+    let metrics = RuntimeMetrics::register(&mut registry);
+    let mut running = serve::start_with_metrics(args.server, Some(registry)).await?;
+    let stop = running.take_shutdown();
+    let mut hosted = if controllers.is_empty() {
+        None
+    } else {
+        let client = Client::connect(&running.admin_context)
+            .await
+            .context("connecting the hosted controllers to this server")?;
+        Some(hosting::host(
+            client,
+            metrics,
+            controllers,
+            &args.controllers,
+        ))
+    };
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            // Controllers first (they need the API to finish), then the server.
+            if let Some(h) = hosted.as_mut() {
+                let _ = stop_controllers(h).await;
+            }
+            if let Some(stop) = stop {
+                let _ = stop.send(());
+            }
+            tokio::select! {
+                _ = running.wait() => {}
+                _ = shutdown_signal() => tracing::warn!("second signal: exiting now"),
+                _ = tokio::time::sleep(std::time::Duration::from_secs(20)) => tracing::warn!("shutdown took too long"),
+            }
+        }
+        _ = running.wait() => anyhow::bail!("the server stopped unexpectedly"),
+    }
+    Ok(())
+}
+
+/// Lets running reconciles finish and releases the leases; a second signal forces the stop.
+async fn stop_controllers(
+    hosted: &mut phoenix_runtime::Running,
+) -> Result<(), phoenix_runtime::ControllerError> {
+    hosted.request_stop();
+    tokio::select! {
+        r = hosted.wait() => {
+            if let Err(e) = &r {
+                tracing::warn!(error = %e, "controller error");
+            }
+            r
+        }
+        _ = shutdown_signal() => {
+            tracing::warn!("second signal: forcing");
+            hosted.request_stop();
+            hosted.wait().await
+        }
+    }
+}
+
+/// `phoenix controller`: the chosen controllers against a remote API server.
+async fn run_controllers(args: ControllerArgs) -> anyhow::Result<()> {
+    let selected = hosting::select(&args.only)?;
+    let mut registry = Registry::default();
+    let controllers = hosting::prepare(&args.controllers, &selected, &mut registry)?;
+    if controllers.is_empty() {
+        anyhow::bail!(
+            "no controllers to run: none of {} can run with these flags (see the log)",
+            selected.join(",")
+        );
+    }
+    let path = config_path(args.config.as_deref()).context(
+        "no client configuration: pass --config FILE or set PHOENIXCONFIG (phoenix serve writes <data-dir>/admin.yaml)",
+    )?;
+    let config = ClientConfig::load(&path)?;
+    let context = config.context(args.context.as_deref())?;
+    let client = Client::connect(context).await?;
+    let names: Vec<&str> = controllers.iter().map(|c| c.name).collect();
+    let metrics = RuntimeMetrics::register(&mut registry);
+    let (addr, http) = hosting::serve_metrics(args.http_listen, Arc::new(registry))
+        .await
+        .with_context(|| format!("listening on {}", args.http_listen))?;
+    eprintln!(
+        "phoenix controller: running {} against {}; metrics on http://{addr}/metrics",
+        names.join(","),
+        context.server
+    );
+    let mut hosted = hosting::host(client, metrics, controllers, &args.controllers);
+    let result = tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            stop_controllers(&mut hosted).await
+        }
+        r = hosted.wait() => r,
+    };
+    http.abort();
+    Ok(result?)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
