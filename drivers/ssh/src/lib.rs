@@ -19,8 +19,8 @@
 //!   every connect.
 //! - Private keys, uploaded contents and command lines are in no log, error or `Debug`
 //!   output; key errors name the Secret, not the key.
-//! - Connecting and commands are bounded by timeouts; nothing is retried, so no command
-//!   runs twice.
+//! - Connecting and commands are bounded by timeouts. A command is started at most once:
+//!   only a shared session found dead before the command started is reopened for it.
 //!
 //! What can fail: see [`CredentialsError`] (the Secret) and [`SshError`] (connection,
 //! host key, login, command, upload). Remote commands run in the user's login shell; the

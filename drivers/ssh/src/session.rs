@@ -74,7 +74,10 @@ pub enum SshError {
         /// Login user.
         user: String,
     },
-    /// Opening a channel, starting the command or sending its input failed.
+    /// Opening a channel for a command failed (the command did not start).
+    #[error("opening a channel: {0}")]
+    OpenChannel(#[source] russh::Error),
+    /// Starting the command or sending its input failed.
     #[error("running a command: {0}")]
     Channel(#[source] russh::Error),
     /// The server refused to start the command.
@@ -83,7 +86,7 @@ pub enum SshError {
     /// The connection ended before the command reported how it exited.
     #[error("the connection ended before the command exited")]
     ConnectionLost,
-    /// The command did not finish within its timeout (it was sent `SIGKILL`).
+    /// The command did not finish within its timeout (its process group was killed).
     #[error("the command did not finish within {after:?}")]
     ExecTimeout {
         /// The timeout.
@@ -301,10 +304,6 @@ impl Host {
 
     /// The shared session: the open one, else a new one ([`Host::connect`]). Callers using
     /// it at once share one connection.
-    ///
-    /// # Caveats
-    /// A session that dies while in use fails that use; the next call reconnects. Nothing is
-    /// retried, so a command is never run twice by this crate.
     pub async fn session(&self) -> Result<Arc<Session>, SshError> {
         let mut shared = self.shared.lock().await;
         if let Some(s) = shared.as_ref().filter(|s| !s.is_closed()) {
@@ -315,17 +314,38 @@ impl Host {
         Ok(s)
     }
 
+    /// Drops `dead` as the shared session, unless another one replaced it already.
+    async fn forget(&self, dead: &Arc<Session>) {
+        let mut shared = self.shared.lock().await;
+        if shared.as_ref().is_some_and(|s| Arc::ptr_eq(s, dead)) {
+            *shared = None;
+        }
+    }
+
     /// [`Session::exec`] on the shared session.
+    ///
+    /// # Caveats
+    /// When the shared session turns out dead before the command started
+    /// ([`SshError::OpenChannel`]), it is reopened and the command started once more. A
+    /// session that dies while the command runs fails it ([`SshError::ConnectionLost`]) and
+    /// is reopened by the next use: a command is never run twice by this crate.
     pub async fn exec(
         &self,
         command: &str,
         stdin: &[u8],
         timeout: Duration,
     ) -> Result<Output, SshError> {
-        self.session().await?.exec(command, stdin, timeout).await
+        let s = self.session().await?;
+        match s.exec(command, stdin, timeout).await {
+            Err(SshError::OpenChannel(_)) => {
+                self.forget(&s).await;
+                self.session().await?.exec(command, stdin, timeout).await
+            }
+            r => r,
+        }
     }
 
-    /// [`Session::upload`] on the shared session.
+    /// [`Session::upload`] on the shared session, reopened as for [`Host::exec`].
     pub async fn upload(
         &self,
         path: &str,
@@ -333,10 +353,17 @@ impl Host {
         mode: u32,
         timeout: Duration,
     ) -> Result<(), SshError> {
-        self.session()
-            .await?
-            .upload(path, contents, mode, timeout)
-            .await
+        let s = self.session().await?;
+        match s.upload(path, contents, mode, timeout).await {
+            Err(SshError::OpenChannel(_)) => {
+                self.forget(&s).await;
+                self.session()
+                    .await?
+                    .upload(path, contents, mode, timeout)
+                    .await
+            }
+            r => r,
+        }
     }
 
     /// Closes the shared session, if any; the next use reconnects.
@@ -417,15 +444,16 @@ impl Session {
     /// input, and collects its output until it exits.
     ///
     /// # Guarantees
-    /// A non-zero exit is not an error: see [`Output::status`].
+    /// A non-zero exit is not an error: see [`Output::status`]. On timeout the command's
+    /// process group (the command and what it started, unless they left the group) is killed
+    /// with `SIGKILL` before this returns, when the connection still works.
     ///
     /// # Caveats
-    /// On timeout the command is sent `SIGKILL` and its channel closed; servers that ignore
-    /// signal requests (OpenSSH before 8.1) leave it running. Output is held in memory.
+    /// Output is held in memory.
     ///
     /// # Errors
-    /// [`SshError::Channel`], [`SshError::ExecRefused`], [`SshError::ConnectionLost`],
-    /// [`SshError::ExecTimeout`].
+    /// [`SshError::OpenChannel`], [`SshError::Channel`], [`SshError::ExecRefused`],
+    /// [`SshError::ConnectionLost`], [`SshError::ExecTimeout`].
     pub async fn exec(
         &self,
         command: &str,
@@ -437,27 +465,55 @@ impl Session {
         let mut ch = tokio::time::timeout_at(deadline, self.handle.channel_open_session())
             .await
             .map_err(timed_out)?
-            .map_err(SshError::Channel)?;
+            .map_err(SshError::OpenChannel)?;
+        // sshd starts each command in a process group of its own (setsid); its leader, the
+        // login shell, says which, so a command past its timeout can be killed whole (OpenSSH
+        // refuses signal requests for root logins).
+        let announced = format!("printf '{GROUP_MARK}%s\\n' \"$$\" >&2\n{command}");
         let started = tokio::time::timeout_at(deadline, async {
-            ch.exec(true, command).await?;
+            ch.exec(true, announced).await?;
             if !stdin.is_empty() {
                 ch.data(stdin).await?;
             }
             ch.eof().await
         })
         .await;
+        let mut out = Output::default();
         let collected = match started {
-            Ok(Ok(())) => tokio::time::timeout_at(deadline, collect(&mut ch)).await,
+            Ok(Ok(())) => tokio::time::timeout_at(deadline, collect(&mut ch, &mut out)).await,
             Ok(Err(e)) => return Err(SshError::Channel(e)),
             Err(elapsed) => Err(elapsed),
         };
+        let group = take_group(&mut out.stderr);
         match collected {
-            Ok(out) => out,
+            Ok(r) => r.map(|()| out),
             Err(elapsed) => {
+                if let Some(group) = group {
+                    self.kill_group(group).await;
+                }
                 let _ = ch.signal(russh::Sig::KILL).await;
                 let _ = ch.close().await;
                 Err(timed_out(elapsed))
             }
+        }
+    }
+
+    /// Sends `SIGKILL` to process group `group` and waits (up to 10 s) for that to be done.
+    async fn kill_group(&self, group: u32) {
+        let kill = async {
+            let mut ch = self.handle.channel_open_session().await.ok()?;
+            ch.exec(true, format!("kill -9 -{group}")).await.ok()?;
+            ch.eof().await.ok()?;
+            while ch.wait().await.is_some() {}
+            Some(())
+        };
+        if tokio::time::timeout(Duration::from_secs(10), kill)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            tracing::warn!(group, "could not kill a remote command past its timeout");
         }
     }
 
@@ -523,9 +579,23 @@ impl Session {
     }
 }
 
-/// Reads the channel until it closes: output, then exit status or signal.
-async fn collect(ch: &mut russh::Channel<russh::client::Msg>) -> Result<Output, SshError> {
-    let mut out = Output::default();
+/// The first line of a command's stderr: its process group, which is not its output.
+const GROUP_MARK: &str = "phoenix-ssh-process-group:";
+
+/// The process group announced at the start of `stderr`, taken out of it.
+fn take_group(stderr: &mut Vec<u8>) -> Option<u32> {
+    let rest = stderr.strip_prefix(GROUP_MARK.as_bytes())?;
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    let group = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    stderr.drain(..GROUP_MARK.len() + end + 1);
+    Some(group)
+}
+
+/// Reads the channel into `out` until it closes: output, then exit status or signal.
+async fn collect(
+    ch: &mut russh::Channel<russh::client::Msg>,
+    out: &mut Output,
+) -> Result<(), SshError> {
     let mut exited = false;
     while let Some(msg) = ch.wait().await {
         match msg {
@@ -547,7 +617,7 @@ async fn collect(ch: &mut russh::Channel<russh::client::Msg>) -> Result<Output, 
         }
     }
     if exited {
-        Ok(out)
+        Ok(())
     } else {
         Err(SshError::ConnectionLost)
     }
@@ -556,6 +626,18 @@ async fn collect(ch: &mut russh::Channel<russh::client::Msg>) -> Result<Output, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_announced_process_group_is_not_part_of_stderr() {
+        let mut stderr = format!("{GROUP_MARK}4242\nwarning: x\n").into_bytes();
+        assert_eq!(take_group(&mut stderr), Some(4242));
+        assert_eq!(stderr, b"warning: x\n");
+        let mut plain = b"no mark\n".to_vec();
+        assert_eq!(take_group(&mut plain), None);
+        assert_eq!(plain, b"no mark\n");
+        let mut partial = format!("{GROUP_MARK}42").into_bytes();
+        assert_eq!(take_group(&mut partial), None);
+    }
 
     #[test]
     fn shell_quoting() {
