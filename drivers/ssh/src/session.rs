@@ -449,7 +449,9 @@ impl Session {
     /// with `SIGKILL` before this returns, when the connection still works.
     ///
     /// # Caveats
-    /// Output is held in memory.
+    /// Output is held in memory. The login shell must be POSIX (`$$`, `printf`); when a
+    /// start-up file of it writes to stderr first, the process group is not known and a
+    /// timeout only closes the channel, leaving the command running.
     ///
     /// # Errors
     /// [`SshError::OpenChannel`], [`SshError::Channel`], [`SshError::ExecRefused`],
