@@ -1,5 +1,6 @@
 //! The `ssh` delivery target: the delivery steps of [`phoenix_nginx::NginxHost`] run on the
-//! gateway guest over SSH.
+//! gateway guest over SSH. The transport (credentials, host keys, commands) is
+//! [`phoenix_ssh`]; what is nginx's (the steps, `nginx -t`, swap, reload) is here.
 
 use std::fmt;
 use std::time::{Duration, Instant};
