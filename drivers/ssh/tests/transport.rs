@@ -19,9 +19,17 @@ const T: Duration = Duration::from_secs(20);
 fn sshd() -> &'static Sshd {
     static SSHD: OnceLock<Sshd> = OnceLock::new();
     SSHD.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("phoenix-ssh-sshd-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        // A static is never dropped: the directories of earlier runs are removed here.
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        for e in std::fs::read_dir(&tmp).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("phoenix-ssh-sshd-")
+                && !std::path::Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let dir = tmp.join(format!("phoenix-ssh-sshd-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Sshd::start(&dir)
     })
