@@ -1,20 +1,20 @@
 //! The `ssh` delivery target: the delivery steps of [`phoenix_nginx::NginxHost`] run on the
-//! gateway guest over SSH.
+//! gateway guest over SSH. The transport (credentials, host keys, commands) is
+//! [`phoenix_ssh`]; what is nginx's (the steps, `nginx -t`, swap, reload) is here.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use phoenix_api::client::{Client, ClientError};
+use phoenix_api::client::Client;
 use phoenix_api::kinds::gateway::SshNginx;
-use phoenix_api::kinds::secret::SecretType;
-use phoenix_api::{Kind, Object};
 use phoenix_nginx::{
     ConfigTree, Delivery, DeliveryError, DeliveryReport, NginxHost, ReloadResult, RenderOptions,
     deliver_with,
 };
+use phoenix_ssh::{CredentialsError, Host, Output, Session, shell_quote as q};
 use sha2::{Digest, Sha256};
+
+pub use phoenix_ssh::Credentials;
 
 /// Operator-side SSH settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,194 +24,35 @@ pub struct SshSettings {
     pub accept_any_host_key: bool,
 }
 
-/// Why the SSH target could not be set up or used. Never carries key material.
+/// Why the SSH target could not be set up. Never carries key material.
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
-    /// The Secret named by `secretRef` does not exist (yet).
-    #[error("secretRef: Secret {0:?} not found")]
-    SecretMissing(String),
-    /// The Secret is not of type `ssh` or lacks a readable `ssh-privatekey`.
-    #[error("secretRef: Secret {secret:?} {reason}")]
-    SecretInvalid {
-        /// Secret name.
-        secret: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// Reading the Secret failed.
-    #[error("reading Secret {secret:?}: {source}")]
-    Api {
-        /// Secret name.
-        secret: String,
-        /// The error.
-        #[source]
-        source: Box<ClientError>,
-    },
+    /// The Secret named by `secretRef` is missing, unreadable, or holds no usable key.
+    #[error("secretRef: {0}")]
+    Credentials(#[from] CredentialsError),
     /// The Secret has no `known_hosts` and accepting any host key was not allowed.
     #[error(
         "secretRef: Secret {0:?} has no known_hosts; host keys are verified (add the gateway's host key, or run with --gateway-ssh-accept-any-host-key in test set-ups)"
     )]
     NoKnownHosts(String),
-    /// The private key could not be read.
-    #[error("secretRef: Secret {secret:?}: ssh-privatekey is not a usable private key: {reason}")]
-    BadKey {
-        /// Secret name.
-        secret: String,
-        /// Why (no key material).
-        reason: String,
-    },
-}
-
-/// The private key and known host keys from an `ssh` Secret. `Debug` shows no key.
-#[derive(Clone)]
-pub struct Credentials {
-    secret: String,
-    key: Arc<russh::keys::PrivateKey>,
-    /// `known_hosts` lines, when the Secret has them.
-    pub known_hosts: Option<String>,
-    fingerprint: String,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("private_key", &"<redacted>")
-            .field("known_hosts", &self.known_hosts.is_some())
-            .finish()
-    }
-}
-
-impl Credentials {
-    /// A digest of the credentials (changes when the Secret's content changes; reveals
-    /// nothing of it).
-    pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
-    }
 }
 
 /// Reads the credentials from Secret `name` (type `ssh`: `ssh-privatekey`, optionally
 /// `known_hosts`).
 pub async fn credentials(client: &Client, name: &str) -> Result<Credentials, SshError> {
-    let secret = match client.get(Kind::Secret, name).await {
-        Ok(Object::Secret(s)) => s,
-        Ok(_) | Err(ClientError::NotFound(_)) => return Err(SshError::SecretMissing(name.into())),
-        Err(source) => {
-            return Err(SshError::Api {
-                secret: name.into(),
-                source: Box::new(source),
-            });
-        }
-    };
-    let invalid = |reason: &str| SshError::SecretInvalid {
-        secret: name.into(),
-        reason: reason.into(),
-    };
-    if secret.type_ != SecretType::Ssh {
-        return Err(invalid("is not of type ssh"));
-    }
-    let read = |key: &str| -> Option<String> {
-        let raw = match secret.data.get(key) {
-            Some(v) => base64::engine::general_purpose::STANDARD
-                .decode(v.trim())
-                .ok()?,
-            None => secret.string_data.get(key)?.as_bytes().to_vec(),
-        };
-        String::from_utf8(raw).ok()
-    };
-    let private_key =
-        read("ssh-privatekey").ok_or_else(|| invalid("has no readable ssh-privatekey"))?;
-    Credentials::new(name, &private_key, read("known_hosts"))
+    Ok(Credentials::fetch(client, name).await?)
 }
 
-impl Credentials {
-    /// Credentials from Secret `secret`'s `ssh-privatekey` (OpenSSH or PEM, unencrypted) and
-    /// `known_hosts` lines (`HOST` for port 22 or `[HOST]:PORT`, then the key; hashed names
-    /// are not supported).
-    pub fn new(
-        secret: &str,
-        private_key: &str,
-        known_hosts: Option<String>,
-    ) -> Result<Credentials, SshError> {
-        let known_hosts = known_hosts.filter(|k| !k.trim().is_empty());
-        let key =
-            russh::keys::decode_secret_key(private_key, None).map_err(|e| SshError::BadKey {
-                secret: secret.into(),
-                reason: e.to_string(),
-            })?;
-        let mut h = Sha256::new();
-        h.update(private_key.as_bytes());
-        h.update([0]);
-        h.update(known_hosts.as_deref().unwrap_or("").as_bytes());
-        Ok(Credentials {
-            secret: secret.into(),
-            key: Arc::new(key),
-            known_hosts,
-            fingerprint: hex::encode(&h.finalize()[..8]),
-        })
-    }
-}
-
-/// Whether `line` of a `known_hosts` file names `host` (port 22) or `[host]:port`, and its key.
-fn known_key(line: &str, host: &str, port: u16) -> Option<russh::keys::PublicKey> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let patterns = parts.next()?;
-    let (kind, data) = (parts.next()?, parts.next()?);
-    let bracketed = format!("[{host}]:{port}");
-    let names = patterns
-        .split(',')
-        .any(|p| p == bracketed || (port == 22 && p == host));
-    if !names {
-        return None;
-    }
-    russh::keys::PublicKey::from_openssh(&format!("{kind} {data}")).ok()
-}
-
-struct HostKeyCheck {
-    host: String,
-    port: u16,
-    known_hosts: Option<String>,
-}
-
-impl russh::client::Handler for HostKeyCheck {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        server_public_key: &russh::keys::PublicKey,
-    ) -> Result<bool, Self::Error> {
-        let Some(known) = &self.known_hosts else {
-            tracing::warn!(host = %self.host, "accepting the SSH host key unverified (--gateway-ssh-accept-any-host-key)");
-            return Ok(true);
-        };
-        let ok = known
-            .lines()
-            .filter_map(|l| known_key(l, &self.host, self.port))
-            .any(|k| k.key_data() == server_public_key.key_data());
-        if !ok {
-            tracing::warn!(host = %self.host, port = self.port, "SSH host key not in known_hosts; refusing");
-        }
-        Ok(ok)
-    }
-}
-
-/// `s` quoted for a POSIX shell.
-fn q(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
+/// Commands other than `nginx -t` (staging, swap, reload, prune) end after this long.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+/// `nginx -t` ends after this long.
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// nginx on a remote host, reached over SSH: the steps of [`NginxHost`] as shell commands
 /// (POSIX `sh`, coreutils, `base64`, `find`, `sha256sum`) on that host. Each delivery opens one
 /// connection; host keys are checked against the Secret's `known_hosts`.
 pub struct SshTarget {
-    host: String,
-    port: u16,
-    user: String,
-    credentials: Credentials,
-    accept_any_host_key: bool,
+    ssh: Host,
     config_dir: String,
     nginx: String,
     pid_file: String,
@@ -223,9 +64,9 @@ pub struct SshTarget {
 impl fmt::Debug for SshTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SshTarget")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
+            .field("host", &self.ssh.host())
+            .field("port", &self.ssh.port())
+            .field("user", &self.ssh.user())
             .field("config_dir", &self.config_dir)
             .finish_non_exhaustive()
     }
@@ -241,20 +82,19 @@ impl SshTarget {
         options: &RenderOptions,
         settings: &SshSettings,
     ) -> Result<SshTarget, SshError> {
-        if credentials.known_hosts.is_none() && !settings.accept_any_host_key {
-            return Err(SshError::NoKnownHosts(credentials.secret.clone()));
-        }
+        let policy = credentials
+            .host_key_policy(settings.accept_any_host_key)
+            .map_err(|e| match e {
+                CredentialsError::NoKnownHosts(secret) => SshError::NoKnownHosts(secret),
+                e => SshError::Credentials(e),
+            })?;
         let r = &options.runtime;
         let pid_dir = std::path::Path::new(&r.pid_file)
             .parent()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "/".into());
         Ok(SshTarget {
-            host,
-            port: remote.port,
-            user: remote.user.clone(),
-            credentials,
-            accept_any_host_key: settings.accept_any_host_key,
+            ssh: Host::new(host, remote.port, remote.user.clone(), credentials, policy),
             config_dir: remote.config_dir.trim_end_matches('/').to_string(),
             nginx: remote.nginx_binary.clone(),
             pid_file: r.pid_file.clone(),
@@ -274,88 +114,45 @@ impl SshTarget {
             step,
             path: format!(
                 "ssh://{}@{}:{}{}",
-                self.user, self.host, self.port, self.config_dir
+                self.ssh.user(),
+                self.ssh.host(),
+                self.ssh.port(),
+                self.config_dir
             ),
             source: std::io::Error::other(e.to_string()),
         }
-    }
-
-    async fn connect(&self) -> Result<russh::client::Handle<HostKeyCheck>, DeliveryError> {
-        let config = Arc::new(russh::client::Config {
-            inactivity_timeout: Some(Duration::from_secs(300)),
-            ..Default::default()
-        });
-        let check = HostKeyCheck {
-            host: self.host.clone(),
-            port: self.port,
-            known_hosts: if self.accept_any_host_key {
-                self.credentials.known_hosts.clone()
-            } else {
-                Some(self.credentials.known_hosts.clone().unwrap_or_default())
-            },
-        };
-        let addr = (self.host.as_str(), self.port);
-        let mut handle = tokio::time::timeout(
-            Duration::from_secs(20),
-            russh::client::connect(config, addr, check),
-        )
-        .await
-        .map_err(|_| self.err("connect", "timed out"))?
-        .map_err(|e| self.err("connect", e))?;
-        let hash = handle
-            .best_supported_rsa_hash()
-            .await
-            .map_err(|e| self.err("authenticate", e))?
-            .flatten();
-        let auth = handle
-            .authenticate_publickey(
-                self.user.clone(),
-                russh::keys::PrivateKeyWithHashAlg::new(self.credentials.key.clone(), hash),
-            )
-            .await
-            .map_err(|e| self.err("authenticate", e))?;
-        if !auth.success() {
-            return Err(self.err(
-                "authenticate",
-                format!("the server refused the key for user {:?}", self.user),
-            ));
-        }
-        Ok(handle)
     }
 }
 
 #[async_trait::async_trait]
 impl Delivery for SshTarget {
-    /// [`deliver_with`] over one SSH connection; deliveries through one target run one at a
-    /// time.
+    /// [`deliver_with`] over one SSH connection of its own; deliveries through one target run
+    /// one at a time.
     async fn deliver(&self, tree: &ConfigTree) -> Result<DeliveryReport, DeliveryError> {
         let _one_at_a_time = self.lock.lock().await;
-        let handle = self.connect().await?;
+        let session = self.ssh.connect().await.map_err(|e| {
+            let step = match e {
+                phoenix_ssh::SshError::Authenticate { .. }
+                | phoenix_ssh::SshError::AuthRejected { .. } => "authenticate",
+                _ => "connect",
+            };
+            self.err(step, e)
+        })?;
         let remote = Remote {
             target: self,
-            handle,
+            session,
             expected: (manifest_of_tree(tree), tree.hash().to_string()),
         };
         let report = deliver_with(&remote, tree).await;
-        let _ = remote
-            .handle
-            .disconnect(russh::Disconnect::ByApplication, "", "en")
-            .await;
+        remote.session.close().await;
         report
     }
-}
-
-/// Output of one remote command.
-struct Exec {
-    code: Option<u32>,
-    stdout: String,
-    stderr: String,
 }
 
 /// One connection's worth of delivery steps.
 struct Remote<'a> {
     target: &'a SshTarget,
-    handle: russh::client::Handle<HostKeyCheck>,
+    session: Session,
     /// The new tree's manifest digest and hash: a live tree with that manifest is that tree.
     expected: (String, String),
 }
@@ -366,32 +163,11 @@ impl Remote<'_> {
         step: &'static str,
         command: &str,
         stdin: &[u8],
-    ) -> Result<Exec, DeliveryError> {
-        let t = self.target;
-        let mut ch = self
-            .handle
-            .channel_open_session()
+    ) -> Result<Output, DeliveryError> {
+        self.session
+            .exec(command, stdin, COMMAND_TIMEOUT)
             .await
-            .map_err(|e| t.err(step, e))?;
-        ch.exec(true, command).await.map_err(|e| t.err(step, e))?;
-        if !stdin.is_empty() {
-            ch.data(stdin).await.map_err(|e| t.err(step, e))?;
-        }
-        ch.eof().await.map_err(|e| t.err(step, e))?;
-        let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
-        while let Some(msg) = ch.wait().await {
-            match msg {
-                russh::ChannelMsg::Data { data } => out.extend_from_slice(&data),
-                russh::ChannelMsg::ExtendedData { data, ext: 1 } => err.extend_from_slice(&data),
-                russh::ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
-                _ => {}
-            }
-        }
-        Ok(Exec {
-            code,
-            stdout: String::from_utf8_lossy(&out).into_owned(),
-            stderr: String::from_utf8_lossy(&err).trim().to_string(),
-        })
+            .map_err(|e| self.target.err(step, e))
     }
 
     /// Runs `command`; any exit but 0 is an error of `step` carrying its stderr.
@@ -402,17 +178,26 @@ impl Remote<'_> {
         stdin: &[u8],
     ) -> Result<String, DeliveryError> {
         let e = self.run(step, command, stdin).await?;
-        if e.code == Some(0) {
-            Ok(e.stdout)
+        if e.success() {
+            Ok(e.stdout_lossy())
         } else {
             Err(self
                 .target
-                .err(step, format!("exit {:?}: {}", e.code, e.stderr)))
+                .err(step, format!("exit {}: {}", exit(&e), e.stderr_lossy())))
         }
     }
 
     fn trees(&self) -> String {
         format!("{}/trees", self.target.config_dir)
+    }
+}
+
+/// How a command ended: its status, or the signal that ended it.
+fn exit(o: &Output) -> String {
+    match (o.status, &o.signal) {
+        (Some(code), _) => code.to_string(),
+        (None, Some(signal)) => format!("signal {signal}"),
+        (None, None) => "unknown".into(),
     }
 }
 
@@ -524,21 +309,22 @@ impl NginxHost for Remote<'_> {
     async fn test(&self, staged: &str) -> Result<Result<(), String>, DeliveryError> {
         let conf = format!("{}/.staging-{staged}/nginx.conf", self.trees());
         let cmd = format!("{} -t -q -e stderr -c {}", q(&self.target.nginx), q(&conf));
-        let e = tokio::time::timeout(Duration::from_secs(120), self.run("test", &cmd, b""))
-            .await
-            .map_err(|_| DeliveryError::TestTimeout {
-                after: Duration::from_secs(120),
-            })??;
-        match e.code {
+        let e = match self.session.exec(&cmd, b"", TEST_TIMEOUT).await {
+            Ok(e) => e,
+            Err(phoenix_ssh::SshError::ExecTimeout { after }) => {
+                return Err(DeliveryError::TestTimeout { after });
+            }
+            Err(e) => return Err(self.target.err("test", e)),
+        };
+        match e.status {
             Some(0) => Ok(Ok(())),
             Some(127) => Err(self.target.err(
                 "test",
                 format!("{} not found on the host", self.target.nginx),
             )),
-            code => Ok(Err(if e.stderr.is_empty() {
-                format!("nginx -t exited with {code:?}")
-            } else {
-                e.stderr
+            _ => Ok(Err(match e.stderr_lossy() {
+                stderr if stderr.is_empty() => format!("nginx -t exited with {}", exit(&e)),
+                stderr => stderr,
             })),
         }
     }
@@ -639,19 +425,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn known_hosts_lines_match_host_and_port() {
-        let line = "[127.0.0.1]:2222,gw.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops";
-        assert!(known_key(line, "127.0.0.1", 2222).is_some());
-        assert!(known_key(line, "127.0.0.1", 22).is_none());
-        assert!(known_key(line, "10.0.0.1", 2222).is_none());
-        assert!(known_key("# comment", "x", 22).is_none());
-        let plain = "gw.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
-        assert!(known_key(plain, "gw.example", 22).is_some());
-    }
-
-    #[test]
-    fn shell_quoting() {
-        assert_eq!(q("/etc/nginx"), "'/etc/nginx'");
-        assert_eq!(q("a'b"), "'a'\\''b'");
+    fn a_command_ends_with_its_status_or_its_signal() {
+        let out = |status, signal: Option<&str>| Output {
+            status,
+            signal: signal.map(str::to_string),
+            ..Output::default()
+        };
+        assert_eq!(exit(&out(Some(1), None)), "1");
+        assert_eq!(exit(&out(None, Some("KILL"))), "signal KILL");
+        assert_eq!(exit(&out(None, None)), "unknown");
     }
 }

@@ -4,12 +4,15 @@
 //! verified.
 //!
 //! Needs `sshd` and `ssh-keygen` (Debian's openssh-server; hack/install-deps.sh) and nginx.
+//! The server is phoenix-ssh's test server (drivers/ssh/tests/support).
 
+#[path = "../../../drivers/ssh/tests/support/mod.rs"]
+mod ssh_support;
 #[path = "../../../drivers/nginx/tests/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,102 +22,8 @@ use phoenix_gateway::ssh::{Credentials, SshError, SshTarget};
 use phoenix_nginx::{
     BackendDirectory, Delivery, DeliveryError, GatewayInput, Outcome, RenderOptions, render,
 };
-use support::{TestBackend, TestCa, free_port, gateway, nginx_binary, test_options};
-
-fn program(name: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{name} is not installed: run hack/install-deps.sh (installs Debian's openssh-server)");
-}
-
-fn keygen(path: &Path) -> (String, String) {
-    let out = Command::new(program("ssh-keygen"))
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "phoenix-test", "-f"])
-        .arg(path)
-        .output()
-        .expect("ssh-keygen");
-    assert!(out.status.success(), "ssh-keygen: {out:?}");
-    let private = std::fs::read_to_string(path).unwrap();
-    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
-    (private, public)
-}
-
-/// An OpenSSH server on 127.0.0.1 with a random port, for the test's own user.
-struct Sshd {
-    child: Child,
-    port: u16,
-    host_public: String,
-    client_private: String,
-    user: String,
-}
-
-impl Sshd {
-    fn start(dir: &Path) -> Sshd {
-        let sshd = program("sshd");
-        let (_, host_public) = keygen(&dir.join("host_key"));
-        let (client_private, client_public) = keygen(&dir.join("client_key"));
-        std::fs::write(dir.join("authorized_keys"), client_public).unwrap();
-        let port = free_port("127.0.0.1");
-        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
-            .unwrap()
-            .trim()
-            .to_string();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPidFile none\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nAllowUsers {user}\nLogLevel ERROR\n",
-            hk = dir.join("host_key").display(),
-            ak = dir.join("authorized_keys").display(),
-        );
-        std::fs::write(dir.join("sshd_config"), config).unwrap();
-        if rustix::process::geteuid().is_root() {
-            // Privilege separation directory Debian's sshd expects.
-            std::fs::create_dir_all("/run/sshd").unwrap();
-        }
-        let child = Command::new(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sshd");
-        let mut s = Sshd {
-            child,
-            port,
-            host_public,
-            client_private,
-            user,
-        };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = s.child.try_wait() {
-                panic!("sshd exited at start: {status}");
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "sshd did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        s
-    }
-
-    fn known_hosts(&self) -> String {
-        let mut parts = self.host_public.split_whitespace();
-        let (kind, data) = (parts.next().unwrap(), parts.next().unwrap());
-        format!("[127.0.0.1]:{} {kind} {data}\n", self.port)
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use ssh_support::{Sshd, keygen};
+use support::{TestBackend, TestCa, gateway, nginx_binary, test_options};
 
 /// The ssh target's spec for a tree in `dir/conf` and nginx's run-time files from `options`.
 fn remote(sshd: &Sshd, dir: &Path, options: &RenderOptions) -> SshNginx {
