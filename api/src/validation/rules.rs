@@ -317,6 +317,31 @@ pub fn header_name(s: &str) -> Check {
     }
 }
 
+/// The `Referrer-Policy` values a Gateway may send (the policies of the W3C Referrer Policy).
+pub const REFERRER_POLICIES: &[&str] = &[
+    "no-referrer",
+    "no-referrer-when-downgrade",
+    "origin",
+    "origin-when-cross-origin",
+    "same-origin",
+    "strict-origin",
+    "strict-origin-when-cross-origin",
+    "unsafe-url",
+];
+
+/// One of [`REFERRER_POLICIES`], exactly (case-sensitive).
+pub fn referrer_policy(s: &str) -> Check {
+    if REFERRER_POLICIES.contains(&s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not one of {}",
+            quote(s),
+            REFERRER_POLICIES.join(", ")
+        ))
+    }
+}
+
 /// Free text (comments, descriptions): one line, no control characters, at most `max` chars.
 pub fn single_line(s: &str, max: usize) -> Check {
     if s.chars().any(|c| c.is_control()) {
