@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::Validator;
-use super::rules::{self, Check};
+use super::rules::{self, Check, ensure};
 use crate::decode::quote;
 use crate::kinds::common::{Backend, SshTarget};
 
@@ -39,19 +39,33 @@ pub(super) fn in_range(v: &mut Validator<'_>, name: &str, value: Option<u64>, mi
     }
 }
 
+/// Records `"value" is a duplicate` at `list[i].field` for every value an earlier one equals.
 pub(super) fn unique<'a>(
     v: &mut Validator<'_>,
     list: &str,
     field: &str,
     values: impl Iterator<Item = &'a str>,
 ) {
+    duplicates(v, list, field, values.enumerate(), |_, value| {
+        format!("{} is a duplicate", quote(value))
+    });
+}
+
+/// Records `reason(i, key)` at `list[i].field` for every item `(i, key)` whose key an earlier
+/// item already had.
+pub(super) fn duplicates<K: Ord>(
+    v: &mut Validator<'_>,
+    list: &str,
+    field: &str,
+    items: impl Iterator<Item = (usize, K)>,
+    reason: impl Fn(usize, &K) -> String,
+) {
     let mut seen = BTreeSet::new();
-    for (i, value) in values.enumerate() {
-        if !seen.insert(value) {
-            v.at(list)
-                .idx(i)
-                .at(field)
-                .error(format!("{} is a duplicate", quote(value)));
+    for (i, key) in items {
+        if seen.contains(&key) {
+            v.at(list).idx(i).at(field).error(reason(i, &key));
+        } else {
+            seen.insert(key);
         }
     }
 }
@@ -62,11 +76,7 @@ pub(super) fn unix_user(s: &str) -> Check {
         && (s.as_bytes()[0].is_ascii_lowercase() || s.as_bytes()[0] == b'_')
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{} is not a valid user name", quote(s)))
-    }
+    ensure(ok, s, "is not a valid user name")
 }
 
 pub(super) fn ssh_target(t: &SshTarget, guest: Option<&str>, v: &mut Validator<'_>) {

@@ -1,10 +1,8 @@
 //! Rules of the `Guest` kind.
 
-use std::collections::BTreeSet;
-
 use super::Validator;
-use super::common::{exactly_one, in_range, unique, unix_user};
-use super::rules::{self, Check};
+use super::common::{duplicates, exactly_one, in_range, unique, unix_user};
+use super::rules::{self, Check, ensure};
 use crate::decode::quote;
 use crate::kinds::guest::{GuestSpec, GuestType, Network};
 
@@ -14,11 +12,7 @@ fn node_name(s: &str) -> Check {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{} is not a Proxmox node name", quote(s)))
-    }
+    ensure(ok, s, "is not a Proxmox node name")
 }
 
 fn simple_name(s: &str, what: &str, max: usize) -> Check {
@@ -27,14 +21,13 @@ fn simple_name(s: &str, what: &str, max: usize) -> Check {
         && s.as_bytes()[0].is_ascii_alphabetic()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not a valid {what} (a letter, then letters, digits, '_', '.', '-'; at most {max})",
-            quote(s)
-        ))
-    }
+    ensure(
+        ok,
+        s,
+        format_args!(
+            "is not a valid {what} (a letter, then letters, digits, '_', '.', '-'; at most {max})"
+        ),
+    )
 }
 
 fn whole_seconds(s: &str) -> Check {
@@ -139,23 +132,20 @@ pub(super) fn guest(s: &GuestSpec, name: &str, v: &mut Validator<'_>) {
         "name",
         s.networks.iter().map(|n| n.name.as_str()),
     );
-    let macs: Vec<String> = s
-        .networks
-        .iter()
-        .filter_map(|n| n.mac.as_ref().map(|m| m.to_ascii_uppercase()))
-        .collect();
-    let mut seen = BTreeSet::new();
-    for (i, n) in s.networks.iter().enumerate() {
-        if let Some(m) = &n.mac
-            && !seen.insert(m.to_ascii_uppercase())
-            && macs.len() > 1
-        {
-            v.at("networks")
-                .idx(i)
-                .at("mac")
-                .error(format!("{} is a duplicate", quote(m)));
-        }
-    }
+    // MACs compare case-insensitively; the error quotes the MAC as written.
+    duplicates(
+        v,
+        "networks",
+        "mac",
+        s.networks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.mac.as_ref().map(|m| (i, m.to_ascii_uppercase()))),
+        |i, _| {
+            let mac = s.networks[i].mac.as_deref().unwrap_or_default();
+            format!("{} is a duplicate", quote(mac))
+        },
+    );
     for (i, ns) in s.nameservers.iter().enumerate() {
         v.at("nameservers").idx(i).check(rules::ip(ns));
     }
@@ -235,11 +225,7 @@ pub(super) fn guest(s: &GuestSpec, name: &str, v: &mut Validator<'_>) {
                 let ok = s.strip_prefix("net").is_some_and(|n| {
                     !n.is_empty() && n.len() <= 2 && n.bytes().all(|b| b.is_ascii_digit())
                 });
-                if ok {
-                    Ok(())
-                } else {
-                    Err(format!("{} is not an interface like net0", quote(s)))
-                }
+                ensure(ok, s, "is not an interface like net0")
             });
             rv.opt("comment", r.comment.as_deref(), |c| {
                 rules::single_line(c, 256)

@@ -1,9 +1,7 @@
 //! Rules of the `Mesh` kind.
 
-use std::collections::BTreeSet;
-
 use super::Validator;
-use super::common::{backend, exactly_one, unique};
+use super::common::{backend, duplicates, exactly_one, unique};
 use super::rules;
 use crate::decode::quote;
 use crate::kinds::mesh::{MeshProvider, MeshSpec};
@@ -76,18 +74,19 @@ pub(super) fn mesh(s: &MeshSpec, v: &mut Validator<'_>) {
         "name",
         s.services.iter().map(|x| x.name.as_str()),
     );
-    let routes: Vec<String> = s
-        .services
-        .iter()
-        .map(|x| format!("{}{}", x.host.as_deref().unwrap_or_default(), x.path_prefix))
-        .collect();
-    let mut seen = BTreeSet::new();
-    for (i, r) in routes.iter().enumerate() {
-        if !seen.insert(r) {
-            v.at("services").idx(i).at("host").error(format!(
+    duplicates(
+        v,
+        "services",
+        "host",
+        s.services.iter().enumerate().map(|(i, x)| {
+            let host = x.host.as_deref().unwrap_or_default();
+            (i, format!("{host}{}", x.path_prefix))
+        }),
+        |i, _| {
+            format!(
                 "{} with this pathPrefix is already routed by another service",
                 quote(s.services[i].host.as_deref().unwrap_or_default())
-            ));
-        }
-    }
+            )
+        },
+    );
 }
