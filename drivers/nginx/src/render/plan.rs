@@ -515,34 +515,14 @@ fn location(
     if !loc.allow.is_empty() {
         access.push(("deny", Arg::lit("all")));
     }
-    let rate_limit = match &loc.rate_limit {
-        None => None,
-        Some(z) => Some(
-            zones
-                .rate
-                .get(z)
-                .cloned()
-                .ok_or_else(|| RenderError::UnknownZone {
-                    field: format!("{lf}.rateLimit"),
-                    name: quote(z),
-                    list: "rateLimits",
-                })?,
-        ),
-    };
-    let cache = match &loc.cache {
-        None => None,
-        Some(c) => Some(
-            zones
-                .cache
-                .get(c)
-                .cloned()
-                .ok_or_else(|| RenderError::UnknownZone {
-                    field: format!("{lf}.cache"),
-                    name: quote(c),
-                    list: "caches",
-                })?,
-        ),
-    };
+    let rate_limit = zone(
+        &zones.rate,
+        loc.rate_limit.as_deref(),
+        lf,
+        "rateLimit",
+        "rateLimits",
+    )?;
+    let cache = zone(&zones.cache, loc.cache.as_deref(), lf, "cache", "caches")?;
     let mut headers = BTreeMap::new();
     for (name, value) in &loc.set_headers {
         let hf = format!("{lf}.setHeaders[{}]", quote(name));
@@ -563,6 +543,31 @@ fn location(
         cache,
         headers,
     })
+}
+
+/// The zone a location names in its field `key` (`None` when it names none).
+///
+/// # Errors
+///
+/// [`RenderError::UnknownZone`] at `LF.key` when the spec's `list` does not define it.
+fn zone<T: Clone>(
+    zones: &BTreeMap<String, T>,
+    name: Option<&str>,
+    lf: &str,
+    key: &str,
+    list: &'static str,
+) -> Result<Option<T>, RenderError> {
+    name.map(|z| {
+        zones
+            .get(z)
+            .cloned()
+            .ok_or_else(|| RenderError::UnknownZone {
+                field: format!("{lf}.{key}"),
+                name: quote(z),
+                list,
+            })
+    })
+    .transpose()
 }
 
 /// The canonical text of an upstream block's contents.
