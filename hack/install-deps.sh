@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the build and the tests need on a fresh Debian machine. Idempotent: a
-# package is installed only when the program it provides is missing.
+# Installs what the tests need on a fresh Debian machine. Idempotent: a package is
+# installed only when the program it provides is missing. The build itself needs nothing but
+# the Rust toolchain: no protoc (docs/adr/0015-building-without-protoc.md).
 #
-#   protoc        protobuf-compiler + libprotobuf-dev   (etcd-client's build)
 #   etcd          etcd-server                           (store and e2e tests)
 #   nginx         nginx                                 (gateway tests: ssl, http2, gzip,
 #                                                        proxy cache, limit_req, realip)
@@ -23,8 +23,6 @@ FAKEPVE_VERSION=0.5.0
 FAKEPVE_VENV=.venv-fakepve
 
 need=()
-command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
-[ -d /usr/include/google/protobuf ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)

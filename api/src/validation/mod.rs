@@ -4,11 +4,20 @@
 //! Runs after decoding (which guarantees types and known fields) and after
 //! [`crate::defaults::apply`]. Never echoes secret values.
 
-mod kinds;
+mod certificate_authority;
+mod common;
+mod event;
+mod gateway;
+mod guest;
+mod mesh;
+mod meta;
 pub mod rules;
+mod secret;
+mod stack;
 
 use std::fmt;
 
+use crate::decode::quote;
 use crate::resource::Object;
 use rules::Check;
 
@@ -47,11 +56,50 @@ impl fmt::Display for ValidationErrors {
 pub fn validate(object: &Object) -> Result<(), ValidationErrors> {
     let mut errors = Vec::new();
     let mut path = String::new();
-    kinds::validate_object(object, &mut Validator::root(&mut path, &mut errors));
+    validate_object(object, &mut Validator::root(&mut path, &mut errors));
     if errors.is_empty() {
         Ok(())
     } else {
         Err(ValidationErrors(errors))
+    }
+}
+
+/// The rules every object follows (apiVersion, kind, metadata), then its kind's.
+fn validate_object(object: &Object, v: &mut Validator<'_>) {
+    let (api_version, kind) = match object {
+        Object::Guest(o) => (&o.api_version, &o.kind),
+        Object::Gateway(o) => (&o.api_version, &o.kind),
+        Object::Mesh(o) => (&o.api_version, &o.kind),
+        Object::CertificateAuthority(o) => (&o.api_version, &o.kind),
+        Object::Stack(o) => (&o.api_version, &o.kind),
+        Object::Secret(o) => (&o.api_version, &o.kind),
+        Object::Event(o) => (&o.api_version, &o.kind),
+    };
+    if api_version != crate::API_VERSION {
+        v.at("apiVersion").error(format!(
+            "{} is not served here (use {:?})",
+            quote(api_version),
+            crate::API_VERSION
+        ));
+    }
+    if kind != object.kind().name() {
+        v.at("kind").error(format!(
+            "{} must be {:?}",
+            quote(kind),
+            object.kind().name()
+        ));
+    }
+    meta::metadata(object.metadata(), &mut v.at("metadata"));
+    match object {
+        Object::Guest(g) => guest::guest(&g.spec, &g.metadata.name, &mut v.at("spec")),
+        Object::Gateway(g) => gateway::gateway(&g.spec, &mut v.at("spec")),
+        Object::Mesh(m) => mesh::mesh(&m.spec, &mut v.at("spec")),
+        Object::CertificateAuthority(c) => {
+            certificate_authority::certificate_authority(&c.spec, &mut v.at("spec"))
+        }
+        Object::Stack(s) => stack::stack(&s.spec, &mut v.at("spec")),
+        Object::Secret(s) => secret::secret(s, v),
+        Object::Event(e) => event::event(e, v),
     }
 }
 

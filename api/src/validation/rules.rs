@@ -10,16 +10,23 @@ use crate::decode::quote;
 /// Result of a single-value check: the reason on failure.
 pub type Check = Result<(), String>;
 
-/// An RFC 1123 label: 1..=63 of `a-z`, `0-9`, `-`, starting and ending alphanumeric.
-pub fn dns_label(s: &str) -> Check {
-    if is_dns_label(s) {
+/// `Ok` when `ok`; otherwise the reason: `value` quoted, a space, then `what`
+/// (`"a_b" is not a valid name (...)`).
+pub(crate) fn ensure(ok: bool, value: &str, what: impl std::fmt::Display) -> Check {
+    if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{} is not a valid name (RFC 1123 label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)",
-            quote(s)
-        ))
+        Err(format!("{} {what}", quote(value)))
     }
+}
+
+/// An RFC 1123 label: 1..=63 of `a-z`, `0-9`, `-`, starting and ending alphanumeric.
+pub fn dns_label(s: &str) -> Check {
+    ensure(
+        is_dns_label(s),
+        s,
+        "is not a valid name (RFC 1123 label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)",
+    )
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -33,14 +40,11 @@ fn is_dns_label(s: &str) -> bool {
 
 /// An RFC 1123 host name: dot-separated labels, at most 253 characters, lowercase.
 pub fn hostname(s: &str) -> Check {
-    if s.len() <= 253 && !s.is_empty() && s.split('.').all(is_dns_label) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not a valid host name (RFC 1123: lowercase labels of letters, digits and '-', separated by '.')",
-            quote(s)
-        ))
-    }
+    ensure(
+        s.len() <= 253 && !s.is_empty() && s.split('.').all(is_dns_label),
+        s,
+        "is not a valid host name (RFC 1123: lowercase labels of letters, digits and '-', separated by '.')",
+    )
 }
 
 /// A host name with an optional leading `*.` wildcard label.
@@ -54,11 +58,11 @@ pub fn hostname_or_wildcard(s: &str) -> Check {
 
 /// A host name or an IP address.
 pub fn host(s: &str) -> Check {
-    if s.parse::<Ipv4Addr>().is_ok() || s.parse::<Ipv6Addr>().is_ok() || hostname(s).is_ok() {
-        Ok(())
-    } else {
-        Err(format!("{} is not a host name or IP address", quote(s)))
-    }
+    ensure(
+        s.parse::<Ipv4Addr>().is_ok() || s.parse::<Ipv6Addr>().is_ok() || hostname(s).is_ok(),
+        s,
+        "is not a host name or IP address",
+    )
 }
 
 /// An IPv4 address in dotted-quad form.
@@ -70,11 +74,11 @@ pub fn ipv4(s: &str) -> Check {
 
 /// An IPv4 or IPv6 address.
 pub fn ip(s: &str) -> Check {
-    if s.parse::<std::net::IpAddr>().is_ok() {
-        Ok(())
-    } else {
-        Err(format!("{} is not an IP address", quote(s)))
-    }
+    ensure(
+        s.parse::<std::net::IpAddr>().is_ok(),
+        s,
+        "is not an IP address",
+    )
 }
 
 /// Parses `a.b.c.d/n` with n in 0..=32.
@@ -101,14 +105,13 @@ pub fn parse_ipv6_cidr(s: &str) -> Option<(Ipv6Addr, u8)> {
 
 /// An IPv4 CIDR or an IPv4/IPv6 address or CIDR, as used in allow/deny lists and firewall rules.
 pub fn ip_or_cidr(s: &str) -> Check {
-    if s.parse::<std::net::IpAddr>().is_ok()
-        || parse_ipv4_cidr(s).is_some()
-        || parse_ipv6_cidr(s).is_some()
-    {
-        Ok(())
-    } else {
-        Err(format!("{} is not an IP address or CIDR", quote(s)))
-    }
+    ensure(
+        s.parse::<std::net::IpAddr>().is_ok()
+            || parse_ipv4_cidr(s).is_some()
+            || parse_ipv6_cidr(s).is_some(),
+        s,
+        "is not an IP address or CIDR",
+    )
 }
 
 /// A unicast MAC address `XX:XX:XX:XX:XX:XX`.
@@ -241,14 +244,11 @@ pub fn url_path(s: &str) -> Check {
             .all(|b| b.is_ascii_alphanumeric() || b"._~/-".contains(&b))
         && !s.split('/').any(|seg| seg == "..")
         && !s.contains("//");
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not a path (must start with '/' and use only A-Z a-z 0-9 . _ ~ / -)",
-            quote(s)
-        ))
-    }
+    ensure(
+        ok,
+        s,
+        "is not a path (must start with '/' and use only A-Z a-z 0-9 . _ ~ / -)",
+    )
 }
 
 /// An absolute file-system path (same characters and length as [`url_path`]).
@@ -307,12 +307,34 @@ pub fn config_quoted(s: &str) -> Check {
 
 /// An HTTP header name: 1..=64 letters, digits and `-`.
 pub fn header_name(s: &str) -> Check {
-    if !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    ensure(
+        !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+        s,
+        "is not a header name (letters, digits and '-')",
+    )
+}
+
+/// The `Referrer-Policy` values a Gateway may send (the policies of the W3C Referrer Policy).
+pub const REFERRER_POLICIES: &[&str] = &[
+    "no-referrer",
+    "no-referrer-when-downgrade",
+    "origin",
+    "origin-when-cross-origin",
+    "same-origin",
+    "strict-origin",
+    "strict-origin-when-cross-origin",
+    "unsafe-url",
+];
+
+/// One of [`REFERRER_POLICIES`], exactly (case-sensitive).
+pub fn referrer_policy(s: &str) -> Check {
+    if REFERRER_POLICIES.contains(&s) {
         Ok(())
     } else {
         Err(format!(
-            "{} is not a header name (letters, digits and '-')",
-            quote(s)
+            "{} is not one of {}",
+            quote(s),
+            REFERRER_POLICIES.join(", ")
         ))
     }
 }
@@ -400,26 +422,20 @@ pub fn label_key(s: &str) -> Check {
     if let Some(p) = prefix {
         hostname(p).map_err(|_| format!("{} has an invalid prefix", quote(s)))?;
     }
-    if label_name_ok(name) && !name.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not a valid key ([prefix/]name: at most 63 of A-Z a-z 0-9 - _ ., starting and ending alphanumeric)",
-            quote(s)
-        ))
-    }
+    ensure(
+        label_name_ok(name) && !name.is_empty(),
+        s,
+        "is not a valid key ([prefix/]name: at most 63 of A-Z a-z 0-9 - _ ., starting and ending alphanumeric)",
+    )
 }
 
 /// A label value: empty, or like a label key's name part.
 pub fn label_value(s: &str) -> Check {
-    if label_name_ok(s) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not a valid label value (at most 63 of A-Z a-z 0-9 - _ ., starting and ending alphanumeric)",
-            quote(s)
-        ))
-    }
+    ensure(
+        label_name_ok(s),
+        s,
+        "is not a valid label value (at most 63 of A-Z a-z 0-9 - _ ., starting and ending alphanumeric)",
+    )
 }
 
 fn label_name_ok(s: &str) -> bool {
@@ -461,14 +477,11 @@ pub fn storage_id(s: &str) -> Check {
         && s.as_bytes()[0].is_ascii_alphabetic()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not a Proxmox storage id (a letter, then letters, digits, '-', '_', '.')",
-            quote(s)
-        ))
-    }
+    ensure(
+        ok,
+        s,
+        "is not a Proxmox storage id (a letter, then letters, digits, '-', '_', '.')",
+    )
 }
 
 /// A Proxmox volume id such as `local:vztmpl/debian-12-standard_12.2-1_amd64.tar.zst`.
