@@ -3,7 +3,7 @@
 # the embedded store and on etcd (next to raw etcd-client puts of the same JSON), watch
 # fan-out latency (100 watchers, 2 000 objects/s), and footprint (RSS, cold start,
 # `phoenixctl get guests` of 10 000). One run, about a minute, starts its own etcd and servers.
-# Needs etcd (Debian's etcd-server) and protoc. Extra arguments go to the benchmark, e.g.
+# Needs etcd (Debian's etcd-server). Extra arguments go to the benchmark, e.g.
 #   hack/bench/api/run.sh --objects 10000 --watchers 100 --rate 2000 --watch-secs 5 --reps 3 \
 #     --etcd-rounds 3
 # Partial runs: --etcd-only (the etcd rows), --watch-only [--typed] (fan-out; prints the
