@@ -258,3 +258,57 @@ impl Reconciler for GatewayReconciler {
         Ok(Action::done())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use phoenix_api::condition::find_condition;
+    use phoenix_runtime::ErrorKind;
+
+    use super::*;
+
+    fn config_valid(e: &ReconcileError) -> Option<(ConditionStatus, &str, &str)> {
+        find_condition(&e.conditions, CONFIG_VALID)
+            .map(|c| (c.status, c.reason.as_str(), c.message.as_str()))
+    }
+
+    #[test]
+    fn render_and_nginx_failures_carry_config_valid_false_others_do_not() {
+        let render = sync_error(SyncError::Render(RenderError::MixedSchemes {
+            field: "spec.routes[0]".into(),
+        }));
+        assert_eq!(render.kind, ErrorKind::InvalidSpec);
+        assert_eq!(
+            config_valid(&render).map(|c| (c.0, c.1)),
+            Some((ConditionStatus::False, "RenderFailed"))
+        );
+
+        let waiting = sync_error(SyncError::Render(RenderError::Backend {
+            field: "spec.routes[0].backends[0]".into(),
+            source: ResolveError::UnknownGuest("web".into()),
+        }));
+        assert_eq!(
+            (waiting.kind, waiting.reason.as_str()),
+            (ErrorKind::Transient, "BackendUnresolved")
+        );
+        assert!(waiting.conditions.is_empty(), "not the config's fault");
+
+        let rejected = sync_error(SyncError::Deliver(DeliveryError::Rejected {
+            hash: "h".into(),
+            output: "nginx: [emerg] bad".into(),
+        }));
+        assert_eq!(
+            (rejected.kind, rejected.retry_after),
+            (ErrorKind::Transient, Some(Duration::from_secs(5)))
+        );
+        assert_eq!(
+            config_valid(&rejected),
+            Some((ConditionStatus::False, "NginxRejected", "nginx: [emerg] bad"))
+        );
+
+        let timeout = sync_error(SyncError::Deliver(DeliveryError::TestTimeout {
+            after: Duration::from_secs(1),
+        }));
+        assert_eq!(timeout.reason, "DeliveryFailed");
+        assert!(timeout.conditions.is_empty(), "no nginx text, no verdict");
+    }
+}

@@ -142,7 +142,7 @@ impl GuestReconciler {
             waiting,
             refused: volumes.refused.join("; "),
         };
-        self.report(guest, ctx, at, &observed).await?;
+        report(ctx, guest, at, &observed).await?;
         if poll {
             // A guest that just started gets its address a little later (DHCP, the agent);
             // Gateways route by it, so look again soon rather than at the next resync.
@@ -274,16 +274,9 @@ impl GuestReconciler {
         let outcome = restart::reboot(&self.pve, at)
             .await
             .map_err(|e| classify(&format!("rebooting {at} for pending changes"), &e))?;
-        ctx.recorder
-            .normal(
-                guest,
-                "Restarted",
-                &format!(
-                    "{at} rebooted (restartPolicy IfNeeded) to apply {}",
-                    waiting.join(", ")
-                ),
-            )
-            .await;
+        let applied = waiting.join(", ");
+        let message = format!("{at} rebooted (restartPolicy IfNeeded) to apply {applied}");
+        ctx.recorder.normal(guest, "Restarted", &message).await;
         progress.last_task = Some(task_ref(&outcome.upid, Some(exit_text(&outcome))));
         Ok(restart::waiting(&self.pending(at).await?))
     }
@@ -311,73 +304,72 @@ impl GuestReconciler {
             },
         }
     }
+}
 
-    /// Report step: one status write of what the steps found. Ready=True (`Converged`), or,
-    /// when a volume shrink was refused, Ready=False and Degraded=True (`ResizeRefused`, not
-    /// retried: the spec must change); PendingRestart either way.
-    async fn report(
-        &self,
-        guest: &Guest,
-        ctx: &Context<Guest>,
-        at: &GuestRef,
-        observed: &Observed,
-    ) -> Result<(), ReconcileError> {
-        let generation = guest.metadata.generation;
-        let (vmid, node) = (at.vmid, at.node.clone());
-        let message = format!("{}/{vmid} on {node}: {}", at.kind, observed.state);
-        let pending_condition = if observed.waiting.is_empty() {
-            Condition::new(
-                PENDING_RESTART,
-                ConditionStatus::False,
-                "NothingPending",
-                "",
-                generation,
-            )
-        } else {
-            let policy = match guest.spec.restart_policy {
-                RestartPolicy::Never => "restartPolicy is Never",
-                RestartPolicy::IfNeeded => "applied when the guest runs (restartPolicy IfNeeded)",
-            };
-            Condition::new(
-                PENDING_RESTART,
-                ConditionStatus::True,
-                "RestartNeeded",
-                &format!(
-                    "changes wait for the next start of {at} ({policy}): {}",
-                    observed.waiting.join(", ")
-                ),
-                generation,
-            )
+/// Report step: one status write of what the steps found. Ready=True (`Converged`), or,
+/// when a volume shrink was refused, Ready=False and Degraded=True (`ResizeRefused`, not
+/// retried: the spec must change); PendingRestart either way.
+async fn report(
+    ctx: &Context<Guest>,
+    guest: &Guest,
+    at: &GuestRef,
+    observed: &Observed,
+) -> Result<(), ReconcileError> {
+    let generation = guest.metadata.generation;
+    let (vmid, node) = (at.vmid, at.node.clone());
+    let message = format!("{}/{vmid} on {node}: {}", at.kind, observed.state);
+    let pending_condition = if observed.waiting.is_empty() {
+        Condition::new(
+            PENDING_RESTART,
+            ConditionStatus::False,
+            "NothingPending",
+            "",
+            generation,
+        )
+    } else {
+        let policy = match guest.spec.restart_policy {
+            RestartPolicy::Never => "restartPolicy is Never",
+            RestartPolicy::IfNeeded => "applied when the guest runs (restartPolicy IfNeeded)",
         };
-        let refusal = (!observed.refused.is_empty()).then(|| {
-            let refused = &observed.refused;
-            ReconcileError::invalid("ResizeRefused", refused).with_condition(
-                DEGRADED,
-                ConditionStatus::True,
-                "ResizeRefused",
-                refused,
-            )
-        });
-        ctx.update_status(guest, |s| {
-            s.vmid = Some(vmid);
-            s.node = Some(node.clone());
-            s.state = Some(observed.state.clone());
-            s.addresses = observed.addresses.clone();
-            if let Some(drift) = &observed.drift {
-                s.drift = drift.clone();
-            }
-            if let Some(t) = &observed.last_task {
-                s.last_task = Some(t.clone());
-            }
-            match &refusal {
-                None => mark_ready(s, generation, "Converged", &message),
-                Some(refusal) => refusal.mark(s, generation),
-            }
-            set_condition(&mut s.conditions, pending_condition.clone());
-        })
-        .await?;
-        Ok(())
-    }
+        Condition::new(
+            PENDING_RESTART,
+            ConditionStatus::True,
+            "RestartNeeded",
+            &format!(
+                "changes wait for the next start of {at} ({policy}): {}",
+                observed.waiting.join(", ")
+            ),
+            generation,
+        )
+    };
+    let refusal = (!observed.refused.is_empty()).then(|| {
+        let refused = &observed.refused;
+        ReconcileError::invalid("ResizeRefused", refused).with_condition(
+            DEGRADED,
+            ConditionStatus::True,
+            "ResizeRefused",
+            refused,
+        )
+    });
+    ctx.update_status(guest, |s| {
+        s.vmid = Some(vmid);
+        s.node = Some(node.clone());
+        s.state = Some(observed.state.clone());
+        s.addresses = observed.addresses.clone();
+        if let Some(drift) = &observed.drift {
+            s.drift = drift.clone();
+        }
+        if let Some(t) = &observed.last_task {
+            s.last_task = Some(t.clone());
+        }
+        match &refusal {
+            None => mark_ready(s, generation, "Converged", &message),
+            Some(refusal) => refusal.mark(s, generation),
+        }
+        set_condition(&mut s.conditions, pending_condition.clone());
+    })
+    .await?;
+    Ok(())
 }
 
 /// Config step: one update (guarded by `digest`) of every key that differs from the spec,
