@@ -229,6 +229,16 @@ pub enum ClientError {
     /// The server sent an object this client cannot decode.
     #[error("undecodable object from the server: {0}")]
     Decode(#[from] DecodeError),
+    /// The server answered a typed call ([`crate::typed::Api`]) with an object of another kind.
+    #[error("expected a {expected}, the server sent {found} {name:?}")]
+    UnexpectedKind {
+        /// The kind asked for.
+        expected: Kind,
+        /// The kind received.
+        found: Kind,
+        /// The received object's name.
+        name: String,
+    },
 }
 
 impl ClientError {
@@ -281,37 +291,47 @@ pub struct Client {
     server: String,
 }
 
-/// One page of a list.
+/// One page of a list: of [`Object`]s, or of one kind from [`crate::typed::Api::list`].
 #[derive(Debug, Clone)]
-pub struct ListPage {
+pub struct ListPage<O = Object> {
     /// The objects.
-    pub items: Vec<Object>,
+    pub items: Vec<O>,
     /// Revision of the list; watch from it.
     pub resource_version: String,
     /// Token for the next page; empty when done.
     pub continue_token: String,
 }
 
-/// A change seen by a watch.
+/// A change seen by a watch: of an [`Object`], or of one kind from [`crate::typed::Api::watch`].
 #[derive(Debug, Clone)]
-pub enum WatchEvent {
+pub enum WatchEvent<O = Object> {
     /// Created (or present at the start of a watch without resourceVersion).
-    Added(Object),
+    Added(O),
     /// Changed.
-    Modified(Object),
+    Modified(O),
     /// Gone; the last state.
-    Deleted(Object),
+    Deleted(O),
     /// Every change up to this resourceVersion was sent.
     Bookmark(String),
 }
 
-impl WatchEvent {
+impl<O> WatchEvent<O> {
     /// The object, unless a bookmark.
-    pub fn object(&self) -> Option<&Object> {
+    pub fn object(&self) -> Option<&O> {
         match self {
             WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => Some(o),
             WatchEvent::Bookmark(_) => None,
         }
+    }
+
+    /// The same event with its object converted by `f` (a bookmark stays one).
+    pub fn try_map<P, E>(self, f: impl FnOnce(O) -> Result<P, E>) -> Result<WatchEvent<P>, E> {
+        Ok(match self {
+            WatchEvent::Added(o) => WatchEvent::Added(f(o)?),
+            WatchEvent::Modified(o) => WatchEvent::Modified(f(o)?),
+            WatchEvent::Deleted(o) => WatchEvent::Deleted(f(o)?),
+            WatchEvent::Bookmark(rv) => WatchEvent::Bookmark(rv),
+        })
     }
 }
 

@@ -21,6 +21,7 @@ pub mod proto;
 pub mod resource;
 pub mod schema;
 pub mod selector;
+pub mod typed;
 pub mod validation;
 
 pub use condition::{Condition, ConditionStatus};
@@ -33,6 +34,7 @@ pub use kinds::{
 pub use manifest::{ManifestError, load_paths, load_source};
 pub use meta::{ObjectMeta, OwnerReference};
 pub use resource::{HasStatus, Kind, Object, ObjectStatus, Resource};
+pub use typed::Api;
 pub use validation::{FieldError, ValidationErrors};
 
 /// The API group.

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use phoenix_api::client::Client;
+use futures::StreamExt;
+use phoenix_api::client::{Client, WatchEvent};
 use phoenix_api::condition::{READY, RECONCILING, find_condition};
 use phoenix_api::kinds::Stack;
-use phoenix_api::{ConditionStatus, Kind, Object, ObjectStatus, decode};
+use phoenix_api::{Api, ConditionStatus, Kind, Object, ObjectStatus, decode};
 use phoenix_e2e::{Backend, Server};
 use phoenix_runtime::{
     Action, Context, Controller, LeaderConfig, Manager, ReconcileError, Reconciler, Running,
@@ -22,6 +23,8 @@ use prometheus_client::registry::Registry;
 
 const FINALIZER: &str = "test.phoenix.thinkheads.ai/cleanup";
 const WAIT: Duration = Duration::from_secs(30);
+/// The test controller's own condition, written with the failure of an invalid compose file.
+const COMPOSE_VALID: &str = "ComposeValid";
 /// The test controller is the only one reconciling Stacks.
 const BARE: &[&str] = &["--no-controllers"];
 
@@ -95,10 +98,15 @@ impl Reconciler for TestReconciler {
         };
         tokio::time::sleep(self.delay).await;
         let result = if stack.spec.compose.contains("invalid") {
-            Err(ReconcileError::invalid(
-                "InvalidCompose",
-                "compose file says it is invalid",
-            ))
+            Err(
+                ReconcileError::invalid("InvalidCompose", "compose file says it is invalid")
+                    .with_condition(
+                        COMPOSE_VALID,
+                        ConditionStatus::False,
+                        "InvalidCompose",
+                        "compose file says it is invalid",
+                    ),
+            )
         } else if n <= annotation(&stack, "test/fail-times") {
             Err(ReconcileError::transient(
                 "BackendDown",
@@ -179,11 +187,10 @@ fn start_controller(
 }
 
 async fn get_stack(client: &Client, name: &str) -> Option<Stack> {
-    match client.get(Kind::Stack, name).await {
-        Ok(o) => Stack::try_from(o).ok(),
-        Err(phoenix_api::client::ClientError::NotFound(_)) => None,
-        Err(e) => panic!("get {name}: {e}"),
-    }
+    Api::<Stack>::new(client.clone())
+        .get_opt(name)
+        .await
+        .unwrap_or_else(|e| panic!("get {name}: {e}"))
 }
 
 fn condition(s: &Stack, type_: &str) -> Option<(ConditionStatus, String)> {
@@ -305,13 +312,38 @@ async fn a_controller_converges_records_failures_and_finalizes() {
             .is_some_and(|(st, r)| st == ConditionStatus::False && r == "WaitingForSpecChange")
     })
     .await;
+    let broken = get_stack(&client, "broken").await.unwrap();
+    let invalid = Some((ConditionStatus::False, "InvalidCompose".to_string()));
+    assert_eq!(condition(&broken, READY), invalid);
+    assert_eq!(
+        condition(&broken, COMPOSE_VALID),
+        invalid,
+        "the error's own condition is recorded with Ready=False"
+    );
     let n = record.count("broken");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(record.count("broken"), n, "an invalid spec was retried");
+    // The typed client: list, then watch from the list's revision; the fix arrives as a Stack.
+    let stacks = Api::<Stack>::new(client.clone());
+    let listed = stacks.list("").await.unwrap();
+    assert!(listed.items.iter().any(|s| s.metadata.name == "broken"));
+    let mut changes = Box::pin(stacks.watch("", &listed.resource_version).await.unwrap());
     client
         .apply(&stack("broken", "nginx:1", &[]), false)
         .await
         .unwrap();
+    let fixed = tokio::time::timeout(WAIT, async {
+        loop {
+            match changes.next().await {
+                Some(Ok(WatchEvent::Modified(s))) if s.metadata.name == "broken" => break s,
+                Some(Ok(_)) => {}
+                other => panic!("watch ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the fix of broken is watched");
+    assert!(fixed.spec.compose.contains("nginx:1"), "{fixed:?}");
     wait_for(
         &client,
         "broken",

@@ -43,7 +43,9 @@ pub fn code_of(e: &ClientError) -> Code {
     match e {
         ClientError::NotFound(_) => Code::NotFound,
         ClientError::Conflict(_) => Code::Conflict,
-        ClientError::Invalid(_) | ClientError::Decode(_) => Code::Invalid,
+        ClientError::Invalid(_) | ClientError::Decode(_) | ClientError::UnexpectedKind { .. } => {
+            Code::Invalid
+        }
         ClientError::Connect { .. } | ClientError::BadServer { .. } => Code::Connection,
         ClientError::Unauthenticated(_)
         | ClientError::Forbidden(_)

@@ -1,5 +1,6 @@
-//! A complete controller in under 100 lines: it checks every Stack's compose file for
-//! services with images and reports the result in the Stack's conditions and events.
+//! A complete controller in about 100 lines: it checks every Stack's compose file for
+//! services with images and the Guest it names, and reports the result in the Stack's
+//! conditions (`Ready` and its own `ComposeValid`) and events.
 //! Everything else — watching, caching, queueing, backoff, finalizers, leader election,
 //! metrics, graceful shutdown — is the runtime's.
 //!
@@ -10,11 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use phoenix_api::ConditionStatus::{False, True};
 use phoenix_api::client::{Client, ClientConfig};
-use phoenix_api::kinds::Stack;
+use phoenix_api::condition::{Condition, mark_ready, set_condition};
+use phoenix_api::kinds::{Guest, Stack};
 use phoenix_runtime::{
     Action, Context, Controller, Manager, ReconcileError, Reconciler, RuntimeMetrics, shutdown,
 };
+
+/// This controller's own condition type: the compose file names service images.
+const COMPOSE_VALID: &str = "ComposeValid";
 
 /// The reconcile logic: the only part a controller writes.
 struct ComposeCheck;
@@ -35,14 +41,31 @@ impl Reconciler for ComposeCheck {
             .filter(|l| l.trim_start().starts_with("image:"))
             .count();
         if images == 0 {
-            // Not retried until the user changes the Stack.
-            return Err(ReconcileError::invalid(
+            // Not retried until the user changes the Stack; the runtime writes Ready=False and
+            // ComposeValid=False in one status write, and a Warning event.
+            let why = "the compose file names no service image";
+            return Err(ReconcileError::invalid("NoImages", why).with_condition(
+                COMPOSE_VALID,
+                False,
                 "NoImages",
-                "the compose file names no service image",
+                why,
             ));
         }
+        // Typed reads: a missing Guest is retried with backoff.
+        if let Some(guest) = &stack.spec.guest
+            && ctx.api::<Guest>().get_opt(guest).await?.is_none()
+        {
+            let why = format!("spec.guest: no Guest {guest:?}");
+            return Err(ReconcileError::transient("GuestNotFound", why));
+        }
         let message = format!("{images} service image(s) declared");
-        ctx.ready(&stack, "ComposeChecked", &message).await?;
+        let generation = stack.metadata.generation;
+        ctx.update_status(&stack, |s| {
+            mark_ready(s, generation, "ComposeChecked", &message);
+            let valid = Condition::new(COMPOSE_VALID, True, "ImagesNamed", "", generation);
+            set_condition(&mut s.conditions, valid);
+        })
+        .await?;
         ctx.recorder
             .normal(&*stack, "ComposeChecked", &message)
             .await;

@@ -10,8 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use phoenix_api::client::Client;
+use phoenix_api::condition::{mark_progressing, mark_ready};
 use phoenix_api::kinds::event::EventType;
-use phoenix_api::{HasStatus, Kind, Object, Resource};
+use phoenix_api::{Api, HasStatus, Kind, Object, Resource};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::backoff::BackoffConfig;
@@ -34,7 +35,8 @@ pub trait Reconciler: Send + Sync + 'static {
 
     /// Brings the world to `object`'s spec. Idempotent: it runs again on every change, on
     /// resync, and after restarts. On success, report `Ready` (see [`Context::ready`]); on
-    /// failure return a classified error and the runtime records it.
+    /// failure return a classified error and the runtime records it (Ready=False,
+    /// Reconciling, the error's own conditions, a Warning event) in one status write.
     async fn reconcile(
         &self,
         object: Arc<Self::Kind>,
@@ -83,7 +85,13 @@ impl<K: HasStatus + Into<Object> + TryFrom<Object>> Context<K> {
             .cloned()
     }
 
-    /// Changes `object`'s status with `change`, writing only when something changed.
+    /// The typed client of kind `R` (e.g. `ctx.api::<Secret>().get_opt(name)`).
+    pub fn api<R: Resource + Into<Object> + TryFrom<Object>>(&self) -> Api<R> {
+        Api::new(self.client.clone())
+    }
+
+    /// Changes `object`'s status with `change`, writing only when something changed (see
+    /// [`status::update_status`]).
     pub async fn update_status(
         &self,
         object: &K,
@@ -92,7 +100,9 @@ impl<K: HasStatus + Into<Object> + TryFrom<Object>> Context<K> {
         Ok(status::update_status(&self.client, object, change).await?)
     }
 
-    /// Reports the object converged: Ready=True with `reason`/`message`, observedGeneration.
+    /// Reports the object converged: [`mark_ready`] at its generation, in one write when it
+    /// changed anything. For a status with fields of its own, call [`mark_ready`] inside
+    /// [`Context::update_status`] instead.
     pub async fn ready(
         &self,
         object: &K,
@@ -100,14 +110,13 @@ impl<K: HasStatus + Into<Object> + TryFrom<Object>> Context<K> {
         message: &str,
     ) -> Result<(), ReconcileError> {
         let generation = object.metadata().generation;
-        self.update_status(object, |s| {
-            status::mark_ready(s, generation, reason, message)
-        })
-        .await
-        .map(|_| ())
+        self.update_status(object, |s| mark_ready(s, generation, reason, message))
+            .await
+            .map(|_| ())
     }
 
-    /// Reports work under way: Reconciling=True, Ready=False.
+    /// Reports work under way: [`mark_progressing`] at the object's generation (Reconciling=True,
+    /// Ready=False), in one write when it changed anything.
     pub async fn progressing(
         &self,
         object: &K,
@@ -115,11 +124,9 @@ impl<K: HasStatus + Into<Object> + TryFrom<Object>> Context<K> {
         message: &str,
     ) -> Result<(), ReconcileError> {
         let generation = object.metadata().generation;
-        self.update_status(object, |s| {
-            status::mark_progressing(s, generation, reason, message)
-        })
-        .await
-        .map(|_| ())
+        self.update_status(object, |s| mark_progressing(s, generation, reason, message))
+            .await
+            .map(|_| ())
     }
 }
 
@@ -555,17 +562,15 @@ async fn reconcile_one<R: Reconciler>(
     }
 }
 
-/// Ready=False with the reason and message, and a Warning event (counted on repeats).
+/// The failure in status in one write ([`ReconcileError::mark`]: Ready=False, Reconciling, the
+/// error's own conditions), and a Warning event (counted on repeats).
 async fn record_failure<K: HasStatus + Into<Object> + TryFrom<Object>>(
     ctx: &Context<K>,
     object: &K,
     generation: Option<i64>,
     e: &ReconcileError,
 ) {
-    if let Err(err) = ctx
-        .update_status(object, |s| status::mark_failed(s, generation, e))
-        .await
-    {
+    if let Err(err) = ctx.update_status(object, |s| e.mark(s, generation)).await {
         tracing::warn!(object = object.name(), error = %err, "recording the failure in status failed");
     }
     ctx.recorder

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use phoenix_api::client::ClientError;
+use phoenix_api::condition::{Condition, mark_failed, set_condition};
+use phoenix_api::{ConditionStatus, ObjectStatus};
 
 /// What to do after a successful reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,7 +38,8 @@ pub enum ErrorKind {
 }
 
 /// A failed reconcile: how to treat it and what to tell the user (in the Ready condition
-/// and a Warning event). The message must never contain secrets.
+/// and a Warning event, plus any kind-specific [`conditions`](Self::conditions)). The message
+/// must never contain secrets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}: {message}")]
 pub struct ReconcileError {
@@ -48,6 +51,9 @@ pub struct ReconcileError {
     pub message: String,
     /// Retry no earlier than this (overrides the backoff when longer), e.g. a lock's hold.
     pub retry_after: Option<Duration>,
+    /// Kind-specific conditions written with Ready=False, in the same status write (e.g.
+    /// `ConfigValid=False`); see [`ReconcileError::with_condition`].
+    pub conditions: Vec<Condition>,
 }
 
 impl ReconcileError {
@@ -58,6 +64,7 @@ impl ReconcileError {
             reason: reason.into(),
             message: message.into(),
             retry_after: None,
+            conditions: Vec::new(),
         }
     }
 
@@ -68,6 +75,7 @@ impl ReconcileError {
             reason: reason.into(),
             message: message.into(),
             retry_after: None,
+            conditions: Vec::new(),
         }
     }
 
@@ -75,6 +83,48 @@ impl ReconcileError {
     pub fn retry_after(mut self, delay: Duration) -> Self {
         self.retry_after = Some(delay);
         self
+    }
+
+    /// Records the kind-specific condition `type_` = `status` with the failure, e.g.
+    /// `.with_condition(CONFIG_VALID, False, "RenderFailed", text)`. The runtime writes it
+    /// together with Ready=False and Reconciling in one status write, stamped with the
+    /// object's generation; a later condition of the same type replaces an earlier one.
+    pub fn with_condition(
+        mut self,
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: &str,
+    ) -> Self {
+        self.conditions.retain(|c| c.type_ != type_);
+        self.conditions
+            .push(Condition::new(type_, status, reason, message, None));
+        self
+    }
+
+    /// Whether the runtime retries it (with backoff) without a change of the object.
+    pub fn is_retried(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+
+    /// Writes this failure into `status` as the runtime records a returned error: Ready=False
+    /// with its reason and message, Reconciling by [`ReconcileError::is_retried`] (see
+    /// [`mark_failed`]), its kind-specific conditions, and `observedGeneration`.
+    pub fn mark<S: ObjectStatus>(&self, status: &mut S, generation: Option<i64>) {
+        mark_failed(
+            status,
+            generation,
+            &self.reason,
+            &self.message,
+            self.is_retried(),
+        );
+        for c in &self.conditions {
+            let c = Condition {
+                observed_generation: generation,
+                ..c.clone()
+            };
+            set_condition(status.conditions_mut(), c);
+        }
     }
 }
 
@@ -86,8 +136,52 @@ impl From<ClientError> for ReconcileError {
             ClientError::NotFound(_) => "NotFound",
             ClientError::Invalid(_) => "Rejected",
             ClientError::Unauthenticated(_) | ClientError::Forbidden(_) => "Unauthorized",
+            ClientError::UnexpectedKind { .. } => "UnexpectedKind",
             _ => "ApiUnavailable",
         };
         ReconcileError::transient(reason, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use phoenix_api::condition::{READY, RECONCILING, find_condition};
+    use phoenix_api::kinds::StackStatus;
+
+    use super::*;
+
+    #[test]
+    fn a_failure_marks_ready_reconciling_and_its_own_conditions_at_the_generation() {
+        let e = ReconcileError::invalid("InvalidSpec", "route 2 renders no server")
+            .with_condition("ConfigValid", ConditionStatus::True, "Stale", "")
+            .with_condition(
+                "ConfigValid",
+                ConditionStatus::False,
+                "RenderFailed",
+                "nginx: bad",
+            );
+        let mut s = StackStatus::default();
+        e.mark(&mut s, Some(7));
+        let get = |t: &str| find_condition(&s.conditions, t).unwrap().clone();
+        assert_eq!(
+            (get(READY).status, get(READY).reason.as_str()),
+            (ConditionStatus::False, "InvalidSpec")
+        );
+        assert_eq!(get(RECONCILING).status, ConditionStatus::False);
+        let valid = get("ConfigValid");
+        assert_eq!(
+            (valid.status, valid.reason.as_str(), valid.message.as_str()),
+            (ConditionStatus::False, "RenderFailed", "nginx: bad")
+        );
+        assert_eq!(valid.observed_generation, Some(7));
+        assert_eq!(s.conditions.len(), 3, "the replaced condition is gone");
+        assert_eq!(s.observed_generation, Some(7));
+
+        let before = s.clone();
+        e.mark(&mut s, Some(7));
+        assert_eq!(
+            s, before,
+            "recording the same failure again changes nothing"
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use jiff::Timestamp;
 use phoenix_api::client::{Client, ClientError};
 use phoenix_api::kinds::event::{EventType, ObjectReference};
-use phoenix_api::{Event, Kind, Object, ObjectMeta, Resource};
+use phoenix_api::{Api, Event, Kind, ObjectMeta, Resource};
 use sha2::{Digest, Sha256};
 
 /// Writes events on behalf of one controller.
@@ -85,10 +85,12 @@ impl Recorder {
         let known = self.seen.lock().expect("recorder lock").get(&name).copied();
         let (count, first) = match known {
             Some((count, first)) => (count + 1, first),
-            None => match self.client.get(Kind::Event, &name).await {
-                Ok(Object::Event(e)) => (e.count + 1, e.first_timestamp),
-                Ok(_) | Err(ClientError::NotFound(_)) => (1, now),
-                Err(e) => return Err(e),
+            None => match Api::<Event>::new(self.client.clone())
+                .get_opt(&name)
+                .await?
+            {
+                Some(e) => (e.count + 1, e.first_timestamp),
+                None => (1, now),
             },
         };
         let event = Event {

@@ -3,7 +3,7 @@
 //! finalizers.
 
 use phoenix_api::client::{Client, ClientError};
-use phoenix_api::{Object, Resource};
+use phoenix_api::{Api, Object, Resource};
 
 /// Outcome of a finalizer edit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,7 @@ async fn edit<K>(
 where
     K: Resource + Into<Object> + TryFrom<Object>,
 {
+    let api = Api::<K>::new(client.clone());
     let mut current = object.clone();
     for attempt in 1..=5 {
         let has = current.metadata().finalizers.iter().any(|f| f == finalizer);
@@ -42,22 +43,13 @@ where
         } else {
             list.retain(|f| f != finalizer);
         }
-        match client.update_metadata(&next.into()).await {
-            Ok(written) => {
-                return Ok(match K::try_from(written) {
-                    Ok(k) => Edited::Written(k),
-                    Err(_) => Edited::Gone,
-                });
-            }
+        match api.update_metadata(&next).await {
+            Ok(written) => return Ok(Edited::Written(written)),
             Err(ClientError::NotFound(_)) => return Ok(Edited::Gone),
             Err(ClientError::Conflict(_)) if attempt < 5 => {
-                match client.get(K::KIND, current.name()).await {
-                    Ok(fresh) => match K::try_from(fresh) {
-                        Ok(k) => current = k,
-                        Err(_) => return Ok(Edited::Gone),
-                    },
-                    Err(ClientError::NotFound(_)) => return Ok(Edited::Gone),
-                    Err(e) => return Err(e),
+                match api.get_opt(current.name()).await? {
+                    Some(fresh) => current = fresh,
+                    None => return Ok(Edited::Gone),
                 }
             }
             Err(e) => return Err(e),

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use phoenix_api::client::{Client, ClientError};
 use phoenix_api::kinds::secret::{Secret, SecretType};
 use phoenix_api::kinds::{CertificateAuthority, Gateway};
-use phoenix_api::{Kind, Object, ObjectMeta, OwnerReference, Resource};
+use phoenix_api::{Api, Kind, Object, ObjectMeta, OwnerReference, Resource};
 use phoenix_nginx::{TlsCertificate, TlsError, self_signed};
 use sha2::{Digest, Sha256};
 
@@ -113,16 +113,18 @@ pub fn from_secret(secret: &Secret) -> Result<TlsCertificate, String> {
     TlsCertificate::new(chain, key).map_err(|e| e.to_string())
 }
 
-async fn get_secret(client: &Client, name: &str) -> Result<Option<Secret>, CertError> {
-    match client.get(Kind::Secret, name).await {
-        Ok(Object::Secret(s)) => Ok(Some(s)),
-        Ok(_) => Ok(None),
-        Err(ClientError::NotFound(_)) => Ok(None),
-        Err(source) => Err(CertError::Api {
-            what: format!("reading Secret {name:?}"),
+/// The object `name` of kind `K`, `None` when it does not exist.
+async fn read<K: Resource + Into<Object> + TryFrom<Object>>(
+    client: &Client,
+    name: &str,
+) -> Result<Option<K>, CertError> {
+    Api::<K>::new(client.clone())
+        .get_opt(name)
+        .await
+        .map_err(|source| CertError::Api {
+            what: format!("reading {} {name:?}", K::KIND),
             source: Box::new(source),
-        }),
-    }
+        })
 }
 
 /// The Secret the CertificateAuthority issued for `host`, if its status lists one.
@@ -139,17 +141,8 @@ fn ca_secret(ca: Option<&CertificateAuthority>, host: &str) -> Option<String> {
 /// Self-signed certificates are created at most once: an existing Secret is reused.
 pub async fn gather(client: &Client, gateway: &Gateway) -> Result<Certificates, CertError> {
     let mut out = Certificates::default();
-    let ca = match &gateway.spec.certificate_authority {
-        Some(name) => match client.get(Kind::CertificateAuthority, name).await {
-            Ok(Object::CertificateAuthority(ca)) => Some(ca),
-            Ok(_) | Err(ClientError::NotFound(_)) => None,
-            Err(source) => {
-                return Err(CertError::Api {
-                    what: format!("reading CertificateAuthority {name:?}"),
-                    source: Box::new(source),
-                });
-            }
-        },
+    let ca: Option<CertificateAuthority> = match &gateway.spec.certificate_authority {
+        Some(name) => read(client, name).await?,
         None => None,
     };
     for (i, route) in gateway.spec.routes.iter().enumerate() {
@@ -159,7 +152,7 @@ pub async fn gather(client: &Client, gateway: &Gateway) -> Result<Certificates, 
         if let Some(name) = &route.tls_secret {
             let field = format!("spec.routes[{i}].tlsSecret");
             let secret =
-                get_secret(client, name)
+                read::<Secret>(client, name)
                     .await?
                     .ok_or_else(|| CertError::SecretMissing {
                         field: field.clone(),
@@ -174,7 +167,7 @@ pub async fn gather(client: &Client, gateway: &Gateway) -> Result<Certificates, 
             continue;
         }
         if let Some(name) = ca_secret(ca.as_ref(), &route.host)
-            && let Some(secret) = get_secret(client, &name).await?
+            && let Some(secret) = read::<Secret>(client, &name).await?
             && let Ok(cert) = from_secret(&secret)
         {
             out.by_host.insert(route.host.clone(), cert);
@@ -197,7 +190,7 @@ async fn self_signed_for(
     created: &mut Vec<String>,
 ) -> Result<TlsCertificate, CertError> {
     let name = self_signed_secret_name(&gateway.metadata.name, host);
-    if let Some(secret) = get_secret(client, &name).await?
+    if let Some(secret) = read::<Secret>(client, &name).await?
         && let Ok(cert) = from_secret(&secret)
     {
         return Ok(cert);

@@ -6,15 +6,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use phoenix_api::ConditionStatus;
-use phoenix_api::condition::set_condition as set;
-use phoenix_api::condition::{DEGRADED, READY, RECONCILING};
+use phoenix_api::condition::{Condition, mark_ready, mark_ready_degraded, set_condition};
 use phoenix_api::kinds::gateway::GatewayStatus;
 use phoenix_api::kinds::{Gateway, Guest, Mesh};
 use phoenix_nginx::{
     DeliveryError, GatewayInput, GatewayMetrics, Outcome, RenderError, ResolveError, SyncError,
     SyncReport, sync,
 };
-use phoenix_runtime::status::{condition, mark_failed};
 use phoenix_runtime::{Action, Context, ReconcileError, Reconciler};
 
 use crate::backends;
@@ -47,22 +45,8 @@ impl GatewayReconciler {
     }
 }
 
-/// Writes `type_` = `status` into the status' conditions (transition time kept when the
-/// status did not flip).
-fn put(
-    s: &mut GatewayStatus,
-    generation: Option<i64>,
-    type_: &str,
-    st: ConditionStatus,
-    reason: &str,
-    msg: &str,
-) {
-    set(
-        &mut s.conditions,
-        condition(type_, st, reason, msg, generation),
-    );
-}
-
+/// The status of a delivered configuration: Ready, ConfigValid=True, and Degraded=True while
+/// self-signed certificates serve.
 fn converged(
     s: &mut GatewayStatus,
     generation: Option<i64>,
@@ -70,26 +54,38 @@ fn converged(
     self_signed: &[String],
     reloaded_at: Option<jiff::Timestamp>,
 ) {
-    use ConditionStatus::{False, True};
     s.config_hash = Some(report.delivery.hash.clone());
     s.routes = report.routes;
     if reloaded_at.is_some() {
         s.last_reload = reloaded_at;
     }
     let msg = format!("{} routes served", report.routes);
-    put(s, generation, READY, True, "Converged", &msg);
-    put(s, generation, RECONCILING, False, "Converged", "");
-    put(s, generation, CONFIG_VALID, True, "Accepted", "");
     if self_signed.is_empty() {
-        put(s, generation, DEGRADED, False, "Converged", "");
+        mark_ready(s, generation, "Converged", &msg);
     } else {
         let m = format!(
             "self-signed certificates in use (no tlsSecret, no certificate from the CertificateAuthority): {}",
             self_signed.join(", ")
         );
-        put(s, generation, DEGRADED, True, "SelfSignedCertificate", &m);
+        mark_ready_degraded(
+            s,
+            generation,
+            "Converged",
+            &msg,
+            "SelfSignedCertificate",
+            &m,
+        );
     }
-    s.observed_generation = generation;
+    set_condition(
+        &mut s.conditions,
+        Condition::new(
+            CONFIG_VALID,
+            ConditionStatus::True,
+            "Accepted",
+            "",
+            generation,
+        ),
+    );
 }
 
 fn cert_error(e: CertError) -> ReconcileError {
@@ -111,6 +107,70 @@ fn target_error(e: TargetError) -> ReconcileError {
     } else {
         ReconcileError::transient("TargetUnavailable", e.to_string())
     }
+}
+
+/// A failed render or delivery as a reconcile error. A rendering the spec causes and a tree
+/// nginx refuses carry `ConfigValid=False` (with nginx's own text), written by the runtime
+/// with Ready=False; the last good tree keeps serving. Deliveries are retried with backoff (a
+/// Guest's address or a Secret may be what nginx refused).
+fn sync_error(e: SyncError) -> ReconcileError {
+    match e {
+        SyncError::Render(e) => {
+            let message = e.to_string();
+            if matches!(
+                &e,
+                RenderError::Backend {
+                    source: ResolveError::UnknownGuest(_) | ResolveError::UnknownMesh(_),
+                    ..
+                }
+            ) {
+                // Not the spec's fault: a Guest or Mesh has no address yet; its watch brings
+                // us back.
+                return ReconcileError::transient("BackendUnresolved", message);
+            }
+            ReconcileError::invalid("InvalidSpec", &message).with_condition(
+                CONFIG_VALID,
+                ConditionStatus::False,
+                "RenderFailed",
+                &message,
+            )
+        }
+        SyncError::Deliver(e) => {
+            let (reason, text) = match &e {
+                DeliveryError::Rejected { output, .. } => ("NginxRejected", output.clone()),
+                DeliveryError::ReloadFailed { output, .. } => ("ReloadFailed", output.clone()),
+                _ => ("DeliveryFailed", String::new()),
+            };
+            let error = ReconcileError::transient(reason, e.to_string())
+                .retry_after(Duration::from_secs(5));
+            if text.is_empty() {
+                return error;
+            }
+            error.with_condition(CONFIG_VALID, ConditionStatus::False, reason, &text)
+        }
+    }
+}
+
+/// A Normal event when nginx reloaded onto, or was installed with, a new tree.
+async fn announce(ctx: &Context<Gateway>, gateway: &Gateway, report: &SyncReport) {
+    let (reason, message) = match report.delivery.outcome {
+        Outcome::Unchanged => return,
+        Outcome::Reloaded => (
+            "Reloaded",
+            format!(
+                "nginx reloaded onto {} ({} routes, {} bytes)",
+                report.delivery.hash, report.routes, report.delivery.bytes
+            ),
+        ),
+        Outcome::Installed => (
+            "Installed",
+            format!(
+                "installed {} ({} routes); nginx is not running and loads it when it starts",
+                report.delivery.hash, report.routes
+            ),
+        ),
+    };
+    ctx.recorder.normal(gateway, reason, &message).await;
 }
 
 #[async_trait]
@@ -179,101 +239,76 @@ impl Reconciler for GatewayReconciler {
             certificates: &certificates.by_host,
             options: &options,
         };
-        match sync(&name, &input, &*delivery, &self.metrics).await {
-            Ok(report) => {
-                let reloaded_at =
-                    (report.delivery.outcome == Outcome::Reloaded).then(jiff::Timestamp::now);
-                ctx.update_status(&gateway, |s| {
-                    converged(
-                        s,
-                        generation,
-                        &report,
-                        &certificates.self_signed,
-                        reloaded_at,
-                    )
-                })
-                .await?;
-                match report.delivery.outcome {
-                    Outcome::Unchanged => {}
-                    Outcome::Reloaded => {
-                        let m = format!(
-                            "nginx reloaded onto {} ({} routes, {} bytes)",
-                            report.delivery.hash, report.routes, report.delivery.bytes
-                        );
-                        ctx.recorder.normal(&*gateway, "Reloaded", &m).await;
-                    }
-                    Outcome::Installed => {
-                        let m = format!(
-                            "installed {} ({} routes); nginx is not running and loads it when it starts",
-                            report.delivery.hash, report.routes
-                        );
-                        ctx.recorder.normal(&*gateway, "Installed", &m).await;
-                    }
-                }
-                tracing::debug!(gateway = %name, outcome = report.delivery.outcome.as_str(), "reconciled");
-                Ok(Action::done())
-            }
-            Err(SyncError::Render(e)) => {
-                let waiting = matches!(
-                    &e,
-                    RenderError::Backend {
-                        source: ResolveError::UnknownGuest(_) | ResolveError::UnknownMesh(_),
-                        ..
-                    }
-                );
-                if waiting {
-                    // Not the spec's fault: a Guest or Mesh has no address yet; its watch
-                    // brings us back.
-                    return Err(ReconcileError::transient(
-                        "BackendUnresolved",
-                        e.to_string(),
-                    ));
-                }
-                let message = e.to_string();
-                let error = ReconcileError::invalid("InvalidSpec", message.clone());
-                ctx.update_status(&gateway, |s| {
-                    put(
-                        s,
-                        generation,
-                        CONFIG_VALID,
-                        ConditionStatus::False,
-                        "RenderFailed",
-                        &message,
-                    );
-                    mark_failed(s, generation, &error);
-                })
-                .await?;
-                Err(error)
-            }
-            Err(SyncError::Deliver(e)) => {
-                let (reason, text) = match &e {
-                    DeliveryError::Rejected { output, .. } => ("NginxRejected", output.clone()),
-                    DeliveryError::ReloadFailed { output, .. } => ("ReloadFailed", output.clone()),
-                    _ => ("DeliveryFailed", String::new()),
-                };
-                let error = ReconcileError::transient(reason, e.to_string())
-                    .retry_after(Duration::from_secs(5));
-                if !text.is_empty() {
-                    // ConfigValid and Ready in one write (the runtime's own Ready=False is
-                    // then no change).
-                    ctx.update_status(&gateway, |s| {
-                        put(
-                            s,
-                            generation,
-                            CONFIG_VALID,
-                            ConditionStatus::False,
-                            reason,
-                            &text,
-                        );
-                        mark_failed(s, generation, &error);
-                    })
-                    .await?;
-                }
-                // The runtime records a Warning event with this message; the last good tree
-                // keeps serving. Retried with backoff (a Guest's address or a Secret may be
-                // what nginx refused).
-                Err(error)
-            }
-        }
+        let report = sync(&name, &input, &*delivery, &self.metrics)
+            .await
+            .map_err(sync_error)?;
+        let reloaded_at = (report.delivery.outcome == Outcome::Reloaded).then(jiff::Timestamp::now);
+        ctx.update_status(&gateway, |s| {
+            converged(
+                s,
+                generation,
+                &report,
+                &certificates.self_signed,
+                reloaded_at,
+            )
+        })
+        .await?;
+        announce(ctx, &gateway, &report).await;
+        tracing::debug!(gateway = %name, outcome = report.delivery.outcome.as_str(), "reconciled");
+        Ok(Action::done())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use phoenix_api::condition::find_condition;
+    use phoenix_runtime::ErrorKind;
+
+    use super::*;
+
+    fn config_valid(e: &ReconcileError) -> Option<(ConditionStatus, &str, &str)> {
+        find_condition(&e.conditions, CONFIG_VALID)
+            .map(|c| (c.status, c.reason.as_str(), c.message.as_str()))
+    }
+
+    #[test]
+    fn render_and_nginx_failures_carry_config_valid_false_others_do_not() {
+        let render = sync_error(SyncError::Render(RenderError::MixedSchemes {
+            field: "spec.routes[0]".into(),
+        }));
+        assert_eq!(render.kind, ErrorKind::InvalidSpec);
+        assert_eq!(
+            config_valid(&render).map(|c| (c.0, c.1)),
+            Some((ConditionStatus::False, "RenderFailed"))
+        );
+
+        let waiting = sync_error(SyncError::Render(RenderError::Backend {
+            field: "spec.routes[0].backends[0]".into(),
+            source: ResolveError::UnknownGuest("web".into()),
+        }));
+        assert_eq!(
+            (waiting.kind, waiting.reason.as_str()),
+            (ErrorKind::Transient, "BackendUnresolved")
+        );
+        assert!(waiting.conditions.is_empty(), "not the config's fault");
+
+        let rejected = sync_error(SyncError::Deliver(DeliveryError::Rejected {
+            hash: "h".into(),
+            output: "nginx: [emerg] bad".into(),
+        }));
+        assert_eq!(
+            (rejected.kind, rejected.retry_after),
+            (ErrorKind::Transient, Some(Duration::from_secs(5)))
+        );
+        assert_eq!(
+            config_valid(&rejected),
+            Some((ConditionStatus::False, "NginxRejected", "nginx: [emerg] bad"))
+        );
+
+        let timeout = sync_error(SyncError::Deliver(DeliveryError::TestTimeout {
+            after: Duration::from_secs(1),
+        }));
+        assert_eq!(timeout.reason, "DeliveryFailed");
+        assert!(timeout.conditions.is_empty(), "no nginx text, no verdict");
     }
 }

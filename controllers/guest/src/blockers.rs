@@ -12,8 +12,7 @@
 
 use std::time::Duration;
 
-use phoenix_api::ConditionStatus;
-use phoenix_api::condition::{READY, find_condition};
+use phoenix_api::condition::ready_at_generation;
 use phoenix_api::kinds::Guest;
 use phoenix_pve::{ClusterResource, GuestRef};
 use phoenix_runtime::{Action, ReconcileError};
@@ -40,14 +39,6 @@ pub fn blocker(found: &ClusterResource) -> Option<Blocker> {
     }
 }
 
-fn converged(guest: &Guest) -> bool {
-    guest.status.as_ref().is_some_and(|s| {
-        s.observed_generation == guest.metadata.generation
-            && find_condition(&s.conditions, READY)
-                .is_some_and(|c| c.status == ConditionStatus::True)
-    })
-}
-
 /// What to do about `blocker`: a requeue after `poll` for a converged Guest behind a job lock
 /// (its status is left alone), else a transient error whose reason and message name it.
 pub fn wait(
@@ -57,7 +48,7 @@ pub fn wait(
     poll: Duration,
 ) -> Result<Action, ReconcileError> {
     match blocker {
-        Blocker::Locked(lock) if converged(guest) => {
+        Blocker::Locked(lock) if ready_at_generation(guest) => {
             tracing::debug!(guest = %at, lock, "guest locked by a job; converged, checking later");
             Ok(Action::requeue(poll.max(Duration::from_secs(10))))
         }

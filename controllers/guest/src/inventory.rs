@@ -18,8 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use phoenix_api::ConditionStatus;
-use phoenix_api::condition::{READY, find_condition};
+use phoenix_api::condition::ready_at_generation;
 use phoenix_api::kinds::Guest;
 use phoenix_pve::{ClusterResource, PveClient, PveError, ResourceType};
 use sha2::{Digest, Sha256};
@@ -155,9 +154,7 @@ impl Inventory {
         let Some(status) = guest.status.as_ref() else {
             return false;
         };
-        let ready = status.observed_generation == guest.metadata.generation
-            && find_condition(&status.conditions, READY)
-                .is_some_and(|c| c.status == ConditionStatus::True)
+        let ready = ready_at_generation(guest)
             && status.node.as_deref() == found.node.as_deref()
             && status.state.as_deref() == found.status.as_deref()
             // A running guest without addresses yet is read until it has some.
