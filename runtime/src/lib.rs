@@ -8,14 +8,17 @@
 //!   never two reconciles of one key at once (a key changed while running re-runs once
 //!   after), bounded concurrency, requeue-after, periodic resync, per-key backoff on
 //!   transient errors, no retry of an invalid spec until the object changes.
-//! - [`finalizer`], [`status`], [`events::Recorder`]: finalizers by CAS, conditions with
-//!   stable transition times and writes only on change, deduplicated events.
-//! - [`leader`]: leader election on the API server's store leases, with fencing.
+//! - [`finalizer`], [`status`], [`events::Recorder`]: finalizers by CAS, status writes only on
+//!   change (the conditions themselves are `phoenix_api::condition`'s), deduplicated events; a
+//!   failed reconcile's [`ReconcileError`] (with its kind-specific conditions) is written once.
+//! - [`leader`]: leader election on the API server's leases, with fencing.
+//! - [`ControllerOptions`]: what every controller has (resync, concurrency, leader TTL), set
+//!   by the host with [`Controller::options`].
 //! - [`metrics::RuntimeMetrics`]: controller-runtime's metric names.
 //! - [`Manager`]: hosts controllers with graceful shutdown ([`shutdown`]).
 //!
 //! A controller is a [`Reconciler`] plus a [`Controller`] declaration; see
-//! `examples/ready_stacks.rs` for a complete one.
+//! `examples/ready_stacks.rs` for a complete one and `docs/writing-a-controller.md`.
 
 #![forbid(unsafe_code)]
 
