@@ -302,7 +302,11 @@ mod tests {
         );
         assert_eq!(
             config_valid(&rejected),
-            Some((ConditionStatus::False, "NginxRejected", "nginx: [emerg] bad"))
+            Some((
+                ConditionStatus::False,
+                "NginxRejected",
+                "nginx: [emerg] bad"
+            ))
         );
 
         let timeout = sync_error(SyncError::Deliver(DeliveryError::TestTimeout {
