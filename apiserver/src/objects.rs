@@ -20,14 +20,17 @@ use crate::metrics::Metrics;
 /// not ask for a precondition (apply).
 const MAX_CAS_RETRIES: usize = 16;
 
+/// Storage prefix of every object (and of nothing else).
+pub const ROOT: &str = "/phoenix/";
+
 /// Storage key of an object.
 pub fn key(kind: Kind, name: &str) -> Vec<u8> {
-    format!("/phoenix/{}/{}", kind.plural(), name).into_bytes()
+    format!("{ROOT}{}/{}", kind.plural(), name).into_bytes()
 }
 
 /// Storage prefix of a kind.
 pub fn prefix(kind: Kind) -> Vec<u8> {
-    format!("/phoenix/{}/", kind.plural()).into_bytes()
+    format!("{ROOT}{}/", kind.plural()).into_bytes()
 }
 
 /// The top-level fields that are the declared state of a kind (its "spec").
