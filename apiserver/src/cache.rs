@@ -1,5 +1,13 @@
-//! The watch cache: one store watch per kind feeds every client list and watch, so the store
-//! sees O(kinds) watches however many clients there are.
+//! The watch cache: one store watch over every kind feeds every client list and watch, so the
+//! store sees one watch however many clients there are.
+//!
+//! Each kind's cache is at the revision of the last store event of ANY kind, not only its own:
+//! a list that waits for this server's last write (read-your-writes) is answered as soon as
+//! that write's event arrives, whatever its kind. (With one watch per kind, a kind that saw no
+//! event learned of newer revisions only from periodic progress notifications: seconds on the
+//! embedded store, ten minutes by default on etcd. Asking the store for a progress
+//! notification instead is not safe on etcd 3.4 before 3.4.25, whose requested notifications
+//! can overtake events: etcd issue 15220.)
 //!
 //! Each kind keeps the current objects (as ready-to-send JSON) and a window of recent changes.
 //! Changes are applied and broadcast under the same lock that subscribers take, so a client
@@ -19,13 +27,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use phoenix_api::Kind;
 use phoenix_api::selector::Selector;
-use phoenix_store::{EventKind, RangeOptions, Store, StoreError, WatchBatch};
+use phoenix_store::{EventKind, RangeOptions, Store, StoreError, WatchBatch, WatchEvent};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
 use crate::error::ApiError;
-use crate::objects::{prefix, with_resource_version};
+use crate::objects::{ROOT, prefix, with_resource_version};
 
 /// Changes kept per kind for watches that resume from a resourceVersion.
 const HISTORY: usize = 20_000;
@@ -412,6 +420,17 @@ impl KindCache {
             .contains_key(name)
     }
 
+    /// Moves the cache to `revision` without a change: the store watch delivered everything
+    /// up to it, and none of it was of this kind. Nothing is broadcast (idle watchers learn
+    /// of the revision from their periodic bookmark).
+    fn advance(&self, revision: i64) {
+        let mut state = self.state.write().expect("cache lock");
+        if revision > state.revision {
+            state.revision = revision;
+            self.revision.send_replace(revision);
+        }
+    }
+
     fn apply(&self, batch: WatchBatch) {
         if batch.events.is_empty() {
             let mut state = self.state.write().expect("cache lock");
@@ -519,71 +538,6 @@ impl KindCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Fills the cache from the store and follows it until the store goes away.
-    async fn run(self: Arc<Self>, store: Arc<dyn Store>) {
-        let prefix = prefix(self.kind);
-        let mut relist = false;
-        let mut delay = Duration::from_millis(200);
-        loop {
-            let revision = match list_at(&store, &prefix, None).await {
-                Ok((objects, revision)) => {
-                    self.reset(objects, revision, relist);
-                    relist = true;
-                    revision
-                }
-                Err(e) => {
-                    tracing::warn!(kind = %self.kind, error = %e, "listing for the watch cache failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            };
-            delay = Duration::from_millis(200);
-            let mut from = revision + 1;
-            // Follow the store; resume after transient errors, relist after compaction.
-            loop {
-                let mut stream = match store.watch(&prefix, from).await {
-                    Ok(s) => s,
-                    Err(StoreError::Compacted { .. }) => break,
-                    Err(e) => {
-                        tracing::warn!(kind = %self.kind, error = %e, "watch failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(10));
-                        continue;
-                    }
-                };
-                let mut compacted = false;
-                while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(batch) => {
-                            delay = Duration::from_millis(200);
-                            let last = batch
-                                .events
-                                .last()
-                                .map(|e| e.kv.mod_revision)
-                                .unwrap_or(batch.revision);
-                            from = from.max(last + 1);
-                            self.apply(batch);
-                        }
-                        Err(StoreError::Compacted { .. }) => {
-                            compacted = true;
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(kind = %self.kind, error = %e, "watch stream ended; resuming");
-                            break;
-                        }
-                    }
-                }
-                if compacted {
-                    tracing::warn!(kind = %self.kind, "watch cache fell behind compaction; relisting");
-                    break;
-                }
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
 }
 
 /// Every object under `prefix` at `revision` (`None`: the current one), and that revision.
@@ -618,6 +572,119 @@ async fn list_at(
     }
 }
 
+/// Every kind's objects at one revision (the current one), and that revision.
+async fn list_kinds(
+    store: &Arc<dyn Store>,
+) -> Result<(Vec<(Kind, BTreeMap<String, Arc<Entry>>)>, i64), StoreError> {
+    let mut lists = Vec::with_capacity(Kind::ALL.len());
+    let mut revision = None;
+    for kind in Kind::ALL {
+        let (objects, at) = list_at(store, &prefix(kind), revision).await?;
+        revision = Some(at);
+        lists.push((kind, objects));
+    }
+    Ok((lists, revision.unwrap_or_default()))
+}
+
+/// Hands a store batch to the caches: each kind gets its own events (in order, same batch
+/// revision); a kind with none only moves to the batch's revision, and a progress
+/// notification goes to every kind as such.
+fn dispatch(kinds: &[(Vec<u8>, &Arc<KindCache>)], batch: WatchBatch) {
+    if batch.is_progress() {
+        for (_, cache) in kinds {
+            cache.apply(batch.clone());
+        }
+        return;
+    }
+    let mut split: Vec<Vec<WatchEvent>> = kinds.iter().map(|_| Vec::new()).collect();
+    for ev in batch.events {
+        if let Some(i) = kinds.iter().position(|(p, _)| ev.kv.key.starts_with(p)) {
+            split[i].push(ev);
+        }
+    }
+    for ((_, cache), events) in kinds.iter().zip(split) {
+        if events.is_empty() {
+            cache.advance(batch.revision);
+        } else {
+            cache.apply(WatchBatch {
+                revision: batch.revision,
+                events,
+            });
+        }
+    }
+}
+
+/// Fills every kind's cache from the store and follows ONE store watch over all of them, so
+/// that each cache's revision moves with every write to any kind: a list waiting for this
+/// server's last write is answered as soon as that write's event arrives, whatever its kind.
+/// Resumes after transient errors; relists every kind when the watch fell behind compaction.
+async fn follow(kinds: Arc<HashMap<Kind, Arc<KindCache>>>, store: Arc<dyn Store>) {
+    let by_prefix: Vec<(Vec<u8>, &Arc<KindCache>)> =
+        kinds.iter().map(|(k, c)| (prefix(*k), c)).collect();
+    let mut relist = false;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let revision = match list_kinds(&store).await {
+            Ok((lists, revision)) => {
+                for (kind, objects) in lists {
+                    kinds[&kind].reset(objects, revision, relist);
+                }
+                relist = true;
+                revision
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "listing for the watch cache failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        delay = Duration::from_millis(200);
+        let mut from = revision + 1;
+        // Follow the store; resume after transient errors, relist after compaction.
+        loop {
+            let mut stream = match store.watch(ROOT.as_bytes(), from).await {
+                Ok(s) => s,
+                Err(StoreError::Compacted { .. }) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            let mut compacted = false;
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(batch) => {
+                        delay = Duration::from_millis(200);
+                        let last = batch
+                            .events
+                            .last()
+                            .map(|e| e.kv.mod_revision)
+                            .unwrap_or(batch.revision);
+                        from = from.max(last + 1);
+                        dispatch(&by_prefix, batch);
+                    }
+                    Err(StoreError::Compacted { .. }) => {
+                        compacted = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watch stream ended; resuming");
+                        break;
+                    }
+                }
+            }
+            if compacted {
+                tracing::warn!("watch cache fell behind compaction; relisting");
+                break;
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
 /// The caches of every kind.
 #[derive(Clone)]
 pub struct Cache {
@@ -634,23 +701,15 @@ impl std::fmt::Debug for Cache {
 }
 
 impl Cache {
-    /// Starts one cache per kind, following `store`; the tasks run until aborted.
+    /// Starts one cache per kind, all fed by one store watch; the task runs until aborted.
     pub fn start(store: Arc<dyn Store>) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
         let kinds: HashMap<Kind, Arc<KindCache>> = Kind::ALL
             .iter()
             .map(|k| (*k, Arc::new(KindCache::new(*k))))
             .collect();
-        let tasks = kinds
-            .values()
-            .map(|c| tokio::spawn(c.clone().run(store.clone())))
-            .collect();
-        (
-            Cache {
-                kinds: Arc::new(kinds),
-                store,
-            },
-            tasks,
-        )
+        let kinds = Arc::new(kinds);
+        let task = tokio::spawn(follow(kinds.clone(), store.clone()));
+        (Cache { kinds, store }, vec![task])
     }
 
     /// The cache of `kind`.

@@ -20,14 +20,17 @@ use crate::metrics::Metrics;
 /// not ask for a precondition (apply).
 const MAX_CAS_RETRIES: usize = 16;
 
+/// Storage prefix of every object (and of nothing else).
+pub const ROOT: &str = "/phoenix/";
+
 /// Storage key of an object.
 pub fn key(kind: Kind, name: &str) -> Vec<u8> {
-    format!("/phoenix/{}/{}", kind.plural(), name).into_bytes()
+    format!("{ROOT}{}/{}", kind.plural(), name).into_bytes()
 }
 
 /// Storage prefix of a kind.
 pub fn prefix(kind: Kind) -> Vec<u8> {
-    format!("/phoenix/{}/", kind.plural()).into_bytes()
+    format!("{ROOT}{}/", kind.plural()).into_bytes()
 }
 
 /// The top-level fields that are the declared state of a kind (its "spec").
@@ -68,8 +71,13 @@ impl Stored {
 
     /// JSON bytes for the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.value).expect("JSON values serialize")
+        to_json(&self.value)
     }
+}
+
+/// The JSON bytes of a value (what the store keeps and the wire carries).
+fn to_json(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).expect("JSON values serialize")
 }
 
 /// Sets `metadata.resourceVersion` of a stored JSON value.
@@ -208,15 +216,14 @@ impl Objects {
         r
     }
 
-    /// Replaces the object with `value` if it is still at `revision`.
+    /// Replaces the object with `bytes` (its JSON) if it is still at `revision`.
     async fn cas_update(
         &self,
         kind: Kind,
         name: &str,
-        value: &Value,
+        bytes: Vec<u8>,
         revision: i64,
     ) -> Result<Cas, ApiError> {
-        let bytes = serde_json::to_vec(value).expect("JSON values serialize");
         let r = self
             .timed(
                 "update",
@@ -255,6 +262,16 @@ impl Objects {
             .kv)
     }
 
+    /// The object's key-value; [`ApiError::NotFound`] when absent.
+    async fn get_existing(&self, kind: Kind, name: &str) -> Result<KeyValue, ApiError> {
+        self.get_kv(kind, name)
+            .await?
+            .ok_or_else(|| ApiError::NotFound {
+                kind,
+                name: name.into(),
+            })
+    }
+
     fn parse_kv(kv: &KeyValue) -> Result<Value, ApiError> {
         serde_json::from_slice(&kv.value).map_err(|e| {
             ApiError::Unavailable(format!(
@@ -266,13 +283,7 @@ impl Objects {
 
     /// Reads one object.
     pub async fn get(&self, kind: Kind, name: &str) -> Result<Stored, ApiError> {
-        let kv = self
-            .get_kv(kind, name)
-            .await?
-            .ok_or_else(|| ApiError::NotFound {
-                kind,
-                name: name.into(),
-            })?;
+        let kv = self.get_existing(kind, name).await?;
         Ok(Stored::at(Self::parse_kv(&kv)?, kv.mod_revision))
     }
 
@@ -287,18 +298,17 @@ impl Objects {
     }
 
     /// Stores `created` (from [`prepare_create`]) if its name is free; `None` if taken.
+    /// The object is converted once, to the JSON value that is both stored and returned.
     async fn create_prepared(&self, created: &Object) -> Result<Option<Stored>, ApiError> {
         let k = key(created.kind(), created.name());
+        let value = created.to_json_value();
         match self
-            .timed(
-                "create",
-                self.store.create(&k, created.to_json_bytes(), None),
-            )
+            .timed("create", self.store.create(&k, to_json(&value), None))
             .await
         {
             Ok(rev) => {
                 self.wrote(rev);
-                Ok(Some(Stored::at(created.to_json_value(), rev)))
+                Ok(Some(Stored::at(value, rev)))
             }
             Err(StoreError::AlreadyExists { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -411,7 +421,7 @@ impl Objects {
                         return Ok((Stored::at(value, kv.mod_revision), ApplyOutcome::Configured));
                     }
                     match self
-                        .cas_update(kind, &name, &value, kv.mod_revision)
+                        .cas_update(kind, &name, to_json(&value), kv.mod_revision)
                         .await?
                     {
                         Cas::Done(rev) => {
@@ -453,13 +463,7 @@ impl Objects {
         dry_run: bool,
     ) -> Result<(Stored, bool), ApiError> {
         for _ in 0..MAX_CAS_RETRIES {
-            let kv = self
-                .get_kv(kind, name)
-                .await?
-                .ok_or_else(|| ApiError::NotFound {
-                    kind,
-                    name: name.into(),
-                })?;
+            let kv = self.get_existing(kind, name).await?;
             if let Some(expected) = precondition
                 && expected != kv.mod_revision
             {
@@ -476,7 +480,8 @@ impl Objects {
                 return Ok((Stored::at(value, kv.mod_revision), true));
             }
             let written = if marking {
-                self.cas_update(kind, name, &value, kv.mod_revision).await?
+                self.cas_update(kind, name, to_json(&value), kv.mod_revision)
+                    .await?
             } else {
                 self.cas_delete(kind, name, kv.mod_revision).await?
             };
@@ -522,13 +527,7 @@ impl Objects {
                 ApiError::BadRequest("metadata.resourceVersion is required for updates".into())
             })
             .and_then(parse_resource_version)?;
-        let kv = self
-            .get_kv(kind, name)
-            .await?
-            .ok_or_else(|| ApiError::NotFound {
-                kind,
-                name: name.into(),
-            })?;
+        let kv = self.get_existing(kind, name).await?;
         if kv.mod_revision != rv {
             return Err(Self::conflict(kind, name, rv, Some(&kv)));
         }
@@ -536,14 +535,16 @@ impl Objects {
         Ok((kv, value, rv))
     }
 
+    /// Writes `value` (whose JSON is `bytes`) if the object is still at `rv`.
     async fn write_update(
         &self,
         kind: Kind,
         name: &str,
         value: Value,
+        bytes: Vec<u8>,
         rv: i64,
     ) -> Result<Stored, ApiError> {
-        match self.cas_update(kind, name, &value, rv).await? {
+        match self.cas_update(kind, name, bytes, rv).await? {
             Cas::Done(rev) => Ok(Stored::at(value, rev)),
             Cas::Lost(current) => Err(Self::conflict(kind, name, rv, current.as_deref())),
         }
@@ -567,7 +568,9 @@ impl Objects {
         if value == existing {
             return Ok(Stored::at(value, kv.mod_revision));
         }
-        self.write_update(kind, object.name(), value, rv).await
+        let bytes = to_json(&value);
+        self.write_update(kind, object.name(), value, bytes, rv)
+            .await
     }
 
     /// Replaces finalizers, labels, annotations and ownerReferences of the object in `bytes`,
@@ -579,7 +582,11 @@ impl Objects {
         let name = object.name().to_string();
         let (kv, existing, rv) = self.read_for_update(&object).await?;
         let deleting = meta(&existing).contains_key("deletionTimestamp");
-        let requested = meta(&object.to_json_value()).clone();
+        // Only the metadata of the request is used: converted alone, not the whole object.
+        let requested = match serde_json::to_value(object.metadata()) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
         let mut value = existing.clone();
         let m = meta_mut(&mut value);
         for f in ["finalizers", "labels", "annotations", "ownerReferences"] {
@@ -605,9 +612,11 @@ impl Objects {
                 )));
             }
         }
-        // The result must still be a valid object (labels, finalizer names, owners).
-        let check = decode::decode_json("request", &serde_json::to_vec(&value).expect("JSON"))
-            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+        // The result must still be a valid object (labels, finalizer names, owners). Its JSON
+        // is made once: checked here, written below.
+        let bytes = to_json(&value);
+        let check =
+            decode::decode_json("request", &bytes).map_err(|e| ApiError::Invalid(e.to_string()))?;
         phoenix_api::validation::validate(&check).map_err(|e| ApiError::Invalid(e.to_string()))?;
         if value == existing {
             return Ok((Stored::at(value, kv.mod_revision), false));
@@ -618,6 +627,9 @@ impl Objects {
                 Cas::Lost(current) => Err(Self::conflict(kind, &name, rv, current.as_deref())),
             };
         }
-        Ok((self.write_update(kind, &name, value, rv).await?, false))
+        Ok((
+            self.write_update(kind, &name, value, bytes, rv).await?,
+            false,
+        ))
     }
 }

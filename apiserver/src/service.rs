@@ -1,6 +1,7 @@
 //! The gRPC service: authentication, authorization, metrics, and the mapping of requests to
 //! object operations and the watch cache.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,6 +131,30 @@ impl Service {
             .get("authorization")
             .and_then(|v| v.to_str().ok());
         self.tokens.authenticate(header)
+    }
+
+    /// Serves one request: authenticates the caller, runs `f` with the caller and the
+    /// request, records the duration and gRPC code under `method` and `kind` (the request's
+    /// kind as sent, "" where none), and logs server-side failures. An unauthenticated
+    /// request never reaches `f`.
+    async fn handle<Req, Resp, Fut>(
+        &self,
+        method: &'static str,
+        kind: &str,
+        req: Request<Req>,
+        f: impl FnOnce(Caller, Req) -> Fut,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Fut: Future<Output = Result<Resp, ApiError>>,
+    {
+        let start = Instant::now();
+        let caller = self.caller(&req);
+        let req = req.into_inner();
+        let r = match caller {
+            Ok(caller) => f(caller, req).await,
+            Err(e) => Err(e),
+        };
+        self.finish(method, kind, start, r)
     }
 
     fn finish<T>(
@@ -307,59 +332,44 @@ impl Phoenix for Service {
         &self,
         req: Request<proto::ApplyRequest>,
     ) -> Result<Response<proto::ApplyResponse>, Status> {
-        let start = Instant::now();
-        let caller = self.caller(&req);
-        let req = req.into_inner();
-        let kind = kind_of_bytes(&req.object);
-        let r = match caller {
-            Ok(c) => self.do_apply(&c, &req.object, req.dry_run).await,
-            Err(e) => Err(e),
-        };
-        self.finish("Apply", &kind, start, r)
+        let kind = kind_of_bytes(&req.get_ref().object);
+        self.handle("Apply", &kind, req, |caller, req| async move {
+            self.do_apply(&caller, &req.object, req.dry_run).await
+        })
+        .await
     }
 
     async fn apply_batch(
         &self,
         req: Request<proto::ApplyBatchRequest>,
     ) -> Result<Response<proto::ApplyBatchResponse>, Status> {
-        let start = Instant::now();
-        let caller = self.caller(&req);
-        let req = req.into_inner();
-        let r = match caller {
-            Ok(c) => self.apply_many(&c, req).await,
-            Err(e) => Err(e),
-        };
-        self.finish("ApplyBatch", "", start, r)
+        self.handle("ApplyBatch", "", req, |caller, req| async move {
+            self.apply_many(&caller, req).await
+        })
+        .await
     }
 
     async fn get(
         &self,
         req: Request<proto::GetRequest>,
     ) -> Result<Response<proto::Object>, Status> {
-        let start = Instant::now();
-        let caller = self.caller(&req);
-        let req = req.into_inner();
-        let r = async {
-            let caller = caller?;
+        let kind = req.get_ref().kind.clone();
+        self.handle("Get", &kind, req, |caller, req| async move {
             let kind = parse_kind(&req.kind)?;
             let stored = self.objects.get(kind, &req.name).await?;
             Ok(proto::Object {
                 json: redact_bytes(kind, &caller, &stored.to_bytes()),
             })
-        }
-        .await;
-        self.finish("Get", &req.kind, start, r)
+        })
+        .await
     }
 
     async fn list(
         &self,
         req: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListResponse>, Status> {
-        let start = Instant::now();
-        let caller = self.caller(&req);
-        let req = req.into_inner();
-        let r = async {
-            let caller = caller?;
+        let kind = req.get_ref().kind.clone();
+        self.handle("List", &kind, req, |caller, req| async move {
             let kind = parse_kind(&req.kind)?;
             let selector = parse_selector(&req.label_selector)?;
             let after = if req.continue_token.is_empty() {
@@ -387,20 +397,16 @@ impl Phoenix for Service {
                 resource_version: revision.to_string(),
                 continue_token,
             })
-        }
-        .await;
-        self.finish("List", &req.kind, start, r)
+        })
+        .await
     }
 
     async fn delete(
         &self,
         req: Request<proto::DeleteRequest>,
     ) -> Result<Response<proto::DeleteResponse>, Status> {
-        let start = Instant::now();
-        let caller = self.caller(&req);
-        let req = req.into_inner();
-        let r = async {
-            let caller = caller?;
+        let kind = req.get_ref().kind.clone();
+        self.handle("Delete", &kind, req, |caller, req| async move {
             require(&caller, Role::Editor, "delete objects")?;
             let kind = parse_kind(&req.kind)?;
             let precondition = if req.resource_version.is_empty() {
@@ -416,49 +422,39 @@ impl Phoenix for Service {
                 object: redact_bytes(kind, &caller, &stored.to_bytes()),
                 deleted,
             })
-        }
-        .await;
-        self.finish("Delete", &req.kind, start, r)
+        })
+        .await
     }
 
     async fn update_metadata(
         &self,
         req: Request<proto::UpdateRequest>,
     ) -> Result<Response<proto::Object>, Status> {
-        let start = Instant::now();
-        let caller = self.caller(&req);
-        let req = req.into_inner();
-        let kind = kind_of_bytes(&req.object);
-        let r = async {
-            let caller = caller?;
+        let kind = kind_of_bytes(&req.get_ref().object);
+        let sent_kind = kind.as_str();
+        self.handle("UpdateMetadata", &kind, req, |caller, req| async move {
             require(&caller, Role::Editor, "update metadata")?;
             let (stored, _gone) = self.objects.update_metadata(&req.object).await?;
             Ok(proto::Object {
-                json: redact_bytes(parse_kind(&kind)?, &caller, &stored.to_bytes()),
+                json: redact_bytes(parse_kind(sent_kind)?, &caller, &stored.to_bytes()),
             })
-        }
-        .await;
-        self.finish("UpdateMetadata", &kind, start, r)
+        })
+        .await
     }
 
     async fn update_status(
         &self,
         req: Request<proto::UpdateRequest>,
     ) -> Result<Response<proto::Object>, Status> {
-        let start = Instant::now();
-        let caller = self.caller(&req);
-        let req = req.into_inner();
-        let kind = kind_of_bytes(&req.object);
-        let r = async {
-            let caller = caller?;
+        let kind = kind_of_bytes(&req.get_ref().object);
+        self.handle("UpdateStatus", &kind, req, |caller, req| async move {
             require(&caller, Role::Editor, "update status")?;
             let stored = self.objects.update_status(&req.object).await?;
             Ok(proto::Object {
                 json: stored.to_bytes(),
             })
-        }
-        .await;
-        self.finish("UpdateStatus", &kind, start, r)
+        })
+        .await
     }
 
     type WatchStream = WatchStream;
@@ -467,11 +463,8 @@ impl Phoenix for Service {
         &self,
         req: Request<proto::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let start = Instant::now();
-        let caller = self.caller(&req);
-        let req = req.into_inner();
-        let r = async {
-            let caller = caller?;
+        let kind = req.get_ref().kind.clone();
+        self.handle("Watch", &kind, req, |caller, req| async move {
             let kind = parse_kind(&req.kind)?;
             let selector = parse_selector(&req.label_selector)?;
             let from = if req.resource_version.is_empty() {
@@ -500,75 +493,58 @@ impl Phoenix for Service {
                 tokio_stream::wrappers::ReceiverStream::new(rx).flat_map(futures::stream::iter),
             );
             Ok(stream)
-        }
-        .await;
-        self.finish("Watch", &req.kind, start, r)
+        })
+        .await
     }
 
     async fn schema(
         &self,
         req: Request<proto::SchemaRequest>,
     ) -> Result<Response<proto::SchemaResponse>, Status> {
-        let start = Instant::now();
-        let caller = self.caller(&req);
-        let req = req.into_inner();
-        let r = async {
-            caller?;
+        let kind = req.get_ref().kind.clone();
+        self.handle("Schema", &kind, req, |_caller, req| async move {
             let kind = parse_kind(&req.kind)?;
             Ok(proto::SchemaResponse {
                 json_schema: serde_json::to_string_pretty(&phoenix_api::schema::schema_for(kind))
                     .expect("schemas serialize"),
             })
-        }
-        .await;
-        self.finish("Schema", &req.kind, start, r)
+        })
+        .await
     }
 
     async fn acquire_lease(
         &self,
         req: Request<proto::AcquireLeaseRequest>,
     ) -> Result<Response<proto::LeaseResponse>, Status> {
-        let start = Instant::now();
-        let caller = self.caller(&req);
-        let req = req.into_inner();
-        let r = async {
-            require(&caller?, Role::Editor, "hold leases")?;
+        self.handle("AcquireLease", "", req, |caller, req| async move {
+            require(&caller, Role::Editor, "hold leases")?;
             self.leases
                 .acquire(&req.name, &req.holder, req.ttl_seconds)
                 .await
-        }
-        .await;
-        self.finish("AcquireLease", "", start, r)
+        })
+        .await
     }
 
     async fn renew_lease(
         &self,
         req: Request<proto::LeaseRef>,
     ) -> Result<Response<proto::LeaseResponse>, Status> {
-        let start = Instant::now();
-        let caller = self.caller(&req);
-        let req = req.into_inner();
-        let r = async {
-            require(&caller?, Role::Editor, "hold leases")?;
+        self.handle("RenewLease", "", req, |caller, req| async move {
+            require(&caller, Role::Editor, "hold leases")?;
             self.leases.renew(&req.name, req.lease_id).await
-        }
-        .await;
-        self.finish("RenewLease", "", start, r)
+        })
+        .await
     }
 
     async fn release_lease(
         &self,
         req: Request<proto::LeaseRef>,
     ) -> Result<Response<proto::LeaseResponse>, Status> {
-        let start = Instant::now();
-        let caller = self.caller(&req);
-        let req = req.into_inner();
-        let r = async {
-            require(&caller?, Role::Editor, "hold leases")?;
+        self.handle("ReleaseLease", "", req, |caller, req| async move {
+            require(&caller, Role::Editor, "hold leases")?;
             self.leases.release(&req.name, req.lease_id).await
-        }
-        .await;
-        self.finish("ReleaseLease", "", start, r)
+        })
+        .await
     }
 }
 

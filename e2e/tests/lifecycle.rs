@@ -11,6 +11,7 @@ use futures::StreamExt;
 use phoenix_api::client::{ClientError, WatchEvent};
 use phoenix_api::{Condition, ConditionStatus, Kind, Object};
 use phoenix_e2e::{Backend, Server, repo};
+use phoenix_store::testing::EtcdCluster;
 
 /// Runs a scenario once per backend.
 macro_rules! per_backend {
@@ -39,6 +40,7 @@ per_backend!(
     bad_input_is_rejected_by_the_server,
     objects_and_watches_survive_a_restart,
     batch_creates_reach_watchers_as_whole_runs,
+    lists_answer_at_once_after_writes_of_other_kinds,
 );
 
 fn guest(name: &str, cores: u32, extra_meta: &str) -> String {
@@ -725,6 +727,75 @@ async fn batch_creates_reach_watchers_as_whole_runs(backend: Backend) {
                 break;
             }
             other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Right after a write of one kind, a List of any other kind answers at once and sees every
+/// write made before it. (It used to wait until that kind's watch cache heard of the write's
+/// revision from a periodic progress notification: up to 5 s on the embedded store; on etcd,
+/// run here with etcd's default progress interval as deployed, a failure after 10 s.)
+async fn lists_answer_at_once_after_writes_of_other_kinds(backend: Backend) {
+    // Declared before the server, so the server stops first.
+    let etcd = match backend {
+        Backend::Embedded => None,
+        Backend::Etcd => Some(
+            EtcdCluster::single_with_default_progress()
+                .await
+                .expect("starting etcd"),
+        ),
+    };
+    let s = match &etcd {
+        None => Server::start(backend).await,
+        Some(etcd) => Server::start_on_etcd(etcd.endpoints().join(",")).await,
+    };
+    let c = s.client().await;
+    // Generous: the bug was seconds or a failure; a List normally takes milliseconds.
+    let bound = Duration::from_secs(2);
+    let names = |page: phoenix_api::client::ListPage| -> Vec<String> {
+        let mut names: Vec<String> = page.items.iter().map(|o| o.name().to_string()).collect();
+        names.sort();
+        names
+    };
+    let mut guests = Vec::new();
+    let mut secrets = Vec::new();
+    // Several rounds: a cache that learned of one write from a progress notification has
+    // just been notified, so the next round would wait for the following one.
+    for round in 0..3 {
+        let name = format!("s-{round}");
+        let secret = phoenix_api::decode::decode_str("s.yaml", &secret(&name, "app: e2e"))
+            .unwrap()
+            .remove(0);
+        c.apply(&secret, false).await.unwrap();
+        secrets.push(name);
+        for (kind, want) in [(Kind::Guest, &guests), (Kind::Gateway, &Vec::new())] {
+            let page = tokio::time::timeout(bound, c.list_all(kind, ""))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("round {round}: listing {kind} after a Secret write took over {bound:?}")
+                })
+                .unwrap_or_else(|e| {
+                    panic!("round {round}: listing {kind} after a Secret write: {e}")
+                });
+            assert_eq!(&names(page), want, "round {round}: {kind}");
+        }
+
+        let name = format!("web-{round}");
+        let guest = phoenix_api::decode::decode_str("g.yaml", &guest(&name, 1, ""))
+            .unwrap()
+            .remove(0);
+        c.apply(&guest, false).await.unwrap();
+        guests.push(name);
+        for (kind, want) in [(Kind::Secret, &secrets), (Kind::Gateway, &Vec::new())] {
+            let page = tokio::time::timeout(bound, c.list_all(kind, ""))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("round {round}: listing {kind} after a Guest write took over {bound:?}")
+                })
+                .unwrap_or_else(|e| {
+                    panic!("round {round}: listing {kind} after a Guest write: {e}")
+                });
+            assert_eq!(&names(page), want, "round {round}: {kind}");
         }
     }
 }

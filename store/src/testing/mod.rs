@@ -97,6 +97,8 @@ struct Member {
     data_dir: PathBuf,
     log: PathBuf,
     initial_cluster: String,
+    /// `--experimental-watch-progress-notify-interval`; `None`: etcd's default (10 minutes).
+    progress_notify: Option<Duration>,
     child: Option<Child>,
 }
 
@@ -109,6 +111,7 @@ impl Member {
             data_dir: root.join(format!("{name}.etcd")),
             log: root.join(format!("{name}.log")),
             initial_cluster: String::new(),
+            progress_notify: Some(PROGRESS_NOTIFY_INTERVAL),
             child: None,
         }
     }
@@ -120,8 +123,12 @@ impl Member {
             .open(&self.log)
             .map_err(io(format!("opening {}", self.log.display())))?;
         let log2 = log.try_clone().map_err(io("cloning log handle"))?;
-        let progress = format!("{}ms", PROGRESS_NOTIFY_INTERVAL.as_millis());
-        let child = Command::new(etcd_binary()?)
+        let mut command = Command::new(etcd_binary()?);
+        if let Some(interval) = self.progress_notify {
+            let progress = format!("{}ms", interval.as_millis());
+            command.args(["--experimental-watch-progress-notify-interval", &progress]);
+        }
+        let child = command
             .arg("--name")
             .arg(&self.name)
             .arg("--data-dir")
@@ -134,7 +141,6 @@ impl Member {
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "phoenix-test"])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .args(["--experimental-watch-progress-notify-interval", &progress])
             .args(["--logger", "zap", "--log-level", "warn"])
             .stdin(Stdio::null())
             .stdout(log)
@@ -212,13 +218,24 @@ impl EtcdCluster {
         Self::start(1).await
     }
 
+    /// Starts a single etcd server with etcd's own watch progress interval (10 minutes), as
+    /// deployments run it, instead of [`PROGRESS_NOTIFY_INTERVAL`]: within a test's time an
+    /// idle watch then gets no progress notification at all.
+    pub async fn single_with_default_progress() -> Result<Self, HarnessError> {
+        Self::start_opts(1, None).await
+    }
+
     /// Starts an `n`-member cluster and waits until every member serves linearizable reads.
     /// Retries with new ports if a member fails to start (port taken).
     pub async fn start(n: usize) -> Result<Self, HarnessError> {
+        Self::start_opts(n, Some(PROGRESS_NOTIFY_INTERVAL)).await
+    }
+
+    async fn start_opts(n: usize, progress_notify: Option<Duration>) -> Result<Self, HarnessError> {
         etcd_binary()?;
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(n).await {
+            match Self::try_start(n, progress_notify).await {
                 Ok(c) => return Ok(c),
                 Err(e @ HarnessError::Exited { .. }) => last = Some(e),
                 Err(e) => return Err(e),
@@ -227,7 +244,7 @@ impl EtcdCluster {
         Err(last.expect("at least one attempt"))
     }
 
-    async fn try_start(n: usize) -> Result<Self, HarnessError> {
+    async fn try_start(n: usize, progress_notify: Option<Duration>) -> Result<Self, HarnessError> {
         let dir = tempfile::Builder::new()
             .prefix("phoenix-etcd-")
             .tempdir()
@@ -242,6 +259,7 @@ impl EtcdCluster {
             .join(",");
         for m in &mut members {
             m.initial_cluster = initial.clone();
+            m.progress_notify = progress_notify;
             m.spawn()?;
         }
         for m in &mut members {
