@@ -109,10 +109,10 @@ impl<K: HasStatus + Into<Object> + TryFrom<Object>> Context<K> {
         reason: &str,
         message: &str,
     ) -> Result<(), ReconcileError> {
-        let generation = object.metadata().generation;
-        self.update_status(object, |s| mark_ready(s, generation, reason, message))
-            .await
-            .map(|_| ())
+        self.mark(object, |s, generation| {
+            mark_ready(s, generation, reason, message)
+        })
+        .await
     }
 
     /// Reports work under way: [`mark_progressing`] at the object's generation (Reconciling=True,
@@ -123,8 +123,20 @@ impl<K: HasStatus + Into<Object> + TryFrom<Object>> Context<K> {
         reason: &str,
         message: &str,
     ) -> Result<(), ReconcileError> {
+        self.mark(object, |s, generation| {
+            mark_progressing(s, generation, reason, message)
+        })
+        .await
+    }
+
+    /// Applies a condition marker at the object's generation, writing only on change.
+    async fn mark(
+        &self,
+        object: &K,
+        marker: impl Fn(&mut K::Status, Option<i64>),
+    ) -> Result<(), ReconcileError> {
         let generation = object.metadata().generation;
-        self.update_status(object, |s| mark_progressing(s, generation, reason, message))
+        self.update_status(object, |s| marker(s, generation))
             .await
             .map(|_| ())
     }
@@ -316,8 +328,8 @@ impl<R: Reconciler> Controller<R> {
         if let Some(n) = options.concurrency {
             self.config.concurrency = n.max(1);
         }
-        if let (Some(ttl), Some(leader)) = (options.leader_ttl, self.config.leader.take()) {
-            self.config.leader = Some(leader.with_ttl(ttl));
+        if let Some(ttl) = options.leader_ttl {
+            self.config.leader = self.config.leader.take().map(|l| l.with_ttl(ttl));
         }
         self
     }

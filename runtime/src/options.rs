@@ -32,7 +32,64 @@ impl ControllerOptions {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use phoenix_api::kinds::Stack;
+
     use super::*;
+    use crate::{Action, Context, Controller, ReconcileError, Reconciler};
+
+    struct Nothing;
+
+    #[async_trait]
+    impl Reconciler for Nothing {
+        type Kind = Stack;
+
+        async fn reconcile(
+            &self,
+            _: Arc<Stack>,
+            _: &Context<Stack>,
+        ) -> Result<Action, ReconcileError> {
+            Ok(Action::done())
+        }
+    }
+
+    #[test]
+    fn options_without_a_leader_ttl_keep_leader_election() {
+        let c = Controller::new("c", Nothing).options(&ControllerOptions {
+            resync: Some(Duration::from_secs(30)),
+            ..Default::default()
+        });
+        let leader = c
+            .config()
+            .leader
+            .as_ref()
+            .expect("leader election stays on");
+        assert_eq!(leader.ttl, Duration::from_secs(15));
+        assert_eq!(c.config().resync, Some(Duration::from_secs(30)));
+
+        let c = c.options(&ControllerOptions {
+            leader_ttl: Some(Duration::from_secs(4)),
+            resync: Some(Duration::ZERO),
+            concurrency: Some(0),
+        });
+        assert_eq!(
+            c.config().leader.as_ref().unwrap().ttl,
+            Duration::from_secs(4)
+        );
+        assert_eq!(c.config().resync, None, "zero turns resync off");
+        assert_eq!(c.config().concurrency, 1);
+
+        // A controller without leader election does not get one from a TTL.
+        let c = Controller::new("c", Nothing)
+            .leader(None)
+            .options(&ControllerOptions {
+                leader_ttl: Some(Duration::from_secs(4)),
+                ..Default::default()
+            });
+        assert!(c.config().leader.is_none());
+    }
 
     #[test]
     fn own_values_win_over_the_fallback() {

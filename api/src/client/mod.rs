@@ -1,11 +1,9 @@
 //! A typed client of the Phoenix API, and the client configuration file (contexts with
 //! server URL, CA and token) that `phoenix serve` writes and `phoenixctl` reads.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -17,169 +15,11 @@ use crate::resource::{Kind, Object};
 
 pub use proto::ApplyOutcome;
 
-/// The client configuration file.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ClientConfig {
-    /// `phoenix.thinkheads.ai/v1alpha1`.
-    pub api_version: String,
-    /// `Config`.
-    pub kind: String,
-    /// The context used when none is named.
-    pub current_context: String,
-    /// Named servers with their credentials.
-    pub contexts: Vec<Context>,
-}
+mod config;
 
-/// One server and the credentials to use with it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Context {
-    /// Context name.
-    pub name: String,
-    /// `https://HOST:PORT` (or `http://` for a server started without TLS).
-    pub server: String,
-    /// PEM of the CA that signed the server's certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate_authority_data: Option<String>,
-    /// Bearer token.
-    pub token: String,
-}
-
-impl std::fmt::Debug for Context {
-    /// Never prints the token.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
-            .field("name", &self.name)
-            .field("server", &self.server)
-            .field("token", &"<redacted>")
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for ClientConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientConfig")
-            .field("current_context", &self.current_context)
-            .field("contexts", &self.contexts)
-            .finish()
-    }
-}
-
-/// Why the configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// No file at the path (and none given by flag or `$PHOENIXCONFIG`).
-    #[error(
-        "no client configuration at {0} (run `phoenix serve` once, or pass --config / --server and --token)"
-    )]
-    Missing(PathBuf),
-    /// The file could not be read or written.
-    #[error("{path}: {error}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        error: std::io::Error,
-    },
-    /// The file is not a valid configuration.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        message: String,
-    },
-    /// The named context does not exist.
-    #[error("no context named {0:?} in the configuration")]
-    NoSuchContext(String),
-}
-
-impl ClientConfig {
-    /// A configuration with one context, made current.
-    pub fn single(context: Context) -> Self {
-        Self {
-            api_version: crate::API_VERSION.into(),
-            kind: "Config".into(),
-            current_context: context.name.clone(),
-            contexts: vec![context],
-        }
-    }
-
-    /// Reads a configuration file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ConfigError::Missing(path.into()));
-            }
-            Err(error) => {
-                return Err(ConfigError::Io {
-                    path: path.into(),
-                    error,
-                });
-            }
-        };
-        serde_saphyr::from_str(&text).map_err(|e| ConfigError::Invalid {
-            path: path.into(),
-            message: e.without_snippet().to_string(),
-        })
-    }
-
-    /// Writes the file with mode 0600 (it holds a token), creating parent directories.
-    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let io = |error| ConfigError::Io {
-            path: path.into(),
-            error,
-        };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        let text = serde_saphyr::to_string(self).map_err(|e| ConfigError::Invalid {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
-        write_private(path, text.as_bytes()).map_err(io)
-    }
-
-    /// The named context, or the current one.
-    pub fn context(&self, name: Option<&str>) -> Result<&Context, ConfigError> {
-        let name = name.unwrap_or(&self.current_context);
-        self.contexts
-            .iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| ConfigError::NoSuchContext(name.into()))
-    }
-}
-
-/// Writes `bytes` to `path` with mode 0600, atomically (temp file + rename).
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
-/// `~/.config/phoenix/config.yaml`, if `$HOME` is set.
-pub fn default_config_path() -> Option<PathBuf> {
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/phoenix/config.yaml"))
-}
-
-/// The configuration file to use: `flag`, else `$PHOENIXCONFIG`, else the default path.
-pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
-    flag.map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("PHOENIXCONFIG").map(PathBuf::from))
-        .or_else(default_config_path)
-}
+pub use config::{
+    ClientConfig, ConfigError, Context, config_path, default_config_path, write_private,
+};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
