@@ -39,13 +39,17 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    /// Starts Prometheus on a free loopback port with `config` and storage in `dir`.
-    fn start(dir: &Path, config: &Path) -> Prometheus {
-        let bin = which("prometheus").unwrap_or_else(|| {
+    /// The `prometheus` binary on `$PATH`; panics with how to install it.
+    fn binary() -> PathBuf {
+        which("prometheus").unwrap_or_else(|| {
             panic!(
                 "prometheus is not installed: run hack/install-deps.sh (Debian package prometheus)"
             )
-        });
+        })
+    }
+
+    /// Starts Prometheus on a free loopback port with `config` and storage in `dir`.
+    fn start(bin: &Path, dir: &Path, config: &Path) -> Prometheus {
         let addr = format!("127.0.0.1:{}", free_port());
         let log = dir.join("prometheus.log");
         let out = std::fs::File::create(&log).expect("log file");
@@ -202,6 +206,7 @@ fn signal(expr: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_phoenix_and_evaluates_every_alert_rule() {
+    let prometheus = Prometheus::binary();
     // `--leader-ttl`: without it `phoenix serve` 0.1 runs its controllers without leader
     // election (Controller::options drops the LeaderConfig when no TTL flag is given), so
     // `leader_election_master_status` would not be exported.
@@ -236,7 +241,7 @@ async fn prometheus_scrapes_phoenix_and_evaluates_every_alert_rule() {
     let config_file = dir.path().join("prometheus.yml");
     std::fs::write(&config_file, &config).unwrap();
     let started = Instant::now();
-    let prom = Prometheus::start(dir.path(), &config_file);
+    let prom = Prometheus::start(&prometheus, dir.path(), &config_file);
 
     // The server's target is up.
     prom.wait_for("the phoenix serve target up", || async {
