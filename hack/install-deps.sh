@@ -10,7 +10,8 @@
 #                 + modsecurity-crs (OWASP core rule set)
 #   sshd          openssh-server                        (gateway ssh-target test: its own
 #                                                        sshd on a loopback port)
-#   promtool      prometheus                            (metrics format checks)
+#   prometheus    prometheus                            (metrics format checks, alert rule
+#                                                        tests, e2e/tests/operations.rs)
 #   python3 venv  python3-venv                          (the fakepve venv below)
 #
 # and a Python venv, .venv-fakepve at the repository root, holding fakepve[crypto] at the
@@ -30,7 +31,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -d /usr/share/modsecurity-crs/rules ] || need+=(modsecurity-crs)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
 # The fakepve venv: fakepve[crypto] at FAKEPVE_VERSION, importable with its cryptography extra.

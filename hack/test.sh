@@ -9,6 +9,10 @@ hack/install-deps.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "== promtool: the Prometheus config, alert rules and their unit tests (deploy/prometheus)"
+promtool check config deploy/prometheus/prometheus.yml
+promtool test rules deploy/prometheus/tests/*.yml
+
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

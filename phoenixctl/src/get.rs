@@ -1,4 +1,5 @@
 //! `phoenixctl get KIND [NAME]`: tables, YAML, JSON or names; `-w` follows changes.
+//! `phoenixctl get all`: every kind at once (Events aside), one table per kind.
 
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
@@ -14,7 +15,7 @@ use phoenix_api::selector::Selector;
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// guest, gateway, mesh, certificateauthority (ca), stack, secret, event (singular,
-    /// plural or short).
+    /// plural or short), or `all`: every kind but events.
     kind: String,
     /// One object; all when omitted.
     name: Option<String>,
@@ -66,7 +67,91 @@ fn print_one_row(o: &Object, format: Option<GetFormat>, widths: &[usize]) -> Cmd
     Ok(())
 }
 
+/// The kinds `get all` lists: every kind but Event (a record of what happened, not an object
+/// anyone declared; `get events` lists them), in the order manifests are applied.
+fn all_kinds() -> impl Iterator<Item = Kind> {
+    Kind::ALL.into_iter().filter(|k| *k != Kind::Event)
+}
+
+/// `get all`: one table per kind that has objects (the names as `kind/name`, as kubectl
+/// prints them), or every object as names, YAML or one JSON `List`.
+async fn run_all(args: &GetArgs, conn: &ConnArgs, selector: &Selector) -> CmdResult {
+    if args.name.is_some() {
+        return Err(Failure::new(
+            Code::Invalid,
+            "get all takes no name (use get KIND NAME)",
+        ));
+    }
+    if args.watch {
+        return Err(Failure::new(
+            Code::Invalid,
+            "get all cannot watch (use get KIND -w)",
+        ));
+    }
+    let client = conn.connect().await?;
+    let mut by_kind = Vec::new();
+    for kind in all_kinds() {
+        let mut items = client.list_all(kind, &selector.to_string()).await?.items;
+        items.sort_by(|a, b| a.name().cmp(b.name()));
+        if !items.is_empty() {
+            by_kind.push((kind, items));
+        }
+    }
+    if by_kind.is_empty() {
+        eprintln!("No objects found.");
+        return Ok(());
+    }
+    match args.output {
+        None | Some(GetFormat::Wide) => {
+            let wide = args.output == Some(GetFormat::Wide);
+            let now = Timestamp::now();
+            for (i, (kind, items)) in by_kind.iter().enumerate() {
+                if i > 0 {
+                    outln!();
+                }
+                let mut rows = vec![
+                    table::headers(*kind, wide)
+                        .into_iter()
+                        .map(String::from)
+                        .collect::<Vec<_>>(),
+                ];
+                rows.extend(items.iter().map(|o| {
+                    let mut r = table::row(o, wide, now);
+                    r[0] = o.key();
+                    r
+                }));
+                for l in table::render(&rows) {
+                    outln!("{l}");
+                }
+            }
+        }
+        Some(GetFormat::Name) => {
+            for o in by_kind.iter().flat_map(|(_, items)| items) {
+                outln!("{}", o.key());
+            }
+        }
+        Some(GetFormat::Json) => {
+            let all: Vec<Object> = by_kind.into_iter().flat_map(|(_, items)| items).collect();
+            outln!("{}", table::json(&all, false));
+        }
+        Some(GetFormat::Yaml) => {
+            for (i, o) in by_kind.iter().flat_map(|(_, items)| items).enumerate() {
+                if i > 0 {
+                    outln!("---");
+                }
+                out!("{}", table::yaml(o)?);
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(args: &GetArgs, conn: &ConnArgs) -> CmdResult {
+    if args.kind.eq_ignore_ascii_case("all") {
+        let selector = Selector::parse(args.selector.as_deref().unwrap_or(""))
+            .map_err(|e| Failure::new(Code::Invalid, e.to_string()))?;
+        return run_all(args, conn, &selector).await;
+    }
     let kind = parse_kind(&args.kind)?;
     let selector = Selector::parse(args.selector.as_deref().unwrap_or(""))
         .map_err(|e| Failure::new(Code::Invalid, e.to_string()))?;
