@@ -218,14 +218,11 @@ async fn prometheus_scrapes_phoenix_and_evaluates_every_alert_rule() {
     )
     .unwrap();
     let pve = format!("https://127.0.0.1:{}", free_port());
-    // `--leader-ttl`: without it `phoenix serve` 0.1 runs its controllers without leader
-    // election (Controller::options drops the LeaderConfig when no TTL flag is given), so
-    // `leader_election_master_status` would not be exported.
+    // Default flags: the hosted controllers elect leaders (and export
+    // `leader_election_master_status`) without any `--leader-ttl`.
     let server = Server::start_opts(
         Backend::Embedded,
         &[
-            "--leader-ttl",
-            "15s",
             "--pve-endpoint",
             &pve,
             "--pve-token-file",
