@@ -446,3 +446,18 @@ impl Drop for Server {
 pub fn yaml_to_json(text: &str) -> Option<serde_json::Value> {
     serde_saphyr::from_str::<serde_json::Value>(text).ok()
 }
+
+/// A `basic-auth` Secret manifest named `name` with `labels` (YAML flow-map content, e.g.
+/// `app: e2e`).
+pub fn secret(name: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1
+kind: Secret
+metadata:
+  name: {name}
+  labels: {{{labels}}}
+type: basic-auth
+stringData: {{username: u, password: p}}
+"
+    )
+}

@@ -8,9 +8,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use phoenix_api::client::{ClientError, WatchEvent};
+use phoenix_api::client::{Client, ClientError, WatchEvent};
 use phoenix_api::{Condition, ConditionStatus, Kind, Object};
-use phoenix_e2e::{Backend, Server, repo};
+use phoenix_e2e::{Backend, Server, repo, secret};
 use phoenix_store::testing::EtcdCluster;
 
 /// Runs a scenario once per backend.
@@ -408,19 +408,6 @@ async fn stale_resource_version_conflicts(backend: Backend) {
     );
 }
 
-fn secret(name: &str, labels: &str) -> String {
-    format!(
-        "apiVersion: phoenix.thinkheads.ai/v1alpha1
-kind: Secret
-metadata:
-  name: {name}
-  labels: {{{labels}}}
-type: basic-auth
-stringData: {{username: u, password: p}}
-"
-    )
-}
-
 async fn prune_deletes_what_left_the_files(backend: Backend) {
     let s = Server::start(backend).await;
     let tmp = tempfile::tempdir().unwrap();
@@ -731,6 +718,17 @@ async fn batch_creates_reach_watchers_as_whole_runs(backend: Backend) {
     }
 }
 
+/// The sorted names of `kind`'s objects, listed within `bound`; panics naming `at` otherwise.
+async fn list_within(c: &Client, kind: Kind, bound: Duration, at: &str) -> Vec<String> {
+    let page = tokio::time::timeout(bound, c.list_all(kind, ""))
+        .await
+        .unwrap_or_else(|_| panic!("{at} took over {bound:?}"))
+        .unwrap_or_else(|e| panic!("{at}: {e}"));
+    let mut names: Vec<String> = page.items.iter().map(|o| o.name().to_string()).collect();
+    names.sort();
+    names
+}
+
 /// Right after a write of one kind, a List of any other kind answers at once and sees every
 /// write made before it. (It used to wait until that kind's watch cache heard of the write's
 /// revision from a periodic progress notification: up to 5 s on the embedded store; on etcd,
@@ -752,11 +750,6 @@ async fn lists_answer_at_once_after_writes_of_other_kinds(backend: Backend) {
     let c = s.client().await;
     // Generous: the bug was seconds or a failure; a List normally takes milliseconds.
     let bound = Duration::from_secs(2);
-    let names = |page: phoenix_api::client::ListPage| -> Vec<String> {
-        let mut names: Vec<String> = page.items.iter().map(|o| o.name().to_string()).collect();
-        names.sort();
-        names
-    };
     let mut guests = Vec::new();
     let mut secrets = Vec::new();
     // Several rounds: a cache that learned of one write from a progress notification has
@@ -769,15 +762,8 @@ async fn lists_answer_at_once_after_writes_of_other_kinds(backend: Backend) {
         c.apply(&secret, false).await.unwrap();
         secrets.push(name);
         for (kind, want) in [(Kind::Guest, &guests), (Kind::Gateway, &Vec::new())] {
-            let page = tokio::time::timeout(bound, c.list_all(kind, ""))
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("round {round}: listing {kind} after a Secret write took over {bound:?}")
-                })
-                .unwrap_or_else(|e| {
-                    panic!("round {round}: listing {kind} after a Secret write: {e}")
-                });
-            assert_eq!(&names(page), want, "round {round}: {kind}");
+            let at = format!("round {round}: listing {kind} after a Secret write");
+            assert_eq!(&list_within(&c, kind, bound, &at).await, want, "{at}");
         }
 
         let name = format!("web-{round}");
@@ -787,15 +773,8 @@ async fn lists_answer_at_once_after_writes_of_other_kinds(backend: Backend) {
         c.apply(&guest, false).await.unwrap();
         guests.push(name);
         for (kind, want) in [(Kind::Secret, &secrets), (Kind::Gateway, &Vec::new())] {
-            let page = tokio::time::timeout(bound, c.list_all(kind, ""))
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("round {round}: listing {kind} after a Guest write took over {bound:?}")
-                })
-                .unwrap_or_else(|e| {
-                    panic!("round {round}: listing {kind} after a Guest write: {e}")
-                });
-            assert_eq!(&names(page), want, "round {round}: {kind}");
+            let at = format!("round {round}: listing {kind} after a Guest write");
+            assert_eq!(&list_within(&c, kind, bound, &at).await, want, "{at}");
         }
     }
 }

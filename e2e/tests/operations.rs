@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use phoenix_e2e::{Backend, Server, repo};
+use phoenix_e2e::{Backend, Server, repo, secret};
 use serde_json::Value;
 
 /// How long Prometheus may take to start, scrape and evaluate every rule.
@@ -368,19 +368,6 @@ async fn prometheus_scrapes_phoenix_and_evaluates_every_alert_rule() {
         "prometheus: started, scraped and evaluated every rule in {:?}",
         started.elapsed()
     );
-}
-
-fn secret(name: &str, labels: &str) -> String {
-    format!(
-        "apiVersion: phoenix.thinkheads.ai/v1alpha1
-kind: Secret
-metadata:
-  name: {name}
-  labels: {{{labels}}}
-type: basic-auth
-stringData: {{username: u, password: p}}
-"
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

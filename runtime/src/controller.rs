@@ -234,6 +234,22 @@ pub struct ControllerConfig {
     pub grace: Duration,
 }
 
+impl ControllerConfig {
+    /// The defaults of a controller named `name`: 4 at once, resync every 5 min, no
+    /// finalizer, the runtime's backoff, leader election on the lease `name` (TTL 15 s), 30 s
+    /// grace.
+    pub fn defaults(name: &str) -> Self {
+        ControllerConfig {
+            concurrency: 4,
+            resync: Some(Duration::from_secs(300)),
+            finalizer: None,
+            backoff: BackoffConfig::RECONCILE,
+            leader: Some(LeaderConfig::new(name)),
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
 /// A controller, ready to be added to a [`crate::Manager`].
 pub struct Controller<R: Reconciler> {
     name: String,
@@ -269,14 +285,7 @@ impl<R: Reconciler> Controller<R> {
     pub fn new(name: impl Into<String>, reconciler: R) -> Self {
         let name = name.into();
         Controller {
-            config: ControllerConfig {
-                concurrency: 4,
-                resync: Some(Duration::from_secs(300)),
-                finalizer: None,
-                backoff: BackoffConfig::RECONCILE,
-                leader: Some(LeaderConfig::new(name.clone())),
-                grace: Duration::from_secs(30),
-            },
+            config: ControllerConfig::defaults(&name),
             name,
             reconciler: Arc::new(reconciler),
             related: Vec::new(),
@@ -322,15 +331,7 @@ impl<R: Reconciler> Controller<R> {
     /// Applies the host's common overrides (flags `--<controller>-resync`, ...); what they do
     /// not set keeps this controller's value. A resync of zero turns resync off.
     pub fn options(mut self, options: &ControllerOptions) -> Self {
-        if let Some(every) = options.resync {
-            self.config.resync = (!every.is_zero()).then_some(every);
-        }
-        if let Some(n) = options.concurrency {
-            self.config.concurrency = n.max(1);
-        }
-        if let Some(ttl) = options.leader_ttl {
-            self.config.leader = self.config.leader.take().map(|l| l.with_ttl(ttl));
-        }
+        self.config.apply(options);
         self
     }
 

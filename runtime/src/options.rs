@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use crate::controller::ControllerConfig;
+
 /// Overrides of a controller's common settings; `None` keeps the controller's default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ControllerOptions {
@@ -30,65 +32,56 @@ impl ControllerOptions {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use async_trait::async_trait;
-    use phoenix_api::kinds::Stack;
-
-    use super::*;
-    use crate::{Action, Context, Controller, ReconcileError, Reconciler};
-
-    struct Nothing;
-
-    #[async_trait]
-    impl Reconciler for Nothing {
-        type Kind = Stack;
-
-        async fn reconcile(
-            &self,
-            _: Arc<Stack>,
-            _: &Context<Stack>,
-        ) -> Result<Action, ReconcileError> {
-            Ok(Action::done())
+impl ControllerConfig {
+    /// Applies `options` over these settings; what they do not set is kept. A resync of zero
+    /// turns resync off; a leader TTL changes only a controller that has leader election.
+    pub fn apply(&mut self, options: &ControllerOptions) {
+        if let Some(every) = options.resync {
+            self.resync = (!every.is_zero()).then_some(every);
+        }
+        if let Some(n) = options.concurrency {
+            self.concurrency = n.max(1);
+        }
+        if let Some(ttl) = options.leader_ttl {
+            self.leader = self.leader.take().map(|l| l.with_ttl(ttl));
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn options_without_a_leader_ttl_keep_leader_election() {
-        let c = Controller::new("c", Nothing).options(&ControllerOptions {
+        let mut c = ControllerConfig::defaults("c");
+        c.apply(&ControllerOptions {
             resync: Some(Duration::from_secs(30)),
             ..Default::default()
         });
-        let leader = c
-            .config()
-            .leader
-            .as_ref()
-            .expect("leader election stays on");
+        let leader = c.leader.as_ref().expect("leader election stays on");
         assert_eq!(leader.ttl, Duration::from_secs(15));
-        assert_eq!(c.config().resync, Some(Duration::from_secs(30)));
+        assert_eq!(c.resync, Some(Duration::from_secs(30)));
 
-        let c = c.options(&ControllerOptions {
+        c.apply(&ControllerOptions {
             leader_ttl: Some(Duration::from_secs(4)),
             resync: Some(Duration::ZERO),
             concurrency: Some(0),
         });
-        assert_eq!(
-            c.config().leader.as_ref().unwrap().ttl,
-            Duration::from_secs(4)
-        );
-        assert_eq!(c.config().resync, None, "zero turns resync off");
-        assert_eq!(c.config().concurrency, 1);
+        assert_eq!(c.leader.as_ref().unwrap().ttl, Duration::from_secs(4));
+        assert_eq!(c.resync, None, "zero turns resync off");
+        assert_eq!(c.concurrency, 1);
 
         // A controller without leader election does not get one from a TTL.
-        let c = Controller::new("c", Nothing)
-            .leader(None)
-            .options(&ControllerOptions {
-                leader_ttl: Some(Duration::from_secs(4)),
-                ..Default::default()
-            });
-        assert!(c.config().leader.is_none());
+        let mut c = ControllerConfig {
+            leader: None,
+            ..ControllerConfig::defaults("c")
+        };
+        c.apply(&ControllerOptions {
+            leader_ttl: Some(Duration::from_secs(4)),
+            ..Default::default()
+        });
+        assert!(c.leader.is_none());
     }
 
     #[test]

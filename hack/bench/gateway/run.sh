@@ -12,11 +12,5 @@ hack/install-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --release --quiet -p phoenix-nginx --bin gateway-bench
 
-# The benchmark runs in its own process group (with the nginx it starts), which is killed on
-# exit, failure or interrupt, so that nothing is left running.
-setsid "$CARGO_TARGET_DIR/release/gateway-bench" "$@" &
-bench=$!
-cleanup() { kill -KILL -- "-$bench" 2>/dev/null || true; }
-trap cleanup EXIT
-trap 'cleanup; exit 130' INT TERM
-wait "$bench"
+# In its own process group (with the nginx it starts), killed on exit, failure or interrupt.
+exec hack/bench/in-group.sh "$CARGO_TARGET_DIR/release/gateway-bench" "$@"

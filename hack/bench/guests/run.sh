@@ -16,11 +16,5 @@ cargo build --release --quiet -p phoenix --bin phoenix
 cargo build --release --quiet -p phoenix-guest --example guest_bench
 export PHOENIX_BIN="$CARGO_TARGET_DIR/release/phoenix"
 
-# The benchmark runs in its own process group (with the server and fakepve it starts), which
-# is killed on exit, failure or interrupt, so that nothing is left running.
-setsid "$CARGO_TARGET_DIR/release/examples/guest_bench" "$@" &
-bench=$!
-cleanup() { kill -KILL -- "-$bench" 2>/dev/null || true; }
-trap cleanup EXIT
-trap 'cleanup; exit 130' INT TERM
-wait "$bench"
+# In its own process group (with the server and fakepve it starts), killed on exit, failure or interrupt.
+exec hack/bench/in-group.sh "$CARGO_TARGET_DIR/release/examples/guest_bench" "$@"

@@ -67,34 +67,33 @@ impl FromArgMatches for CommonFlags {
     }
 }
 
+/// The flag `--<name>-<flag>`.
+fn flag(name: &str, flag: &str, value_name: &'static str, help: String) -> Arg {
+    Arg::new(id(name, flag))
+        .long(id(name, flag))
+        .value_name(value_name)
+        .help(help)
+}
+
 impl Args for CommonFlags {
     fn augment_args(command: Command) -> Command {
         NAMES.iter().fold(command, |command, name| {
             command
                 .arg(
-                    Arg::new(id(name, "resync"))
-                        .long(id(name, "resync"))
-                        .value_name("DURATION")
-                        .value_parser(parse_duration)
-                        .help(format!(
-                            "{name} controller: reconcile every object this often, changed or not (0: only on changes)"
-                        )),
+                    flag(name, "resync", "DURATION", format!(
+                        "{name} controller: reconcile every object this often, changed or not (0: only on changes)"
+                    ))
+                    .value_parser(parse_duration),
                 )
                 .arg(
-                    Arg::new(id(name, "concurrency"))
-                        .long(id(name, "concurrency"))
-                        .value_name("N")
-                        .value_parser(parse_concurrency)
-                        .help(format!("{name} controller: reconciles at once")),
+                    flag(name, "concurrency", "N", format!("{name} controller: reconciles at once"))
+                        .value_parser(parse_concurrency),
                 )
                 .arg(
-                    Arg::new(id(name, "leader-ttl"))
-                        .long(id(name, "leader-ttl"))
-                        .value_name("DURATION")
-                        .value_parser(parse_duration)
-                        .help(format!(
-                            "{name} controller: leader-election lease TTL (instead of --leader-ttl)"
-                        )),
+                    flag(name, "leader-ttl", "DURATION", format!(
+                        "{name} controller: leader-election lease TTL (instead of --leader-ttl)"
+                    ))
+                    .value_parser(parse_duration),
                 )
         })
     }
