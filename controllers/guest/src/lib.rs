@@ -63,11 +63,16 @@ pub const FINALIZER: &str = "guest.phoenix.thinkheads.ai/cleanup";
 /// by another object is never adopted.
 pub const ADOPT_ANNOTATION: &str = "guest.phoenix.thinkheads.ai/adopt";
 
+/// The guest controller's default resync: drift that shows in `/cluster/resources` (cores,
+/// memory, power state, node, lock, tags, name) is reverted within about this long, for one
+/// list request per resync (ADR 0018).
+pub const RESYNC: Duration = Duration::from_secs(30);
+
 /// Condition type: `True` while changes wait for the guest's next start (PVE `/pending`).
 pub const PENDING_RESTART: &str = "PendingRestart";
 
 /// Settings of the Guest controller that other controllers do not have. Resync (default
-/// 5 min: drift detection), concurrency (4) and leader election (lease `guest`) are the
+/// [`RESYNC`]: drift detection), concurrency (4) and leader election (lease `guest`) are the
 /// runtime's common ones: set them on the returned [`Controller`] (or with
 /// [`Controller::options`]).
 #[derive(Debug, Clone)]
@@ -98,4 +103,5 @@ pub fn controller(pve: PveClient, options: GuestOptions) -> Controller<GuestReco
     )
     .finalizer(FINALIZER)
     .backoff(options.backoff)
+    .resync(Some(RESYNC))
 }
