@@ -276,7 +276,71 @@ impl Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use phoenix_api::condition::mark_ready;
+    use phoenix_api::kinds::GuestSpec;
+    use phoenix_pve::{Credentials, PveConfig, Secret};
     use serde_json::json;
+
+    fn inventory() -> Inventory {
+        let config = PveConfig::new(
+            "https://127.0.0.1:8006".parse().unwrap(),
+            Credentials::Token {
+                token_id: "u@pve!t".into(),
+                secret: Secret::new("s"),
+            },
+        );
+        let pve = PveClient::new(
+            config,
+            &mut prometheus_client::registry::Registry::default(),
+        )
+        .unwrap();
+        Inventory::new(pve, InventoryOptions::default())
+    }
+
+    /// A Guest Ready at generation 1, recorded running on pve1.
+    fn ready_guest(cores: u32) -> Guest {
+        let spec: GuestSpec =
+            serde_json::from_value(json!({"type": "lxc", "vmid": 100, "cores": cores})).unwrap();
+        let mut g = Guest::new("web", spec);
+        g.metadata.uid = Some("u1".into());
+        g.metadata.generation = Some(1);
+        let mut status = phoenix_api::kinds::guest::GuestStatus {
+            node: Some("pve1".into()),
+            state: Some("running".into()),
+            ..Default::default()
+        };
+        mark_ready(&mut status, Some(1), "Converged", "");
+        g.status = Some(status);
+        g
+    }
+
+    #[test]
+    fn an_expected_guest_takes_its_first_agreeing_entry_as_its_fingerprint() {
+        let inv = inventory();
+        let g = ready_guest(1);
+        assert!(!inv.unchanged(&g, &entry(1, "running")), "never recorded");
+
+        // What Phoenix made up after its own create answers without a read.
+        inv.expect(&g);
+        inv.created(100, "lxc", "pve1", "running");
+        let made_up = inv.created.lock().unwrap()[&100].1.clone();
+        assert!(Inventory::made_up(&made_up));
+        assert!(inv.unchanged(&g, &made_up));
+
+        // The first real entry: taken only when it shows the spec's cores.
+        assert!(!inv.unchanged(&g, &entry(4, "running")), "cores differ");
+        assert!(inv.unchanged(&g, &entry(1, "running")));
+        // From then on it is the fingerprint.
+        assert!(!inv.unchanged(&g, &entry(2, "running")));
+        assert!(inv.unchanged(&g, &entry(1, "running")));
+        let mut locked = entry(1, "running");
+        locked.lock = Some("backup".into());
+        assert!(!inv.unchanged(&g, &locked));
+        assert!(
+            !inv.unchanged(&g, &entry(1, "stopped")),
+            "state differs from status"
+        );
+    }
 
     fn entry(cores: u32, status: &str) -> ClusterResource {
         serde_json::from_value(json!({
