@@ -270,10 +270,13 @@ impl PveClient {
         let mut interval = timeouts.task_poll_min;
         let mut seen = false;
         let mut polled: Option<Instant> = None;
+        // Once the list could not answer (the task not listed, e.g. not visible to this user,
+        // or the list failed), this wait polls the task's own status: one request per poll.
+        let mut use_list = true;
         let mut last_error: Option<PveError>;
         let result = loop {
             let asked = Instant::now();
-            let status = self.poll_task(upid, polled).await;
+            let status = self.poll_task(upid, polled, &mut use_list).await;
             polled = Some(asked);
             match status {
                 Ok(status) => {
@@ -378,17 +381,22 @@ impl PveClient {
         .await
     }
 
-    /// One poll of a waited-for task: from the node's shared task list when that holds it and
-    /// was asked for after `newer_than` (read now when not), else its own status call.
+    /// One poll of a waited-for task: with `use_list`, from the node's shared task list when
+    /// that holds it and was asked for after `newer_than` (read now when not); else, and when
+    /// the list cannot say (then `use_list` is cleared), its own status call.
     async fn poll_task(
         &self,
         upid: &Upid,
         newer_than: Option<Instant>,
+        use_list: &mut bool,
     ) -> Result<TaskStatus, PveError> {
-        match self.listed_task(upid, newer_than).await {
-            Some(status) => Ok(status),
-            None => self.task_status(upid).await,
+        if *use_list {
+            if let Some(status) = self.listed_task(upid, newer_than).await {
+                return Ok(status);
+            }
+            *use_list = false;
         }
+        self.task_status(upid).await
     }
 
     /// The task's state as the node's task list shows it; `None` when the list cannot say

@@ -7,7 +7,7 @@ mod common;
 
 use common::{client_with, ct_params, ct_params_from};
 use futures::future::join_all;
-use phoenix_pve::testing::{FakePve, FakePveOptions};
+use phoenix_pve::testing::{Failure, FakePve, FakePveOptions};
 use phoenix_pve::{Limits, PveError, RetryPolicy};
 
 const GUESTS: u32 = 50;
@@ -167,5 +167,52 @@ async fn waits_on_one_node_share_their_polls_and_failures_keep_their_message() {
         reads < 2 * (AT_ONCE as usize + 1),
         "{reads} task reads for {} waits",
         AT_ONCE + 1
+    );
+}
+
+/// When the node's task list fails, every wait falls back to its task's own status and ends
+/// as before, with one list attempt per wait at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_task_list_fails_waits_poll_each_task() {
+    const AT_ONCE: u32 = 5;
+    let fake = start();
+    // Each create runs 100 PVE seconds (2 s here): several polls per wait.
+    let mut secs = serde_json::json!({"clone": 0, "destroy": 0, "snapshot": 0, "delsnapshot": 0,
+        "rollback": 0, "template": 0, "resize": 0, "migrate": 0});
+    secs["create"] = serde_json::json!(100);
+    fake.set("ct_secs", secs).await.unwrap();
+    fake.fail(
+        "GET",
+        &format!("/nodes/{}/tasks", fake.node()),
+        Failure::status(500, "internal error"),
+    )
+    .await
+    .unwrap();
+    let mut config = fake.config();
+    config.get_retry = RetryPolicy::none();
+    let (client, _registry) = client_with(config);
+    let (since, _) = fake.requests_since(u64::MAX).await.unwrap();
+    let fake = &fake;
+    let creates = (0..AT_ONCE).map(|i| {
+        let client = client.clone();
+        let params = ct_params(fake, 400 + i);
+        async move { client.create_lxc(fake.node(), &params).await.map(drop) }
+    });
+    for r in join_all(creates).await {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let (_, requests) = fake.requests_since(since).await.unwrap();
+    let lists = requests
+        .iter()
+        .filter(|(_, p)| p.ends_with("/tasks"))
+        .count();
+    let statuses = requests
+        .iter()
+        .filter(|(_, p)| p.ends_with("/status") && p.contains("/tasks/"))
+        .count();
+    assert!(lists <= AT_ONCE as usize, "{lists} list requests");
+    assert!(
+        statuses >= 2 * AT_ONCE as usize,
+        "{statuses} status requests: several polls per wait"
     );
 }
