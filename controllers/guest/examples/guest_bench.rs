@@ -1,15 +1,18 @@
-//! Guest benchmark (run by `hack/bench/guests/run.sh`): converge N LXC Guests against fakepve
-//! (20 ms of latency on every request, creates taking 1 s) through `phoenix serve` and the
-//! Guest controller, and compare, in the same run, with the naive baseline of one sequential
-//! create-and-wait (then start-and-wait) per guest through the same PVE client, which is what
-//! the orchestrator script did.
+//! Guest benchmark (run by `hack/bench/guests/run.sh`): converge N LXC Guests (spec: running)
+//! against fakepve (20 ms of latency on every request; tasks as long as `--create-secs`)
+//! through `phoenix serve` and the Guest controller, and compare, in the same run, with the
+//! naive baseline of one sequential create-poll-start-poll per guest through the same PVE
+//! client, which is what the orchestrator script did.
 //!
-//! Reports: time to all-Ready, PVE calls per guest for the create, PVE calls per steady-state
-//! resync (and how many of them were per-guest), each next to the baseline's and as a ratio.
+//! Reports: time to all-Ready, PVE calls per guest for the create (and by endpoint), PVE calls
+//! in the first resync window after the creates and per steady-state resync (and how many of
+//! them were per-guest), each next to the baseline's and as a ratio.
 //!
 //! ```sh
 //! cargo run --release -p phoenix-guest --example guest_bench -- [--guests 200] [--latency 0.02] [--create-secs 1]
 //! ```
+
+use std::collections::BTreeMap;
 
 use std::time::{Duration, Instant};
 
@@ -81,7 +84,40 @@ async fn requests(fake: &FakePve) -> u64 {
     fake.requests_since(u64::MAX).await.unwrap().0
 }
 
-async fn phoenix(args: &Args) -> (Duration, f64, f64, f64) {
+/// Which endpoint a request went to, e.g. `POST create`, `GET task status`.
+fn endpoint(method: &str, path: &str) -> String {
+    let path = path.split('?').next().unwrap_or_default();
+    let parts: Vec<&str> = path
+        .trim_start_matches("/api2/json")
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let what = match parts.as_slice() {
+        ["cluster", rest @ ..] => format!("/cluster/{}", rest.join("/")),
+        ["nodes", _, "tasks"] => "/nodes/{node}/tasks".into(),
+        ["nodes", _, "tasks", _, last] => format!("task {last}"),
+        ["nodes", _, "lxc" | "qemu"] => "create".into(),
+        ["nodes", _, "lxc" | "qemu", _, rest @ ..] => rest.join("/"),
+        _ => path.to_string(),
+    };
+    format!("{method} {what}")
+}
+
+/// Requests since the `since`-th, counted by [`endpoint`], divided by `per`.
+async fn breakdown(fake: &FakePve, since: u64, per: f64) -> String {
+    let (_, seen) = fake.requests_since(since).await.unwrap();
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for (method, path) in &seen {
+        *counts.entry(endpoint(method, path)).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{k} {:.2}", *n as f64 / per))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn phoenix(args: &Args) -> (Duration, f64, f64, f64, f64) {
     let fake = fake(args).await;
     let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
     let client = server.client().await;
@@ -138,6 +174,19 @@ async fn phoenix(args: &Args) -> (Duration, f64, f64, f64) {
     }
     let took = start.elapsed();
     let create_calls = (requests(&fake).await - before) as f64 / f64::from(args.guests);
+    println!(
+        "phoenix:  create calls per guest by endpoint: {}",
+        breakdown(&fake, before, f64::from(args.guests)).await
+    );
+
+    // The first resync after the creates: what it reads per guest.
+    let (since, _) = fake.requests_since(u64::MAX).await.unwrap();
+    tokio::time::sleep(args.resync + Duration::from_secs(1)).await;
+    let first_resync = (requests(&fake).await - since) as f64 / f64::from(args.guests);
+    println!(
+        "phoenix:  first resync window after the creates, calls per guest by endpoint: {}",
+        breakdown(&fake, since, f64::from(args.guests)).await
+    );
 
     // Steady state: once a window of three resyncs sends nothing per guest, count it.
     let window = args.resync * 3;
@@ -155,7 +204,7 @@ async fn phoenix(args: &Args) -> (Duration, f64, f64, f64) {
         }
     };
     running.stop().await.expect("controller stops");
-    (took, create_calls, lists, per_guest)
+    (took, create_calls, first_resync, lists, per_guest)
 }
 
 /// The orchestrator script's way: one guest after the other, create and wait, start and wait;
@@ -199,17 +248,18 @@ async fn main() {
         "guests: {}, latency {} s per request, creates {} s; Phoenix resync every {:?}",
         args.guests, args.latency, args.create_secs, args.resync
     );
-    let (p_took, p_calls, p_resync, p_per_guest) = phoenix(&args).await;
+    let (p_took, p_calls, p_first, p_resync, p_per_guest) = phoenix(&args).await;
     println!(
-        "phoenix:  all Ready in {:.1} s, {:.1} PVE calls per guest for the create, {:.1} calls per steady resync ({:.1} per-guest)",
+        "phoenix:  all Ready in {:.1} s, {:.2} PVE calls per guest for the create, {:.2} per guest in the first resync after, {:.1} calls per steady resync ({:.1} per-guest)",
         p_took.as_secs_f64(),
         p_calls,
+        p_first,
         p_resync,
         p_per_guest
     );
     let (b_took, b_calls, b_resync) = baseline(&args).await;
     println!(
-        "baseline: all created and started in {:.1} s, {:.1} PVE calls per guest, {:.0} calls per naive resync (config + status per guest)",
+        "baseline: all created and started in {:.1} s, {:.2} PVE calls per guest, {:.0} calls per naive resync (config + status per guest)",
         b_took.as_secs_f64(),
         b_calls,
         b_resync

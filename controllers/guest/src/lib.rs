@@ -10,6 +10,9 @@
 //!   `phoenix-managed` and `phoenix-uid: <object uid>` in its description from the first
 //!   request; a guest with the vmid but another (or no) marker is never touched, unless it has
 //!   none and the Guest carries [`ADOPT_ANNOTATION`].
+//! - A guest made from the spec that is to run is created and started in one task (`start=1`);
+//!   when that ends well it is reported Ready from the create's own parameters, without reading
+//!   it back (ADR 0018). A start that fails there is retried as a start, never as a create.
 //! - A create's UPID is written to `status.lastTask` before it is waited for; a restarted
 //!   controller waits for that task instead of creating again. A create that failed in
 //!   transport is not repeated before the state was read back.
@@ -24,7 +27,8 @@
 //!   only the marker.
 //! - One `/cluster/resources` call serves every reconcile of a resync ([`inventory`]); a Guest
 //!   that is Ready at its generation and whose entry there did not change is not read again
-//!   (a full read at least every [`InventoryOptions::full_check`]).
+//!   (a full read at least every [`InventoryOptions::full_check`]); a change the controller
+//!   made itself does not count as one.
 //! - A guest locked by a PVE job (backup, migrate, ...) or on a node that does not answer is
 //!   reported (`Locked`, `NodeUnreachable`) without sending requests PVE would refuse; PVE's
 //!   faults show in Ready's reason and message while they last (ADR 0013).
@@ -63,11 +67,16 @@ pub const FINALIZER: &str = "guest.phoenix.thinkheads.ai/cleanup";
 /// by another object is never adopted.
 pub const ADOPT_ANNOTATION: &str = "guest.phoenix.thinkheads.ai/adopt";
 
+/// The guest controller's default resync: drift that shows in `/cluster/resources` (cores,
+/// memory, power state, node, lock, tags, name) is reverted within about this long, for one
+/// list request per resync (ADR 0018).
+pub const RESYNC: Duration = Duration::from_secs(30);
+
 /// Condition type: `True` while changes wait for the guest's next start (PVE `/pending`).
 pub const PENDING_RESTART: &str = "PendingRestart";
 
 /// Settings of the Guest controller that other controllers do not have. Resync (default
-/// 5 min: drift detection), concurrency (4) and leader election (lease `guest`) are the
+/// [`RESYNC`]: drift detection), concurrency (4) and leader election (lease `guest`) are the
 /// runtime's common ones: set them on the returned [`Controller`] (or with
 /// [`Controller::options`]).
 #[derive(Debug, Clone)]
@@ -98,4 +107,5 @@ pub fn controller(pve: PveClient, options: GuestOptions) -> Controller<GuestReco
     )
     .finalizer(FINALIZER)
     .backoff(options.backoff)
+    .resync(Some(RESYNC))
 }

@@ -236,12 +236,21 @@ impl Reconciler for GuestReconciler {
         if let Some(blocker) = blockers::blocker(&found) {
             return blockers::wait(&guest, &at, &blocker, self.task_poll);
         }
-        let result = self.converge(&guest, ctx, &at, &uid).await;
-        match &result {
-            Ok(_) => self.inventory.converged(&guest, &found),
-            Err(_) => self.inventory.forget(&uid),
+        match self.converge(&guest, ctx, &at, &uid).await {
+            // What this converge changed itself is no reason to read the guest again.
+            Ok((action, wrote)) if wrote || Inventory::made_up(&found) => {
+                self.inventory.expect(&guest);
+                Ok(action)
+            }
+            Ok((action, _)) => {
+                self.inventory.converged(&guest, &found);
+                Ok(action)
+            }
+            Err(e) => {
+                self.inventory.forget(&uid);
+                Err(e)
+            }
         }
-        result
     }
 
     async fn cleanup(

@@ -135,6 +135,61 @@ async fn a_create_task_ending_in_task_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_with_start_whose_start_fails_is_reported_and_never_repeated() {
+    let (fake, server, client, api) = setup().await;
+    // Creates take about a second, so that the start can be made to fail meanwhile.
+    let mut secs = json!({"clone": 0, "destroy": 0, "snapshot": 0, "delsnapshot": 0,
+        "rollback": 0, "template": 0, "resize": 0, "migrate": 0});
+    secs["create"] = json!(100);
+    fake.set("ct_secs", secs).await.unwrap();
+    let ctl = start_inventoried(server.client().await, pve(fake.config()));
+    client
+        .apply(&with_cores(&fake, "boot", 934, 1), false)
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    while fake.guest(934).await.unwrap().is_none() {
+        assert!(start.elapsed() < WAIT, "934 never being created");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    fake.set_guest(
+        934,
+        "start_error",
+        json!("startup for container '934' failed"),
+    )
+    .await
+    .unwrap();
+    let message = wait_reason(&client, "boot", "TaskFailed").await;
+    assert!(message.contains("startup for container"), "{message}");
+    let task = get(&client, "boot")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .last_task
+        .unwrap();
+    assert_eq!(
+        task.type_, "vzcreate",
+        "the start ran in the create's task: {task:?}"
+    );
+    // Retried as a start of the guest that exists, never as another create.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let g = get(&client, "boot").await.unwrap();
+    assert_eq!(ready(&g).map(|r| r.1), Some("TaskFailed".to_string()));
+    assert_eq!(copies(&api, 934).await, 1);
+    assert_eq!(create_tasks(&fake, 934).await.0, 1, "created once");
+
+    fake.set_guest(934, "start_error", serde_json::Value::Null)
+        .await
+        .unwrap();
+    let g = wait_ready(&client, "boot").await;
+    assert_eq!(g.status.unwrap().state.as_deref(), Some("running"));
+    assert_eq!(copies(&api, 934).await, 1);
+    assert_eq!(create_tasks(&fake, 934).await.0, 1, "created once");
+    ctl.stop().await.expect("controllers stop cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_and_596_answers() {
     let (fake, server, client, api) = setup().await;
     let ctl = start_inventoried(

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use phoenix_api::Object;
 use phoenix_e2e::{Backend, Server};
+use phoenix_guest::GuestOptions;
 use phoenix_pve::testing::FakePve;
 use phoenix_pve::{ConfigUpdate, GuestKind, GuestRef};
+use phoenix_runtime::{Manager, RuntimeMetrics};
 use serde_json::json;
 use support::*;
 
@@ -157,5 +159,69 @@ async fn steady_state_costs_one_cluster_list_per_resync_and_nothing_per_guest() 
         "only the changed guest is read"
     );
     wait_ready(&client, "s07").await;
+    ctl.stop().await.expect("controllers stop cleanly");
+}
+
+/// With the controller's defaults (resync [`phoenix_guest::RESYNC`], the default inventory),
+/// cores changed in PVE outside Phoenix are reverted within 60 s, and the guest is the only
+/// one read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_default_settings_cores_changed_in_pve_are_reverted_within_a_minute() {
+    let fake = FakePve::start().expect("fakepve");
+    let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
+    let client = server.client().await;
+    let api = pve(fake.config());
+    let mut manager = Manager::new(server.client().await, RuntimeMetrics::unregistered());
+    manager
+        .add(phoenix_guest::controller(pve(fake.config()), GuestOptions::default()).leader(None));
+    let ctl = manager.spawn();
+    apply_all(
+        &client,
+        &[
+            guest_yaml(&fake, "d1", 1301, "  cores: 1\n"),
+            guest_yaml(&fake, "d2", 1302, "  cores: 1\n"),
+        ],
+    )
+    .await;
+    wait_ready(&client, "d1").await;
+    wait_ready(&client, "d2").await;
+
+    let at = GuestRef::new(fake.node(), GuestKind::Lxc, 1301);
+    let current = api.guest_config(&at, true).await.unwrap();
+    api.update_guest_config(
+        &at,
+        &ConfigUpdate {
+            set: json!({"cores": 3}).as_object().unwrap().clone(),
+            digest: current.digest,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (since, _) = fake.requests_since(u64::MAX).await.unwrap();
+    let changed = Instant::now();
+    while api.guest_config(&at, true).await.unwrap().values["cores"] != json!(1) {
+        assert!(
+            changed.elapsed() < Duration::from_secs(60),
+            "1301 not reverted within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, requests) = fake.requests_since(since).await.unwrap();
+    let touched: BTreeSet<u32> = requests.iter().filter_map(|(_, p)| guest_of(p)).collect();
+    assert_eq!(
+        touched,
+        BTreeSet::from([1301]),
+        "only the changed guest is read"
+    );
+    let g = wait_ready(&client, "d1").await;
+    assert!(
+        g.status
+            .unwrap()
+            .drift
+            .iter()
+            .any(|d| d.field == "spec.cores"),
+        "the drift is reported"
+    );
     ctl.stop().await.expect("controllers stop cleanly");
 }

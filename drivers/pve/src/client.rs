@@ -70,6 +70,7 @@ pub(crate) struct Inner {
     pub(crate) lock_retry: RetryPolicy,
     get_retry: RetryPolicy,
     pub(crate) task_log_lines: usize,
+    pub(crate) task_lists: crate::task::TaskLists,
 }
 
 impl fmt::Debug for PveClient {
@@ -171,6 +172,7 @@ impl PveClient {
                 lock_retry: config.lock_retry,
                 get_retry: config.get_retry,
                 task_log_lines: config.task_log_lines,
+                task_lists: Default::default(),
             }),
         })
     }

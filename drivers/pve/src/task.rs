@@ -9,6 +9,16 @@
 //!
 //! A caller that must survive a restart stores [`RunningTask::upid`] before waiting, and after
 //! the restart calls [`PveClient::wait_upid`] with it instead of starting the work again.
+//!
+//! Waits share their polls: one `GET /nodes/{node}/tasks` answers every task of that node
+//! being waited for at the time (ADR 0018). A list answers a poll only when it holds the UPID
+//! and is newer than the waiter's previous poll; a task missing from it (not yet listed, or
+//! beyond the list's newest entries), a failed task (its full exit status comes from its own
+//! status) and a failed list fall back to the per-UPID status call, so every fault is seen
+//! as before.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +32,33 @@ use crate::error::{Call, ErrorKind, PveError, message_kind};
 use crate::limits::TaskPermits;
 use crate::params::{Params, endpoint_template};
 use crate::upid::Upid;
+
+/// How many of a node's newest tasks one shared poll lists.
+const TASK_LIST_LIMIT: u32 = 200;
+
+/// One node's last task list and when it was asked for.
+#[derive(Debug)]
+struct TaskList {
+    asked: Instant,
+    tasks: Arc<HashMap<String, TaskListEntry>>,
+}
+
+/// The last task list per node, shared by every wait (single flight per node).
+#[derive(Debug, Default)]
+pub(crate) struct TaskLists {
+    nodes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<TaskList>>>>>,
+}
+
+impl TaskLists {
+    fn slot(&self, node: &str) -> Arc<tokio::sync::Mutex<Option<TaskList>>> {
+        self.nodes
+            .lock()
+            .expect("task lists lock")
+            .entry(node.to_string())
+            .or_default()
+            .clone()
+    }
+}
 
 /// A task that was started and not yet waited for. Holds the client's slots of its node and
 /// storages (see [`crate::Limits`]) until it is waited for or dropped.
@@ -232,9 +269,16 @@ impl PveClient {
         let deadline = started + timeout;
         let mut interval = timeouts.task_poll_min;
         let mut seen = false;
+        let mut polled: Option<Instant> = None;
+        // Once the list could not answer (the task not listed, e.g. not visible to this user,
+        // or the list failed), this wait polls the task's own status: one request per poll.
+        let mut use_list = true;
         let mut last_error: Option<PveError>;
         let result = loop {
-            match self.task_status(upid).await {
+            let asked = Instant::now();
+            let status = self.poll_task(upid, polled, &mut use_list).await;
+            polled = Some(asked);
+            match status {
                 Ok(status) => {
                     seen = true;
                     last_error = None;
@@ -335,6 +379,84 @@ impl PveClient {
             &Params::new().opt("vmid", vmid),
         )
         .await
+    }
+
+    /// One poll of a waited-for task: with `use_list`, from the node's shared task list when
+    /// that holds it and was asked for after `newer_than` (read now when not); else, and when
+    /// the list cannot say (then `use_list` is cleared), its own status call.
+    async fn poll_task(
+        &self,
+        upid: &Upid,
+        newer_than: Option<Instant>,
+        use_list: &mut bool,
+    ) -> Result<TaskStatus, PveError> {
+        if *use_list {
+            if let Some(status) = self.listed_task(upid, newer_than).await {
+                return Ok(status);
+            }
+            *use_list = false;
+        }
+        self.task_status(upid).await
+    }
+
+    /// The task's state as the node's task list shows it; `None` when the list cannot say
+    /// (not listed, failed: its status call has the whole message; the list failed).
+    async fn listed_task(&self, upid: &Upid, newer_than: Option<Instant>) -> Option<TaskStatus> {
+        let node = upid.node();
+        if !crate::config::valid_node_name(node) {
+            return None;
+        }
+        let key = upid.to_string();
+        let slot = self.inner.task_lists.slot(node);
+        let mut last = slot.lock().await;
+        let usable =
+            |l: &TaskList| newer_than.is_none_or(|t| l.asked > t) && l.tasks.contains_key(&key);
+        let tasks = match last.as_ref() {
+            Some(l) if usable(l) => l.tasks.clone(),
+            _ => {
+                let asked = Instant::now();
+                let params = Params::new()
+                    .set("source", "all")
+                    .set("limit", TASK_LIST_LIMIT);
+                let listed: Vec<TaskListEntry> = match self
+                    .get(&format!("/nodes/{node}/tasks"), &params)
+                    .await
+                {
+                    Ok(listed) => listed,
+                    Err(err) => {
+                        tracing::debug!(%err, node, "listing the node's tasks failed; polling the task");
+                        return None;
+                    }
+                };
+                let tasks: Arc<HashMap<String, TaskListEntry>> = Arc::new(
+                    listed
+                        .into_iter()
+                        .map(|t| (t.upid.to_string(), t))
+                        .collect(),
+                );
+                *last = Some(TaskList {
+                    asked,
+                    tasks: tasks.clone(),
+                });
+                tasks
+            }
+        };
+        drop(last);
+        let entry = tasks.get(&key)?;
+        let status = match entry.status.as_deref() {
+            None => "running",
+            Some(exit) if warnings(exit).is_some() => "stopped",
+            Some(_) => return None,
+        };
+        Some(TaskStatus {
+            status: status.into(),
+            exitstatus: entry.status.clone(),
+            task_type: Some(entry.task_type.clone()),
+            id: entry.id.clone(),
+            user: entry.user.clone(),
+            node: Some(node.to_string()),
+            starttime: entry.starttime,
+        })
     }
 
     /// `GET /nodes/{node}/tasks/{upid}/status` (node from the UPID).

@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{client_with, ct_params};
+use common::{client_with, ct_params, ct_params_from};
 use futures::future::join_all;
-use phoenix_pve::testing::{FakePve, FakePveOptions};
+use phoenix_pve::testing::{Failure, FakePve, FakePveOptions};
 use phoenix_pve::{Limits, PveError, RetryPolicy};
 
 const GUESTS: u32 = 50;
@@ -113,4 +113,106 @@ async fn without_limits_the_same_burst_fails_on_the_storage_lock() {
         }
     }
     assert_eq!(present, made);
+}
+
+/// Twenty creates waited for at once on one node share their polls (one node task list
+/// answers every wait), and a task that fails still reports PVE's whole exit status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_on_one_node_share_their_polls_and_failures_keep_their_message() {
+    const AT_ONCE: u32 = 20;
+    let fake = start();
+    // Each create runs 100 PVE seconds (2 s here): several polls per wait.
+    let mut secs = serde_json::json!({"clone": 0, "destroy": 0, "snapshot": 0, "delsnapshot": 0,
+        "rollback": 0, "template": 0, "resize": 0, "migrate": 0});
+    secs["create"] = serde_json::json!(100);
+    fake.set("ct_secs", secs).await.unwrap();
+    let mut config = fake.config();
+    config.limits = Limits {
+        tasks_per_node: 0,
+        tasks_per_storage: 0,
+        requests_per_second: 0.0,
+        burst: 1,
+    };
+    let (client, _registry) = client_with(config);
+    let (since, _) = fake.requests_since(u64::MAX).await.unwrap();
+    let template = fake.info().template.clone();
+    let missing = format!("{}/missing.tar.zst", template.rsplit_once('/').unwrap().0);
+    let fake = &fake;
+    let creates = (0..=AT_ONCE).map(|i| {
+        let client = client.clone();
+        let params = if i == AT_ONCE {
+            ct_params_from(fake, 300 + i, &missing)
+        } else {
+            ct_params(fake, 300 + i)
+        };
+        async move { client.create_lxc(fake.node(), &params).await.map(drop) }
+    });
+    let results = join_all(creates).await;
+    for r in &results[..AT_ONCE as usize] {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    match &results[AT_ONCE as usize] {
+        Err(PveError::TaskFailed { exitstatus, .. }) => {
+            assert!(exitstatus.contains("does not exist"), "{exitstatus}")
+        }
+        other => panic!("the create from a missing template: {other:?}"),
+    }
+    let (_, requests) = fake.requests_since(since).await.unwrap();
+    let reads = requests
+        .iter()
+        .filter(|(_, p)| p.contains("/tasks"))
+        .count();
+    // Polled one by one, each of the 21 waits reads its status several times.
+    assert!(
+        reads < 2 * (AT_ONCE as usize + 1),
+        "{reads} task reads for {} waits",
+        AT_ONCE + 1
+    );
+}
+
+/// When the node's task list fails, every wait falls back to its task's own status and ends
+/// as before, with one list attempt per wait at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_task_list_fails_waits_poll_each_task() {
+    const AT_ONCE: u32 = 5;
+    let fake = start();
+    // Each create runs 100 PVE seconds (2 s here): several polls per wait.
+    let mut secs = serde_json::json!({"clone": 0, "destroy": 0, "snapshot": 0, "delsnapshot": 0,
+        "rollback": 0, "template": 0, "resize": 0, "migrate": 0});
+    secs["create"] = serde_json::json!(100);
+    fake.set("ct_secs", secs).await.unwrap();
+    fake.fail(
+        "GET",
+        &format!("/nodes/{}/tasks", fake.node()),
+        Failure::status(500, "internal error"),
+    )
+    .await
+    .unwrap();
+    let mut config = fake.config();
+    config.get_retry = RetryPolicy::none();
+    let (client, _registry) = client_with(config);
+    let (since, _) = fake.requests_since(u64::MAX).await.unwrap();
+    let fake = &fake;
+    let creates = (0..AT_ONCE).map(|i| {
+        let client = client.clone();
+        let params = ct_params(fake, 400 + i);
+        async move { client.create_lxc(fake.node(), &params).await.map(drop) }
+    });
+    for r in join_all(creates).await {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let (_, requests) = fake.requests_since(since).await.unwrap();
+    let lists = requests
+        .iter()
+        .filter(|(_, p)| p.ends_with("/tasks"))
+        .count();
+    let statuses = requests
+        .iter()
+        .filter(|(_, p)| p.ends_with("/status") && p.contains("/tasks/"))
+        .count();
+    assert!(lists <= AT_ONCE as usize, "{lists} list requests");
+    assert!(
+        statuses >= 2 * AT_ONCE as usize,
+        "{statuses} status requests: several polls per wait"
+    );
 }

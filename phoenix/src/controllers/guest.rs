@@ -56,6 +56,10 @@ pub struct PveArgs {
     /// Requests allowed at once above that rate (default 20).
     #[arg(long, value_name = "N")]
     pub pve_burst: Option<u32>,
+    /// How long a Guest whose `/cluster/resources` entry did not change may go without a full
+    /// config read (default 30m; 0s: every resync reads every guest).
+    #[arg(long = "guest-full-check", value_name = "DURATION", value_parser = crate::controllers::common::parse_duration)]
+    pub guest_full_check: Option<std::time::Duration>,
 }
 
 /// Why the PVE client could not be made from the flags.
@@ -108,11 +112,12 @@ impl Hosted for PveArgs {
         let Some(pve) = self.client(registry)? else {
             return Ok(Prepared::Off("no --pve-endpoint given".into()));
         };
+        let mut guest = phoenix_guest::GuestOptions::default();
+        if let Some(every) = self.guest_full_check {
+            guest.inventory.full_check = every;
+        }
         Ok(Prepared::ready(move |manager, options| {
-            manager.add(
-                phoenix_guest::controller(pve, phoenix_guest::GuestOptions::default())
-                    .options(options),
-            );
+            manager.add(phoenix_guest::controller(pve, guest).options(options));
         }))
     }
 }
@@ -163,6 +168,8 @@ mod tests {
             "12.5",
             "--pve-burst",
             "7",
+            "--guest-full-check",
+            "5m",
         ])
         .unwrap();
         let s = cli.pve.settings();
@@ -172,6 +179,10 @@ mod tests {
         assert_eq!(s.tasks_per_storage, Some(2));
         assert_eq!(s.requests_per_second, Some(12.5));
         assert_eq!(s.burst, Some(7));
+        assert_eq!(
+            cli.pve.guest_full_check,
+            Some(std::time::Duration::from_secs(300))
+        );
         assert!(
             Cli::try_parse_from(["x", "--pve-token-file", "f", "--pve-token-env", "V"]).is_err(),
             "a token file and a token variable together"

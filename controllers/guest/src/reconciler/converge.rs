@@ -79,14 +79,15 @@ impl GuestReconciler {
         }
     }
 
-    /// Converges config, volumes, firewall and power state of an existing guest of ours.
+    /// Converges config, volumes, firewall and power state of an existing guest of ours; the
+    /// flag is true when it changed something in PVE (a write, a power action).
     pub(super) async fn converge(
         &self,
         guest: &Guest,
         ctx: &Context<Guest>,
         at: &GuestRef,
         uid: &str,
-    ) -> Result<Action, ReconcileError> {
+    ) -> Result<(Action, bool), ReconcileError> {
         let config = self
             .pve
             .guest_config(at, false)
@@ -134,6 +135,8 @@ impl GuestReconciler {
             && (at.kind == GuestKind::Lxc || guest.spec.vm.as_ref().is_some_and(|v| v.agent));
         let keep_drift = progress.changed.is_empty() || !drift.is_empty() || !was_converged;
         let poll = state == "running" && wants_addresses && addresses.is_empty();
+        let wrote =
+            progress.touched || progress.last_task.is_some() || !progress.changed.is_empty();
         let observed = Observed {
             state,
             addresses,
@@ -146,9 +149,9 @@ impl GuestReconciler {
         if poll {
             // A guest that just started gets its address a little later (DHCP, the agent);
             // Gateways route by it, so look again soon rather than at the next resync.
-            return Ok(Action::requeue(ADDRESS_POLL));
+            return Ok((Action::requeue(ADDRESS_POLL), wrote));
         }
-        Ok(Action::done())
+        Ok((Action::done(), wrote))
     }
 
     /// `GET .../pending`: the config with what waits for a restart.
@@ -292,6 +295,9 @@ impl GuestReconciler {
         if state != "running" {
             return Ok(Vec::new());
         }
+        if let Some(fixed) = addresses::from_spec(guest) {
+            return Ok(fixed);
+        }
         match (at.kind, guest.spec.vm.as_ref().is_some_and(|v| v.agent)) {
             (GuestKind::Qemu, false) => Ok(Vec::new()),
             _ => match self.pve.guest_interfaces(at).await {
@@ -304,6 +310,27 @@ impl GuestReconciler {
             },
         }
     }
+}
+
+/// The status write for a guest just created from its spec (`state` as the create task left
+/// it): Ready=True `Converged`, nothing pending, no drift, `task` as the last task.
+pub(super) async fn report_created(
+    ctx: &Context<Guest>,
+    guest: &Guest,
+    at: &GuestRef,
+    state: &str,
+    addresses: Vec<GuestAddress>,
+    task: TaskRef,
+) -> Result<(), ReconcileError> {
+    let observed = Observed {
+        state: state.to_string(),
+        addresses,
+        drift: Some(Vec::new()),
+        last_task: Some(task),
+        waiting: Vec::new(),
+        refused: String::new(),
+    };
+    report(ctx, guest, at, &observed).await
 }
 
 /// Report step: one status write of what the steps found. Ready=True (`Converged`), or,

@@ -7,14 +7,30 @@ use std::time::Duration;
 use phoenix_api::Resource;
 use phoenix_api::condition::mark_progressing;
 use phoenix_api::kinds::Guest;
-use phoenix_api::kinds::guest::{CloneSource, GuestType};
+use phoenix_api::kinds::guest::{CloneSource, GuestType, PowerState};
 use phoenix_pve::task::allocation_storages;
 use phoenix_pve::{ErrorKind, GuestKind, GuestRef, Method, Params, PveError};
 use phoenix_runtime::{Action, Context, ReconcileError};
 
-use super::{GuestReconciler, exit_text, guest_ref, invalid, kind_of, task_ref};
+use super::{GuestReconciler, converge, exit_text, guest_ref, invalid, kind_of, task_ref};
+use crate::addresses;
 use crate::classify::classify;
 use crate::{desired, disks, props};
+
+/// Whether the create itself starts the guest (`start=1`): a guest made from the spec (not a
+/// clone, which PVE cannot start in the same task) that is to run.
+fn starts_on_create(guest: &Guest) -> bool {
+    guest.spec.power_state == PowerState::Running
+        && guest.spec.source.as_ref().is_none_or(|s| s.clone.is_none())
+}
+
+/// Whether a guest whose create (from the spec) ended well is converged without reading it
+/// back: its config is the create's parameters, nothing waits for a restart, its power state
+/// is the task's. Not for clones (their config is the source's until converged) nor with
+/// `spec.firewall` (set after the create).
+fn converged_by_create(guest: &Guest) -> bool {
+    guest.spec.source.as_ref().is_none_or(|s| s.clone.is_none()) && guest.spec.firewall.is_none()
+}
 
 impl GuestReconciler {
     /// The node a new guest goes to.
@@ -134,6 +150,10 @@ impl GuestReconciler {
             return Ok((from.node.clone(), path, params));
         }
         let mut params = Params::new().set("vmid", vmid);
+        if starts_on_create(guest) {
+            // One task instead of a create and a start (ADR 0018).
+            params = params.set("start", 1);
+        }
         for (k, v) in desired::create_params(&desired::wanted(guest, uid)) {
             params = params.set(&k, v);
         }
@@ -218,12 +238,26 @@ impl GuestReconciler {
         }
         let upid = task.upid().clone();
         let result = self.pve.wait(task).await;
-        self.inventory.invalidate();
         let exit = match &result {
             Ok(outcome) => exit_text(outcome),
             Err(e) => e.to_string(),
         };
         let done = task_ref(&upid, Some(exit));
+        if result.is_ok() && converged_by_create(guest) {
+            let state = if starts_on_create(guest) {
+                "running"
+            } else {
+                "stopped"
+            };
+            self.inventory.created(vmid, what.as_str(), &node, state);
+            let at = GuestRef::new(node.clone(), what, vmid);
+            let addresses = addresses::from_spec(guest).unwrap_or_default();
+            converge::report_created(ctx, guest, &at, state, addresses, done).await?;
+            self.inventory.expect(guest);
+            return Ok(Action::done());
+        }
+        // A failed create may have left a guest (a start=1 whose start failed): read it next.
+        self.inventory.invalidate();
         ctx.update_status(guest, |s| s.last_task = Some(done.clone()))
             .await?;
         match result {
