@@ -1,0 +1,54 @@
+//! The GitSync controller (docs/gitsync.md, ADR 0017): every `GitSync` fetches a Git
+//! repository with gix and applies the manifests under its `path` to Phoenix.
+//!
+//! What it guarantees:
+//! - The manifests of one commit are decoded and validated exactly as `phoenixctl apply`
+//!   does, as one unit: if any document is invalid nothing is applied, and `Ready=False`
+//!   (`InvalidManifests`) names the file, document, line and field.
+//! - Every object applied carries `phoenix.thinkheads.ai/gitsync: NAME`. An existing object
+//!   without that label, or with another GitSync's, is never taken over: nothing is applied
+//!   and `Ready=False` (`Conflict`) names the objects.
+//! - With `prune: true`, objects of the last inventory that the new commit no longer holds
+//!   are deleted, and only while they still carry this GitSync's label; nothing outside the
+//!   inventory is ever deleted.
+//! - `suspend: true` stops syncing; what was applied stays.
+//! - Status: `lastAppliedRevision` (`BRANCH@sha1:...`), `lastAttemptedRevision`,
+//!   `inventory`; an event per sync with the commit and the counts created, configured,
+//!   unchanged and pruned. The next sync comes after `interval`, or `retryInterval` after a
+//!   failure.
+
+#![forbid(unsafe_code)]
+
+pub mod git;
+mod reconciler;
+pub mod sync;
+
+use std::path::PathBuf;
+
+use phoenix_runtime::Controller;
+
+pub use reconciler::GitSyncReconciler;
+
+/// The controller's name (lease, metrics label, event source, `--only`, flag prefix).
+pub const NAME: &str = "gitsync";
+
+/// Settings only this controller has.
+#[derive(Debug, Clone)]
+pub struct GitSyncOptions {
+    /// Where each GitSync's bare cache repository lives (`DIR/NAME.git`).
+    pub cache_dir: PathBuf,
+}
+
+impl Default for GitSyncOptions {
+    /// A cache under the system's temporary directory.
+    fn default() -> Self {
+        GitSyncOptions {
+            cache_dir: std::env::temp_dir().join("phoenix-gitsync"),
+        }
+    }
+}
+
+/// The GitSync controller, ready for a [`phoenix_runtime::Manager`].
+pub fn controller(options: GitSyncOptions) -> Controller<GitSyncReconciler> {
+    Controller::new(NAME, GitSyncReconciler::new(options))
+}
