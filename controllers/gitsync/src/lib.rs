@@ -32,20 +32,13 @@ pub use reconciler::GitSyncReconciler;
 /// The controller's name (lease, metrics label, event source, `--only`, flag prefix).
 pub const NAME: &str = "gitsync";
 
-/// Settings only this controller has.
+/// Settings only this controller has. There is no default: whoever can write the cache
+/// directory can choose what gets applied, so the host picks a private one.
 #[derive(Debug, Clone)]
 pub struct GitSyncOptions {
-    /// Where each GitSync's bare cache repository lives (`DIR/NAME.git`).
+    /// Where each GitSync's bare cache repository lives (`DIR/NAME.git`); only this process
+    /// should be able to write it.
     pub cache_dir: PathBuf,
-}
-
-impl Default for GitSyncOptions {
-    /// A cache under the system's temporary directory.
-    fn default() -> Self {
-        GitSyncOptions {
-            cache_dir: std::env::temp_dir().join("phoenix-gitsync"),
-        }
-    }
 }
 
 /// The GitSync controller, ready for a [`phoenix_runtime::Manager`].

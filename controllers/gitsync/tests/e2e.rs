@@ -499,3 +499,37 @@ async fn a_tag_over_file_url_is_applied_and_another_gitsyncs_objects_are_not_tak
 
     running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phoenix_serve_hosts_the_controller_with_its_cache_dir_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    repo.write("s.yaml", &secret("hosted", "yes"));
+    let c1 = repo.commit("first");
+    let url = format!("file://{}", repo.bare().display());
+    let cache = tmp.path().join("flag-cache");
+
+    let server = Server::start_opts(
+        Backend::Embedded,
+        &["--gitsync-cache-dir", cache.to_str().unwrap()],
+    )
+    .await;
+    let client = server.client().await;
+    client
+        .apply(&gitsync("hosted", &url, "  ref: {branch: main}\n"), false)
+        .await
+        .unwrap();
+    let rev = format!("main@sha1:{c1}");
+    wait_gs(&client, "hosted", "sync by the hosted controller", |g| {
+        applied(g) == Some(&rev)
+    })
+    .await;
+    assert!(
+        cache.join("hosted.git").is_dir(),
+        "the cache is not under the flag's directory"
+    );
+    assert_eq!(
+        secret_value(&client, "hosted").await,
+        Some((b64("yes"), Some("hosted".into())))
+    );
+}
