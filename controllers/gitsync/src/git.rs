@@ -88,6 +88,31 @@ pub enum GitError {
     },
 }
 
+/// The URL schemes this controller fetches from now.
+pub const SUPPORTED_SCHEMES: &[&str] = &["file", "git"];
+
+/// Checks that `url` uses a scheme this controller fetches from. `ssh://` and `https://`
+/// are refused until they are fetched with the GitSync's `secretRef`: gix would otherwise
+/// reach for the host's own SSH keys.
+///
+/// # Errors
+/// A message naming the scheme and the ones supported.
+pub fn check_supported(url: &str) -> Result<(), String> {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+    if SUPPORTED_SCHEMES.contains(&scheme) {
+        Ok(())
+    } else {
+        Err(format!(
+            "spec.url: {scheme}:// is not fetched by this controller yet (supported: {})",
+            SUPPORTED_SCHEMES
+                .iter()
+                .map(|s| format!("{s}://"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
 /// Fetches `git_ref` of `url` into the bare cache repository `cache` (made when absent) and
 /// returns the manifests under `path` in the commit it resolves to.
 ///
@@ -252,4 +277,18 @@ fn open_cache(cache: &Path) -> Result<gix::Repository, GitError> {
         std::fs::create_dir_all(parent).map_err(|e| err(&e))?;
     }
     gix::init_bare(cache).map_err(|e| err(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_file_and_git_urls_are_fetched_for_now() {
+        assert_eq!(check_supported("file:///srv/estate.git"), Ok(()));
+        assert_eq!(check_supported("git://127.0.0.1:9418/estate.git"), Ok(()));
+        let e = check_supported("ssh://git@host/estate.git").unwrap_err();
+        assert!(e.contains("ssh:// is not fetched"), "{e}");
+        assert!(check_supported("https://host/estate.git").is_err());
+    }
 }

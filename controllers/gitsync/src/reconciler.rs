@@ -58,6 +58,9 @@ impl Reconciler for GitSyncReconciler {
             tracing::debug!(gitsync = %name, "suspended");
             return Ok(Action::done());
         }
+        // Waits for a spec change: retrying would not help.
+        git::check_supported(&spec.url)
+            .map_err(|m| ReconcileError::invalid("UnsupportedScheme", m))?;
         let interval = spec.interval.parse().unwrap_or(FALLBACK_INTERVAL);
         let retry = spec
             .retry_interval
