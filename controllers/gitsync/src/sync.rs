@@ -202,4 +202,24 @@ mod tests {
         );
         assert!(to_prune(&current, &previous).is_empty());
     }
+
+    #[test]
+    fn problems_in_a_secret_never_echo_its_values() {
+        for doc in [
+            "stringData: s3cr3t\n",
+            "data: {k: s3cr3t}\n",
+            "stringData: {k: [s3cr3t]}\n",
+            "stringData: {k: \"s3cr3t\n",
+        ] {
+            let text = format!(
+                "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata: {{name: s}}\ntype: Opaque\n{doc}"
+            );
+            let problems = decode_snapshot(&snapshot(&[("f.yaml", &text)]), "o").unwrap_err();
+            assert!(!problems.is_empty());
+            for p in problems {
+                assert!(p.starts_with("f.yaml (document 1"), "{p}");
+                assert!(!p.contains("s3cr3t"), "{p}");
+            }
+        }
+    }
 }
