@@ -11,6 +11,9 @@
 #   sshd          openssh-server                        (gateway ssh-target test: its own
 #                                                        sshd on a loopback port)
 #   promtool      prometheus                            (metrics format checks)
+#   git           git                                   (gitsync tests: bare repositories,
+#                                                        git daemon, and git-upload-pack
+#                                                        for file:// fetches)
 #   python3 venv  python3-venv                          (the fakepve venv below)
 #
 # and a Python venv, .venv-fakepve at the repository root, holding fakepve[crypto] at the
@@ -31,6 +34,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v git >/dev/null 2>&1 || need+=(git)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
 # The fakepve venv: fakepve[crypto] at FAKEPVE_VERSION, importable with its cryptography extra.
