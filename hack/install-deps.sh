@@ -4,6 +4,8 @@
 # the Rust toolchain: no protoc (docs/adr/0015-building-without-protoc.md).
 #
 #   etcd          etcd-server                           (store and e2e tests)
+#   git           git                                   (gitsync tests: bare repositories,
+#                                                        git daemon, git-upload-pack)
 #   nginx         nginx                                 (gateway tests: ssl, http2, gzip,
 #                                                        proxy cache, limit_req, realip)
 #   ModSecurity   libnginx-mod-http-modsecurity          (gateway WAF test)
@@ -11,9 +13,6 @@
 #   sshd          openssh-server                        (gateway ssh-target test: its own
 #                                                        sshd on a loopback port)
 #   promtool      prometheus                            (metrics format checks)
-#   git           git                                   (gitsync tests: bare repositories,
-#                                                        git daemon, and git-upload-pack
-#                                                        for file:// fetches)
 #   python3 venv  python3-venv                          (the fakepve venv below)
 #
 # and a Python venv, .venv-fakepve at the repository root, holding fakepve[crypto] at the
@@ -28,13 +27,13 @@ FAKEPVE_VENV=.venv-fakepve
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v git >/dev/null 2>&1 || need+=(git)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_http_modsecurity_module.so ] || need+=(libnginx-mod-http-modsecurity)
 [ -d /usr/share/modsecurity-crs/rules ] || need+=(modsecurity-crs)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
-command -v git >/dev/null 2>&1 || need+=(git)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
 # The fakepve venv: fakepve[crypto] at FAKEPVE_VERSION, importable with its cryptography extra.
