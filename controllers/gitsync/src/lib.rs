@@ -18,6 +18,7 @@
 //!   failure.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod git;
 mod reconciler;
