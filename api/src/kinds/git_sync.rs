@@ -10,6 +10,10 @@ use crate::duration::Duration;
 /// The label every object applied by a GitSync carries; its value is the GitSync's name.
 pub const GITSYNC_LABEL: &str = "phoenix.thinkheads.ai/gitsync";
 
+/// The annotation that asks for a sync now: set it to a new value (a timestamp, say);
+/// `status.lastHandledSyncAt` echoes the value once a sync ran after it.
+pub const SYNC_AT_ANNOTATION: &str = "phoenix.thinkheads.ai/sync-at";
+
 /// Desired state of a Git synchronisation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -10,7 +10,7 @@ use phoenix_api::client::ApplyOutcome;
 use phoenix_api::client::ClientError;
 use phoenix_api::condition::mark_ready;
 use phoenix_api::kinds::GitSync;
-use phoenix_api::kinds::git_sync::InventoryEntry;
+use phoenix_api::kinds::git_sync::{InventoryEntry, SYNC_AT_ANNOTATION};
 use phoenix_api::{Kind, Object};
 use phoenix_runtime::{Action, Context, ReconcileError, Reconciler};
 
@@ -176,7 +176,11 @@ impl Reconciler for GitSyncReconciler {
             counts.created, counts.configured, counts.unchanged, counts.pruned
         );
         let generation = gs.metadata.generation;
+        let sync_at = sync_at(&gs);
         ctx.update_status(&gs, |s| {
+            if sync_at.is_some() {
+                s.last_handled_sync_at = sync_at.clone();
+            }
             s.last_applied_revision = Some(revision.clone());
             s.last_attempted_revision = Some(revision.clone());
             s.inventory = inventory.clone();
@@ -228,7 +232,11 @@ impl GitSyncReconciler {
         revision: &str,
         inventory: Option<Vec<InventoryEntry>>,
     ) -> Result<(), ReconcileError> {
+        let sync_at = sync_at(gs);
         ctx.update_status(gs, |s| {
+            if sync_at.is_some() {
+                s.last_handled_sync_at = sync_at.clone();
+            }
             s.last_attempted_revision = Some(revision.to_string());
             if let Some(inv) = &inventory {
                 s.inventory = inv.clone();
@@ -237,6 +245,11 @@ impl GitSyncReconciler {
         .await
         .map(|_| ())
     }
+}
+
+/// The `phoenix.thinkheads.ai/sync-at` annotation's value, if any.
+fn sync_at(gs: &GitSync) -> Option<String> {
+    gs.metadata.annotations.get(SYNC_AT_ANNOTATION).cloned()
 }
 
 /// `BRANCH@sha1:HEX`, `TAG@sha1:HEX`, or `sha1:HEX` for a pinned commit.

@@ -458,6 +458,21 @@ async fn a_tag_over_file_url_is_applied_and_another_gitsyncs_objects_are_not_tak
         Some((b64("first"), Some("first".into())))
     );
 
+    // A new sync-at annotation asks for a sync; the status says it was handled.
+    let mut asked = gitsync("first", &url, "  ref: {tag: v1}\n");
+    asked.metadata_mut().annotations.insert(
+        phoenix_api::kinds::git_sync::SYNC_AT_ANNOTATION.into(),
+        "2026-12-06T01:00:00Z".into(),
+    );
+    client.apply(&asked, false).await.unwrap();
+    wait_gs(&client, "first", "sync-at handled", |g| {
+        g.status
+            .as_ref()
+            .and_then(|s| s.last_handled_sync_at.as_deref())
+            == Some("2026-12-06T01:00:00Z")
+    })
+    .await;
+
     // The same object from a second GitSync (a pinned commit) is a conflict naming the owner.
     client
         .apply(
