@@ -4,6 +4,8 @@
 # the Rust toolchain: no protoc (docs/adr/0015-building-without-protoc.md).
 #
 #   etcd          etcd-server                           (store and e2e tests)
+#   git           git                                   (gitsync tests: bare repositories,
+#                                                        git daemon, git-upload-pack)
 #   nginx         nginx                                 (gateway tests: ssl, http2, gzip,
 #                                                        proxy cache, limit_req, realip)
 #   ModSecurity   libnginx-mod-http-modsecurity          (gateway WAF test)
@@ -26,6 +28,7 @@ FAKEPVE_VENV=.venv-fakepve
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v git >/dev/null 2>&1 || need+=(git)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_http_modsecurity_module.so ] || need+=(libnginx-mod-http-modsecurity)
 [ -d /usr/share/modsecurity-crs/rules ] || need+=(modsecurity-crs)

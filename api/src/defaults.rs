@@ -3,7 +3,8 @@
 //! Defaults that are constants live on the types (`#[serde(default)]`), so that the JSON
 //! schema and `phoenixctl explain` show them; this module fills in the rest:
 //! `Guest.spec.hostname` = `metadata.name`, `Mesh.spec.services[].host` = `NAME.DOMAIN`,
-//! `Stack.spec.projectName` = `metadata.name`, `CertificateAuthority.spec.certificates[].secretName`
+//! `Stack.spec.projectName` = `metadata.name`, `GitSync.spec.retryInterval` =
+//! `interval`, `CertificateAuthority.spec.certificates[].secretName`
 //! = `cert-NAME`, a guest backend's `scheme` = `http`, and `Secret.stringData` merged into
 //! `data`.
 
@@ -51,6 +52,11 @@ pub fn apply(object: &mut Object) {
             for (k, v) in std::mem::take(&mut s.string_data) {
                 s.data
                     .insert(k, base64::engine::general_purpose::STANDARD.encode(v));
+            }
+        }
+        Object::GitSync(g) => {
+            if g.spec.retry_interval.is_none() {
+                g.spec.retry_interval = Some(g.spec.interval.clone());
             }
         }
         Object::Event(_) => {}

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::kinds::{CertificateAuthority, Event, Gateway, Guest, Mesh, Secret, Stack};
+use crate::kinds::{CertificateAuthority, Event, Gateway, GitSync, Guest, Mesh, Secret, Stack};
 use crate::meta::ObjectMeta;
 
 /// Every kind the API serves.
@@ -23,6 +23,8 @@ pub enum Kind {
     CertificateAuthority,
     /// See [`Stack`].
     Stack,
+    /// See [`GitSync`].
+    GitSync,
     /// See [`Secret`].
     Secret,
     /// See [`Event`].
@@ -31,13 +33,14 @@ pub enum Kind {
 
 impl Kind {
     /// All kinds, in the order manifests are best applied (dependencies first).
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Secret,
         Kind::Guest,
         Kind::CertificateAuthority,
         Kind::Mesh,
         Kind::Gateway,
         Kind::Stack,
+        Kind::GitSync,
         Kind::Event,
     ];
 
@@ -49,6 +52,7 @@ impl Kind {
             Kind::Mesh => "Mesh",
             Kind::CertificateAuthority => "CertificateAuthority",
             Kind::Stack => "Stack",
+            Kind::GitSync => "GitSync",
             Kind::Secret => "Secret",
             Kind::Event => "Event",
         }
@@ -62,6 +66,7 @@ impl Kind {
             Kind::Mesh => "meshes",
             Kind::CertificateAuthority => "certificateauthorities",
             Kind::Stack => "stacks",
+            Kind::GitSync => "gitsyncs",
             Kind::Secret => "secrets",
             Kind::Event => "events",
         }
@@ -75,6 +80,7 @@ impl Kind {
             Kind::Mesh => &["ms"],
             Kind::CertificateAuthority => &["ca"],
             Kind::Stack => &["st"],
+            Kind::GitSync => &["gs"],
             Kind::Secret => &["sec"],
             Kind::Event => &["ev"],
         }
@@ -172,6 +178,8 @@ pub enum Object {
     CertificateAuthority(CertificateAuthority),
     /// A Stack.
     Stack(Stack),
+    /// A GitSync.
+    GitSync(GitSync),
     /// A Secret.
     Secret(Secret),
     /// An Event.
@@ -189,6 +197,7 @@ macro_rules! with_object {
             $crate::Object::Mesh($o) => $body,
             $crate::Object::CertificateAuthority($o) => $body,
             $crate::Object::Stack($o) => $body,
+            $crate::Object::GitSync($o) => $body,
             $crate::Object::Secret($o) => $body,
             $crate::Object::Event($o) => $body,
         }
@@ -271,6 +280,7 @@ from_typed!(
     Mesh,
     CertificateAuthority,
     Stack,
+    GitSync,
     Secret,
     Event
 );
@@ -289,6 +299,9 @@ mod tests {
             ("certificateauthorities", Kind::CertificateAuthority),
             ("meshes", Kind::Mesh),
             ("stack", Kind::Stack),
+            ("gitsync", Kind::GitSync),
+            ("gitsyncs", Kind::GitSync),
+            ("gs", Kind::GitSync),
         ] {
             assert_eq!(Kind::parse_cli(s), Some(k), "{s}");
         }

@@ -4,7 +4,7 @@
 use schemars::{JsonSchema, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
 
-use crate::kinds::{CertificateAuthority, Event, Gateway, Guest, Mesh, Secret, Stack};
+use crate::kinds::{CertificateAuthority, Event, Gateway, GitSync, Guest, Mesh, Secret, Stack};
 use crate::resource::Kind;
 
 /// The JSON schema of `kind`, with `apiVersion` and `kind` pinned to their only values.
@@ -21,6 +21,7 @@ pub fn schema_for(kind: Kind) -> Value {
         Kind::Mesh => gen_for::<Mesh>(),
         Kind::CertificateAuthority => gen_for::<CertificateAuthority>(),
         Kind::Stack => gen_for::<Stack>(),
+        Kind::GitSync => gen_for::<GitSync>(),
         Kind::Secret => gen_for::<Secret>(),
         Kind::Event => gen_for::<Event>(),
     };

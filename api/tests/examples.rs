@@ -93,6 +93,7 @@ fn there_is_one_sample_per_kind() {
         Kind::Mesh,
         Kind::CertificateAuthority,
         Kind::Stack,
+        Kind::GitSync,
     ] {
         assert_eq!(
             objects.iter().filter(|o| o.kind() == kind).count(),

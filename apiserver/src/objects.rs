@@ -142,6 +142,7 @@ pub fn prepare_create(object: &Object) -> Object {
         Object::Mesh(o) => o.status = None,
         Object::CertificateAuthority(o) => o.status = None,
         Object::Stack(o) => o.status = None,
+        Object::GitSync(o) => o.status = None,
         Object::Secret(_) | Object::Event(_) => {}
     }
     let kind = created.kind();

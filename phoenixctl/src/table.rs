@@ -74,6 +74,7 @@ pub fn headers(kind: Kind, wide: bool) -> Vec<&'static str> {
         Kind::Mesh => &["PROVIDER", "SERVICES"],
         Kind::CertificateAuthority => &["CERTIFICATES"],
         Kind::Stack => &["SERVICES"],
+        Kind::GitSync => &["URL", "REVISION"],
         Kind::Secret => &["TYPE", "DATA"],
         Kind::Event => &["TYPE", "REASON", "OBJECT", "MESSAGE", "COUNT"],
     });
@@ -122,6 +123,10 @@ pub fn row(o: &Object, wide: bool, now: Timestamp) -> Vec<String> {
         }
         Kind::CertificateAuthority => r.push(count_text(&v, "/spec/certificates")),
         Kind::Stack => r.push(count_text(&v, "/status/services")),
+        Kind::GitSync => {
+            r.push(text(&v, "/spec/url"));
+            r.push(text(&v, "/status/lastAppliedRevision"));
+        }
         Kind::Secret => {
             r.push(text(&v, "/type"));
             let n = count(&v, "/data").unwrap_or(0) + count(&v, "/stringData").unwrap_or(0);

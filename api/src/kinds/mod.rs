@@ -1,9 +1,10 @@
-//! The five Phoenix kinds plus the built-in `Secret` and `Event`.
+//! The Phoenix kinds plus the built-in `Secret` and `Event`.
 
 pub mod certificate_authority;
 pub mod common;
 pub mod event;
 pub mod gateway;
+pub mod git_sync;
 pub mod guest;
 pub mod mesh;
 pub mod secret;
@@ -18,6 +19,7 @@ use crate::resource::{HasStatus, Kind, ObjectStatus, Resource};
 pub use certificate_authority::{CertificateAuthoritySpec, CertificateAuthorityStatus};
 pub use event::Event;
 pub use gateway::{GatewaySpec, GatewayStatus};
+pub use git_sync::{GitSyncSpec, GitSyncStatus};
 pub use guest::{GuestSpec, GuestStatus};
 pub use mesh::{MeshSpec, MeshStatus};
 pub use secret::Secret;
@@ -112,6 +114,10 @@ spec_kind!(
 spec_kind!(
     /// A Docker compose stack in a Docker guest (VM 1002).
     Stack, StackSpec, StackStatus
+);
+spec_kind!(
+    /// The GitOps watcher: applies the manifests of a Git repository.
+    GitSync, GitSyncSpec, GitSyncStatus
 );
 
 impl Resource for Secret {

@@ -8,6 +8,7 @@ mod certificate_authority;
 mod common;
 mod event;
 mod gateway;
+mod git_sync;
 mod guest;
 mod mesh;
 mod meta;
@@ -72,6 +73,7 @@ fn validate_object(object: &Object, v: &mut Validator<'_>) {
         Object::Mesh(o) => (&o.api_version, &o.kind),
         Object::CertificateAuthority(o) => (&o.api_version, &o.kind),
         Object::Stack(o) => (&o.api_version, &o.kind),
+        Object::GitSync(o) => (&o.api_version, &o.kind),
         Object::Secret(o) => (&o.api_version, &o.kind),
         Object::Event(o) => (&o.api_version, &o.kind),
     };
@@ -98,6 +100,7 @@ fn validate_object(object: &Object, v: &mut Validator<'_>) {
             certificate_authority::certificate_authority(&c.spec, &mut v.at("spec"))
         }
         Object::Stack(s) => stack::stack(&s.spec, &mut v.at("spec")),
+        Object::GitSync(g) => git_sync::git_sync(&g.spec, &mut v.at("spec")),
         Object::Secret(s) => secret::secret(s, v),
         Object::Event(e) => event::event(e, v),
     }

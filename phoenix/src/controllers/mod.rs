@@ -5,6 +5,7 @@
 
 pub mod common;
 pub mod gateway;
+pub mod gitsync;
 pub mod guest;
 
 use std::time::Duration;
@@ -58,6 +59,7 @@ macro_rules! controllers {
 controllers! {
     guest: guest::PveArgs,
     gateway: gateway::GatewayArgs,
+    gitsync: gitsync::GitSyncArgs,
 }
 
 impl ControllerFlags {

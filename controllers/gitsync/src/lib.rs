@@ -1,0 +1,48 @@
+//! The GitSync controller (docs/gitsync.md, ADR 0017): every `GitSync` fetches a Git
+//! repository with gix and applies the manifests under its `path` to Phoenix.
+//!
+//! What it guarantees:
+//! - The manifests of one commit are decoded and validated exactly as `phoenixctl apply`
+//!   does, as one unit: if any document is invalid nothing is applied, and `Ready=False`
+//!   (`InvalidManifests`) names the file, document, line and field.
+//! - Every object applied carries `phoenix.thinkheads.ai/gitsync: NAME`. An existing object
+//!   without that label, or with another GitSync's, is never taken over: nothing is applied
+//!   and `Ready=False` (`Conflict`) names the objects.
+//! - With `prune: true`, objects of the last inventory that the new commit no longer holds
+//!   are deleted, and only while they still carry this GitSync's label; nothing outside the
+//!   inventory is ever deleted.
+//! - `suspend: true` stops syncing; what was applied stays.
+//! - Status: `lastAppliedRevision` (`BRANCH@sha1:...`), `lastAttemptedRevision`,
+//!   `inventory`; an event per sync with the commit and the counts created, configured,
+//!   unchanged and pruned. The next sync comes after `interval`, or `retryInterval` after a
+//!   failure.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod git;
+mod reconciler;
+pub mod sync;
+
+use std::path::PathBuf;
+
+use phoenix_runtime::Controller;
+
+pub use reconciler::GitSyncReconciler;
+
+/// The controller's name (lease, metrics label, event source, `--only`, flag prefix).
+pub const NAME: &str = "gitsync";
+
+/// Settings only this controller has. There is no default: whoever can write the cache
+/// directory can choose what gets applied, so the host picks a private one.
+#[derive(Debug, Clone)]
+pub struct GitSyncOptions {
+    /// Where each GitSync's bare cache repository lives (`DIR/NAME.git`); only this process
+    /// should be able to write it.
+    pub cache_dir: PathBuf,
+}
+
+/// The GitSync controller, ready for a [`phoenix_runtime::Manager`].
+pub fn controller(options: GitSyncOptions) -> Controller<GitSyncReconciler> {
+    Controller::new(NAME, GitSyncReconciler::new(options))
+}

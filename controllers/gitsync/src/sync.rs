@@ -1,0 +1,225 @@
+//! The pure steps of one sync: decoding a snapshot as one unit, ownership, pruning plans.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use phoenix_api::kinds::git_sync::{GITSYNC_LABEL, InventoryEntry};
+use phoenix_api::{Kind, Object, Source, load_source};
+
+use crate::git::Snapshot;
+
+/// Decodes and admits every document of `snapshot` exactly as `phoenixctl apply` does, and
+/// labels each object with `phoenix.thinkheads.ai/gitsync: owner`.
+///
+/// # Guarantees
+/// All or nothing: `Ok` only when every document of every file is valid and no `kind/name`
+/// appears twice; objects come in apply order (dependencies first, [`Kind::ALL`]).
+///
+/// # Errors
+/// Every problem, one line each: `FILE (document N, line L): kind/name: FIELD: REASON`.
+/// Events and GitSyncs that would label themselves are rejected too.
+pub fn decode_snapshot(snapshot: &Snapshot, owner: &str) -> Result<Vec<Object>, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut objects: Vec<Object> = Vec::new();
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for (path, bytes) in &snapshot.files {
+        let source = Source {
+            name: path.clone(),
+            bytes: bytes.clone(),
+        };
+        for result in load_source(&source) {
+            match result {
+                Err(e) => problems.extend(e.lines()),
+                Ok(doc) => {
+                    let key = doc.object.key();
+                    let here =
+                        format!("{} (document {}, line {})", doc.source, doc.index, doc.line);
+                    if doc.object.kind() == Kind::Event {
+                        problems.push(format!("{here}: {key}: Events are not applied from Git"));
+                    }
+                    if let Some(first) = seen.insert(key.clone(), here.clone()) {
+                        problems.push(format!("{here}: {key} is also defined in {first}"));
+                    }
+                    objects.push(doc.object);
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    for object in &mut objects {
+        object
+            .metadata_mut()
+            .labels
+            .insert(GITSYNC_LABEL.to_string(), owner.to_string());
+    }
+    objects.sort_by_key(|o| Kind::ALL.iter().position(|k| *k == o.kind()));
+    Ok(objects)
+}
+
+/// The inventory entry of an object.
+pub fn entry_of(object: &Object) -> InventoryEntry {
+    InventoryEntry {
+        kind: object.kind().name().to_string(),
+        name: object.name().to_string(),
+    }
+}
+
+/// Who owns an existing object, as its label says.
+pub fn owner_of(existing: &Object) -> Option<&str> {
+    existing
+        .metadata()
+        .labels
+        .get(GITSYNC_LABEL)
+        .map(String::as_str)
+}
+
+/// Why `existing` may not be taken over by GitSync `owner`, or `None` when it may.
+pub fn conflict(existing: &Object, owner: &str) -> Option<String> {
+    match owner_of(existing) {
+        Some(o) if o == owner => None,
+        Some(other) => Some(format!("{} belongs to GitSync {other:?}", existing.key())),
+        None => Some(format!(
+            "{} exists and is not managed by a GitSync (no {GITSYNC_LABEL} label)",
+            existing.key()
+        )),
+    }
+}
+
+/// The entries of `previous` that `current` no longer holds, in reverse apply order
+/// (dependents first).
+pub fn to_prune(previous: &[InventoryEntry], current: &[InventoryEntry]) -> Vec<InventoryEntry> {
+    let keep: BTreeSet<&InventoryEntry> = current.iter().collect();
+    let mut gone: Vec<InventoryEntry> = previous
+        .iter()
+        .filter(|e| !keep.contains(e))
+        .cloned()
+        .collect();
+    gone.sort_by_key(|e| {
+        std::cmp::Reverse(
+            e.kind
+                .parse::<Kind>()
+                .ok()
+                .and_then(|k| Kind::ALL.iter().position(|x| *x == k)),
+        )
+    });
+    gone
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(files: &[(&str, &str)]) -> Snapshot {
+        Snapshot {
+            commit: "0".repeat(40),
+            files: files
+                .iter()
+                .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    const SECRET: &str = "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata: {name: NAME}\ntype: Opaque\nstringData: {k: v}\n";
+
+    #[test]
+    fn valid_documents_are_labelled_and_ordered_dependencies_first() {
+        let stack = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../manifests/samples/stack.yaml"
+        ))
+        .unwrap();
+        let a = SECRET.replace("NAME", "a");
+        let b = SECRET.replace("NAME", "b");
+        let multi = format!("{stack}---\n{a}");
+        let snap = snapshot(&[("apps/all.yaml", &multi), ("z/b.yml", &b)]);
+        let objects = decode_snapshot(&snap, "estate").unwrap();
+        let keys: Vec<String> = objects.iter().map(Object::key).collect();
+        assert_eq!(keys, ["secret/a", "secret/b", "stack/demo"]);
+        for o in &objects {
+            assert_eq!(o.metadata().labels[GITSYNC_LABEL], "estate");
+        }
+    }
+
+    #[test]
+    fn one_invalid_document_rejects_the_whole_snapshot_naming_file_document_line_and_field() {
+        let good = SECRET.replace("NAME", "good");
+        let bad = "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Stack\nmetadata: {name: bad}\nspec:\n  target: {docker: {endpoint: \"unix:///d.sock\"}}\n  compose: |\n    services: {web: {image: x}}\n  env: {\"1x\": y}\n";
+        let snap = snapshot(&[("a.yaml", &good), ("b.yaml", &format!("{good}---\n{bad}"))]);
+        let problems = decode_snapshot(&snap, "estate").unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("b.yaml (document 2, line ")
+                    && p.contains("stack/bad: spec.env[\"1x\"]")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn duplicates_and_events_are_problems() {
+        let a = SECRET.replace("NAME", "a");
+        let problems =
+            decode_snapshot(&snapshot(&[("x.yaml", &a), ("y.yaml", &a)]), "o").unwrap_err();
+        assert!(
+            problems[0].contains("secret/a is also defined in x.yaml"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn only_own_objects_may_be_taken_over() {
+        let mut o: Object = phoenix_api::decode::decode_str("s.yaml", &SECRET.replace("NAME", "s"))
+            .unwrap()
+            .remove(0);
+        assert!(
+            conflict(&o, "estate")
+                .unwrap()
+                .contains("not managed by a GitSync")
+        );
+        o.metadata_mut()
+            .labels
+            .insert(GITSYNC_LABEL.into(), "other".into());
+        assert!(
+            conflict(&o, "estate")
+                .unwrap()
+                .contains("GitSync \"other\"")
+        );
+        assert_eq!(conflict(&o, "other"), None);
+    }
+
+    #[test]
+    fn prune_takes_only_what_left_the_inventory_dependents_first() {
+        let e = |k: &str, n: &str| InventoryEntry {
+            kind: k.into(),
+            name: n.into(),
+        };
+        let previous = [e("Secret", "s"), e("Stack", "a"), e("Stack", "b")];
+        let current = [e("Stack", "a")];
+        assert_eq!(
+            to_prune(&previous, &current),
+            [e("Stack", "b"), e("Secret", "s")]
+        );
+        assert!(to_prune(&current, &previous).is_empty());
+    }
+
+    #[test]
+    fn problems_in_a_secret_never_echo_its_values() {
+        for doc in [
+            "stringData: s3cr3t\n",
+            "data: {k: s3cr3t}\n",
+            "stringData: {k: [s3cr3t]}\n",
+            "stringData: {k: \"s3cr3t\n",
+        ] {
+            let text = format!(
+                "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata: {{name: s}}\ntype: Opaque\n{doc}"
+            );
+            let problems = decode_snapshot(&snapshot(&[("f.yaml", &text)]), "o").unwrap_err();
+            assert!(!problems.is_empty());
+            for p in problems {
+                assert!(p.starts_with("f.yaml (document 1"), "{p}");
+                assert!(!p.contains("s3cr3t"), "{p}");
+            }
+        }
+    }
+}
