@@ -16,8 +16,8 @@ use phoenix_api::kinds::Stack;
 use phoenix_api::{Api, ConditionStatus, Kind, Object, ObjectStatus, decode};
 use phoenix_e2e::{Backend, Server};
 use phoenix_runtime::{
-    Action, Context, Controller, LeaderConfig, Manager, ReconcileError, Reconciler, Running,
-    RuntimeMetrics,
+    Action, Context, Controller, LeaderConfig, Manager, ReconcileError, ReconcileResult,
+    Reconciler, Running, RuntimeMetrics,
 };
 use prometheus_client::registry::Registry;
 
@@ -75,11 +75,7 @@ fn annotation(s: &Stack, key: &str) -> u32 {
 impl Reconciler for TestReconciler {
     type Kind = Stack;
 
-    async fn reconcile(
-        &self,
-        stack: Arc<Stack>,
-        ctx: &Context<Stack>,
-    ) -> Result<Action, ReconcileError> {
+    async fn reconcile(&self, stack: Arc<Stack>, ctx: &Context<Stack>) -> ReconcileResult {
         let name = stack.metadata.name.clone();
         let start = Instant::now();
         {
@@ -126,11 +122,7 @@ impl Reconciler for TestReconciler {
         result
     }
 
-    async fn cleanup(
-        &self,
-        stack: Arc<Stack>,
-        _ctx: &Context<Stack>,
-    ) -> Result<Action, ReconcileError> {
+    async fn cleanup(&self, stack: Arc<Stack>, _ctx: &Context<Stack>) -> ReconcileResult {
         let n = {
             let mut c = self.record.cleanups.lock().unwrap();
             let n = c.entry(stack.metadata.name.clone()).or_default();

@@ -16,7 +16,8 @@ use phoenix_api::client::{Client, ClientConfig};
 use phoenix_api::condition::{Condition, mark_ready, set_condition};
 use phoenix_api::kinds::{Guest, Stack};
 use phoenix_runtime::{
-    Action, Context, Controller, Manager, ReconcileError, Reconciler, RuntimeMetrics, shutdown,
+    Action, Context, Controller, Manager, ReconcileError, ReconcileResult, Reconciler,
+    RuntimeMetrics, shutdown,
 };
 
 /// This controller's own condition type: the compose file names service images.
@@ -29,11 +30,7 @@ struct ComposeCheck;
 impl Reconciler for ComposeCheck {
     type Kind = Stack;
 
-    async fn reconcile(
-        &self,
-        stack: Arc<Stack>,
-        ctx: &Context<Stack>,
-    ) -> Result<Action, ReconcileError> {
+    async fn reconcile(&self, stack: Arc<Stack>, ctx: &Context<Stack>) -> ReconcileResult {
         let images = stack
             .spec
             .compose
@@ -73,11 +70,7 @@ impl Reconciler for ComposeCheck {
         Ok(Action::requeue(Duration::from_secs(3600)))
     }
 
-    async fn cleanup(
-        &self,
-        stack: Arc<Stack>,
-        _ctx: &Context<Stack>,
-    ) -> Result<Action, ReconcileError> {
+    async fn cleanup(&self, stack: Arc<Stack>, _ctx: &Context<Stack>) -> ReconcileResult {
         println!("stack {} deleted; nothing to undo", stack.metadata.name);
         Ok(Action::done())
     }

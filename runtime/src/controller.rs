@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::backoff::BackoffConfig;
 use crate::cache::{Cache, Change};
-use crate::error::{Action, ReconcileError};
+use crate::error::{Action, ReconcileError, ReconcileResult};
 use crate::events::Recorder;
 use crate::finalizer::{self, Edited};
 use crate::leader::{self, LeaderConfig, LeaderError};
@@ -41,7 +41,7 @@ pub trait Reconciler: Send + Sync + 'static {
         &self,
         object: Arc<Self::Kind>,
         ctx: &Context<Self::Kind>,
-    ) -> Result<Action, ReconcileError>;
+    ) -> ReconcileResult;
 
     /// Undoes what `reconcile` did; runs when the object is being deleted and the
     /// controller has a finalizer. The finalizer goes only when this succeeds (and returns
@@ -50,7 +50,7 @@ pub trait Reconciler: Send + Sync + 'static {
         &self,
         _object: Arc<Self::Kind>,
         _ctx: &Context<Self::Kind>,
-    ) -> Result<Action, ReconcileError> {
+    ) -> ReconcileResult {
         Ok(Action::done())
     }
 }

@@ -37,6 +37,9 @@ pub enum ErrorKind {
     InvalidSpec,
 }
 
+/// What a reconcile (or cleanup) returns: the next action, or a classified error.
+pub type ReconcileResult = Result<Action, ReconcileError>;
+
 /// A failed reconcile: how to treat it and what to tell the user (in the Ready condition
 /// and a Warning event, plus any kind-specific [`conditions`](Self::conditions)). The message
 /// must never contain secrets.

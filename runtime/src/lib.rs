@@ -40,7 +40,7 @@ pub mod watcher;
 
 pub use cache::Cache;
 pub use controller::{Context, Controller, ControllerConfig, ControllerError, Reconciler};
-pub use error::{Action, ErrorKind, ReconcileError};
+pub use error::{Action, ErrorKind, ReconcileError, ReconcileResult};
 pub use leader::LeaderConfig;
 pub use manager::{Manager, Running};
 pub use metrics::RuntimeMetrics;

@@ -13,7 +13,7 @@ use phoenix_nginx::{
     DeliveryError, GatewayInput, GatewayMetrics, Outcome, RenderError, ResolveError, SyncError,
     SyncReport, sync,
 };
-use phoenix_runtime::{Action, Context, ReconcileError, Reconciler};
+use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult, Reconciler};
 
 use crate::backends;
 use crate::certs::{self, CertError};
@@ -177,11 +177,7 @@ async fn announce(ctx: &Context<Gateway>, gateway: &Gateway, report: &SyncReport
 impl Reconciler for GatewayReconciler {
     type Kind = Gateway;
 
-    async fn reconcile(
-        &self,
-        gateway: Arc<Gateway>,
-        ctx: &Context<Gateway>,
-    ) -> Result<Action, ReconcileError> {
+    async fn reconcile(&self, gateway: Arc<Gateway>, ctx: &Context<Gateway>) -> ReconcileResult {
         let name = gateway.metadata.name.clone();
         let generation = gateway.metadata.generation;
         if !self.settings.delivers(&gateway.spec) {

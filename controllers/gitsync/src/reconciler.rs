@@ -12,7 +12,7 @@ use phoenix_api::condition::mark_ready;
 use phoenix_api::kinds::GitSync;
 use phoenix_api::kinds::git_sync::{InventoryEntry, SYNC_AT_ANNOTATION};
 use phoenix_api::{Kind, Object};
-use phoenix_runtime::{Action, Context, ReconcileError, Reconciler};
+use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult, Reconciler};
 
 use crate::GitSyncOptions;
 use crate::git::{self, Snapshot};
@@ -47,11 +47,7 @@ struct Counts {
 impl Reconciler for GitSyncReconciler {
     type Kind = GitSync;
 
-    async fn reconcile(
-        &self,
-        gs: Arc<GitSync>,
-        ctx: &Context<GitSync>,
-    ) -> Result<Action, ReconcileError> {
+    async fn reconcile(&self, gs: Arc<GitSync>, ctx: &Context<GitSync>) -> ReconcileResult {
         let spec = &gs.spec;
         let name = gs.metadata.name.clone();
         if spec.suspend {

@@ -166,6 +166,14 @@ fn gitsync(name: &str, url: &str, extra: &str) -> Object {
         .remove(0)
 }
 
+/// Applies the GitSync `name` (see [`gitsync`]).
+async fn apply_gitsync(client: &Client, name: &str, url: &str, extra: &str) {
+    client
+        .apply(&gitsync(name, url, extra), false)
+        .await
+        .unwrap_or_else(|e| panic!("applying GitSync {name}: {e}"));
+}
+
 async fn wait_gs(
     client: &Client,
     name: &str,
@@ -261,17 +269,13 @@ async fn a_branch_over_git_daemon_is_applied_updated_pruned_guarded_and_suspende
     let running = manager.spawn();
 
     // The first commit: every object appears with the label.
-    client
-        .apply(
-            &gitsync(
-                "estate",
-                &url,
-                "  ref: {branch: main}\n  path: phoenix\n  prune: true\n",
-            ),
-            false,
-        )
-        .await
-        .unwrap();
+    apply_gitsync(
+        &client,
+        "estate",
+        &url,
+        "  ref: {branch: main}\n  path: phoenix\n  prune: true\n",
+    )
+    .await;
     let rev1 = format!("main@sha1:{c1}");
     let gs = wait_gs(&client, "estate", "first sync", |g| {
         applied(g) == Some(&rev1)
@@ -375,17 +379,13 @@ async fn a_branch_over_git_daemon_is_applied_updated_pruned_guarded_and_suspende
     );
 
     // Suspended: new commits change nothing until it resumes.
-    client
-        .apply(
-            &gitsync(
-                "estate",
-                &url,
-                "  ref: {branch: main}\n  path: phoenix\n  prune: true\n  suspend: true\n",
-            ),
-            false,
-        )
-        .await
-        .unwrap();
+    apply_gitsync(
+        &client,
+        "estate",
+        &url,
+        "  ref: {branch: main}\n  path: phoenix\n  prune: true\n  suspend: true\n",
+    )
+    .await;
     // Let any sync that started before the spec change finish.
     tokio::time::sleep(Duration::from_secs(2)).await;
     repo.remove("phoenix/taken.yaml");
@@ -402,17 +402,13 @@ async fn a_branch_over_git_daemon_is_applied_updated_pruned_guarded_and_suspende
         "a suspended GitSync fetched"
     );
     assert_eq!(secret_value(&client, "a").await.unwrap().0, b64("v2"));
-    client
-        .apply(
-            &gitsync(
-                "estate",
-                &url,
-                "  ref: {branch: main}\n  path: phoenix\n  prune: true\n",
-            ),
-            false,
-        )
-        .await
-        .unwrap();
+    apply_gitsync(
+        &client,
+        "estate",
+        &url,
+        "  ref: {branch: main}\n  path: phoenix\n  prune: true\n",
+    )
+    .await;
     wait_gs(&client, "estate", "resumed sync", |g| {
         applied(g) == Some(&rev5)
     })
@@ -444,10 +440,7 @@ async fn a_tag_over_file_url_is_applied_and_another_gitsyncs_objects_are_not_tak
     }));
     let running = manager.spawn();
 
-    client
-        .apply(&gitsync("first", &url, "  ref: {tag: v1}\n"), false)
-        .await
-        .unwrap();
+    apply_gitsync(&client, "first", &url, "  ref: {tag: v1}\n").await;
     let rev = format!("v1@sha1:{c1}");
     wait_gs(&client, "first", "tag applied", |g| {
         applied(g) == Some(&rev)
@@ -474,13 +467,13 @@ async fn a_tag_over_file_url_is_applied_and_another_gitsyncs_objects_are_not_tak
     .await;
 
     // The same object from a second GitSync (a pinned commit) is a conflict naming the owner.
-    client
-        .apply(
-            &gitsync("second", &url, &format!("  ref: {{commit: {c1}}}\n")),
-            false,
-        )
-        .await
-        .unwrap();
+    apply_gitsync(
+        &client,
+        "second",
+        &url,
+        &format!("  ref: {{commit: {c1}}}\n"),
+    )
+    .await;
     let gs = wait_gs(&client, "second", "conflict", |g| {
         ready(g).is_some_and(|r| r.1 == "Conflict")
     })
@@ -498,10 +491,7 @@ async fn a_tag_over_file_url_is_applied_and_another_gitsyncs_objects_are_not_tak
     );
 
     // A branch that does not exist is a fetch failure naming it.
-    client
-        .apply(&gitsync("missing", &url, "  ref: {branch: nope}\n"), false)
-        .await
-        .unwrap();
+    apply_gitsync(&client, "missing", &url, "  ref: {branch: nope}\n").await;
     let gs = wait_gs(&client, "missing", "fetch failure", |g| {
         ready(g).is_some_and(|r| r.1 == "FetchFailed")
     })
@@ -513,17 +503,13 @@ async fn a_tag_over_file_url_is_applied_and_another_gitsyncs_objects_are_not_tak
     );
 
     // ssh:// is refused until it fetches with the spec's Secret, never with the host's keys.
-    client
-        .apply(
-            &gitsync(
-                "viassh",
-                "ssh://git@127.0.0.1/estate.git",
-                "  ref: {branch: main}\n",
-            ),
-            false,
-        )
-        .await
-        .unwrap();
+    apply_gitsync(
+        &client,
+        "viassh",
+        "ssh://git@127.0.0.1/estate.git",
+        "  ref: {branch: main}\n",
+    )
+    .await;
     let gs = wait_gs(&client, "viassh", "refusal", |g| {
         ready(g).is_some_and(|r| r.1 == "UnsupportedScheme")
     })
@@ -552,10 +538,7 @@ async fn phoenix_serve_hosts_the_controller_with_its_cache_dir_flag() {
     )
     .await;
     let client = server.client().await;
-    client
-        .apply(&gitsync("hosted", &url, "  ref: {branch: main}\n"), false)
-        .await
-        .unwrap();
+    apply_gitsync(&client, "hosted", &url, "  ref: {branch: main}\n").await;
     let rev = format!("main@sha1:{c1}");
     wait_gs(&client, "hosted", "sync by the hosted controller", |g| {
         applied(g) == Some(&rev)

@@ -15,7 +15,7 @@ use std::time::Duration;
 use phoenix_api::condition::ready_at_generation;
 use phoenix_api::kinds::Guest;
 use phoenix_pve::{ClusterResource, GuestRef};
-use phoenix_runtime::{Action, ReconcileError};
+use phoenix_runtime::{Action, ReconcileError, ReconcileResult};
 
 /// Why the guest cannot be worked on now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,12 +41,7 @@ pub fn blocker(found: &ClusterResource) -> Option<Blocker> {
 
 /// What to do about `blocker`: a requeue after `poll` for a converged Guest behind a job lock
 /// (its status is left alone), else a transient error whose reason and message name it.
-pub fn wait(
-    guest: &Guest,
-    at: &GuestRef,
-    blocker: &Blocker,
-    poll: Duration,
-) -> Result<Action, ReconcileError> {
+pub fn wait(guest: &Guest, at: &GuestRef, blocker: &Blocker, poll: Duration) -> ReconcileResult {
     match blocker {
         Blocker::Locked(lock) if ready_at_generation(guest) => {
             tracing::debug!(guest = %at, lock, "guest locked by a job; converged, checking later");

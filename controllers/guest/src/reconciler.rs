@@ -14,7 +14,7 @@ use phoenix_api::Resource;
 use phoenix_api::kinds::Guest;
 use phoenix_api::kinds::guest::{GuestType, TaskRef};
 use phoenix_pve::{ClusterResource, GuestKind, GuestRef, PveClient, TaskOutcome, Upid};
-use phoenix_runtime::{Action, Context, ReconcileError, Reconciler};
+use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult, Reconciler};
 use serde_json::{Map, Value};
 
 use crate::blockers;
@@ -183,11 +183,7 @@ fn kind_of(guest: &Guest) -> GuestKind {
 impl Reconciler for GuestReconciler {
     type Kind = Guest;
 
-    async fn reconcile(
-        &self,
-        mut guest: Arc<Guest>,
-        ctx: &Context<Guest>,
-    ) -> Result<Action, ReconcileError> {
+    async fn reconcile(&self, mut guest: Arc<Guest>, ctx: &Context<Guest>) -> ReconcileResult {
         let Some(uid) = guest.metadata.uid.clone() else {
             return Err(ReconcileError::transient(
                 "NoUid",
@@ -253,11 +249,7 @@ impl Reconciler for GuestReconciler {
         }
     }
 
-    async fn cleanup(
-        &self,
-        guest: Arc<Guest>,
-        ctx: &Context<Guest>,
-    ) -> Result<Action, ReconcileError> {
+    async fn cleanup(&self, guest: Arc<Guest>, ctx: &Context<Guest>) -> ReconcileResult {
         self.clean_up(&guest, ctx).await
     }
 }

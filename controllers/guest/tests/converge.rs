@@ -11,7 +11,6 @@ mod support;
 
 use phoenix_api::ConditionStatus;
 use phoenix_api::Kind;
-use phoenix_e2e::{Backend, Server};
 use phoenix_guest::PENDING_RESTART;
 use phoenix_pve::testing::FakePve;
 use phoenix_pve::{ConfigUpdate, FirewallRule};
@@ -70,11 +69,7 @@ fn size_of(config: &Map<String, Value>, key: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_field_converges_after_creation() {
-    let fake = FakePve::start().expect("fakepve");
-    let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
-    let client = server.client().await;
-    let api = pve(fake.config());
-    let ctl = start(server.client().await, pve(fake.config()), 4);
+    let (fake, _server, client, api, ctl) = setup(4).await;
 
     let two_rules = "      - {direction: in, action: ACCEPT, protocol: tcp, destPort: \"80,443\", comment: web}\n      - {direction: in, action: ACCEPT, protocol: tcp, destPort: \"22\", source: 10.0.0.0/24, comment: ssh}\n";
     let first = spec(

@@ -13,7 +13,7 @@ use phoenix_api::{ConditionStatus, Kind, Object, decode};
 use phoenix_e2e::{Backend, Server};
 use phoenix_guest::{FINALIZER, GuestOptions};
 use phoenix_pve::testing::FakePve;
-use phoenix_pve::{ConfigUpdate, GuestKind, GuestRef, PveClient, RetryPolicy};
+use phoenix_pve::{GuestKind, GuestRef, PveClient, RetryPolicy};
 use phoenix_runtime::Running;
 use serde_json::{Map, Value, json};
 
@@ -194,20 +194,7 @@ async fn guests_are_created_converged_reverted_and_deleted() {
     .await;
 
     // A change made outside Phoenix, through the PVE API, is reverted.
-    let current = api.guest_config(&at, true).await.unwrap();
-    api.update_guest_config(
-        &at,
-        &ConfigUpdate {
-            set: json!({"cores": 4, "tags": "hand;made"})
-                .as_object()
-                .unwrap()
-                .clone(),
-            digest: current.digest,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    edit_outside(&api, &at, json!({"cores": 4, "tags": "hand;made"})).await;
     assert_eq!(
         api.guest_config(&at, true).await.unwrap().values["cores"],
         json!(4)

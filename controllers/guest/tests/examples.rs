@@ -10,10 +10,8 @@ mod support;
 
 use phoenix_api::kinds::Guest;
 use phoenix_api::{ConditionStatus, Kind, Object};
-use phoenix_e2e::{Backend, Server};
 use phoenix_guest::ADOPT_ANNOTATION;
 use phoenix_guest::desired::marker_uid;
-use phoenix_pve::testing::FakePve;
 use phoenix_pve::{FirewallRule, GuestKind, GuestRef, Method, Params};
 use serde_json::{Map, Value, json};
 use support::*;
@@ -42,11 +40,7 @@ fn rules(found: &[FirewallRule]) -> Vec<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_guests_converge() {
-    let fake = FakePve::start().expect("fakepve");
-    let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
-    let client = server.client().await;
-    let api = pve(fake.config());
-    let ctl = start(server.client().await, pve(fake.config()), 6);
+    let (fake, _server, client, api, ctl) = setup(6).await;
 
     let text_yaml = std::fs::read_to_string(EXAMPLES).expect("the examples");
     let guests: Vec<Guest> = objects(&text_yaml)
@@ -213,11 +207,7 @@ async fn the_example_guests_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clones_from_snapshots_vm_keys_and_adoption() {
-    let fake = FakePve::start().expect("fakepve");
-    let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
-    let client = server.client().await;
-    let api = pve(fake.config());
-    let ctl = start(server.client().await, pve(fake.config()), 4);
+    let (fake, _server, client, api, ctl) = setup(4).await;
 
     // A source container and a snapshot of it, made outside Phoenix's Guests.
     client

@@ -12,10 +12,8 @@ mod support;
 use std::time::Duration;
 
 use phoenix_api::{ConditionStatus, Kind};
-use phoenix_e2e::{Backend, Server};
 use phoenix_guest::FINALIZER;
 use phoenix_pve::ConfigUpdate;
-use phoenix_pve::testing::FakePve;
 use serde_json::Value;
 use support::*;
 
@@ -23,11 +21,7 @@ const VMID: u32 = 940;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_protected_guest_is_kept_until_protection_is_cleared_in_pve() {
-    let fake = FakePve::start().expect("fakepve");
-    let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
-    let client = server.client().await;
-    let api = pve(fake.config());
-    let _ctl = start(server.client().await, pve(fake.config()), 2);
+    let (fake, _server, client, api, _ctl) = setup(2).await;
 
     let body = "  protection: true\n  deletionPolicy: Delete\n";
     let guest = lxc(&fake, "vault", Some(VMID), body);

@@ -15,7 +15,7 @@ use phoenix_api::Object;
 use phoenix_e2e::{Backend, Server};
 use phoenix_guest::GuestOptions;
 use phoenix_pve::testing::FakePve;
-use phoenix_pve::{ConfigUpdate, GuestKind, GuestRef};
+use phoenix_pve::{GuestKind, GuestRef};
 use phoenix_runtime::{Manager, RuntimeMetrics};
 use serde_json::json;
 use support::*;
@@ -134,17 +134,7 @@ async fn steady_state_costs_one_cluster_list_per_resync_and_nothing_per_guest() 
     // One guest changed outside Phoenix: only it is read (and reverted).
     let (since, _) = fake.requests_since(u64::MAX).await.unwrap();
     let at = GuestRef::new(fake.node(), GuestKind::Lxc, 1207);
-    let current = api.guest_config(&at, true).await.unwrap();
-    api.update_guest_config(
-        &at,
-        &ConfigUpdate {
-            set: json!({"cores": 3}).as_object().unwrap().clone(),
-            digest: current.digest,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    edit_outside(&api, &at, json!({"cores": 3})).await;
     let start = Instant::now();
     while api.guest_config(&at, true).await.unwrap().values["cores"] != json!(1) {
         assert!(start.elapsed() < WAIT, "1207 not reverted");
@@ -187,17 +177,7 @@ async fn with_default_settings_cores_changed_in_pve_are_reverted_within_a_minute
     wait_ready(&client, "d2").await;
 
     let at = GuestRef::new(fake.node(), GuestKind::Lxc, 1301);
-    let current = api.guest_config(&at, true).await.unwrap();
-    api.update_guest_config(
-        &at,
-        &ConfigUpdate {
-            set: json!({"cores": 3}).as_object().unwrap().clone(),
-            digest: current.digest,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    edit_outside(&api, &at, json!({"cores": 3})).await;
     let (since, _) = fake.requests_since(u64::MAX).await.unwrap();
     let changed = Instant::now();
     while api.guest_config(&at, true).await.unwrap().values["cores"] != json!(1) {

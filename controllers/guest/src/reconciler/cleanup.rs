@@ -4,7 +4,7 @@
 use phoenix_api::kinds::Guest;
 use phoenix_api::kinds::common::DeletionPolicy;
 use phoenix_pve::{ConfigUpdate, GuestConfig, GuestRef};
-use phoenix_runtime::{Action, Context, ReconcileError};
+use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult};
 use serde_json::Value;
 
 use super::{GuestReconciler, description, guest_ref};
@@ -13,11 +13,7 @@ use crate::desired::{self, MANAGED_TAG, marker_uid, normalise_tags, without_mark
 
 impl GuestReconciler {
     /// Undoes the Guest in PVE by its `deletionPolicy` (see the module documentation).
-    pub(super) async fn clean_up(
-        &self,
-        guest: &Guest,
-        ctx: &Context<Guest>,
-    ) -> Result<Action, ReconcileError> {
+    pub(super) async fn clean_up(&self, guest: &Guest, ctx: &Context<Guest>) -> ReconcileResult {
         let Some(uid) = guest.metadata.uid.clone() else {
             return Ok(Action::done());
         };

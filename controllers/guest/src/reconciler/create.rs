@@ -10,7 +10,7 @@ use phoenix_api::kinds::Guest;
 use phoenix_api::kinds::guest::{CloneSource, GuestType, PowerState};
 use phoenix_pve::task::allocation_storages;
 use phoenix_pve::{ErrorKind, GuestKind, GuestRef, Method, Params, PveError};
-use phoenix_runtime::{Action, Context, ReconcileError};
+use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult};
 
 use super::{GuestReconciler, converge, exit_text, guest_ref, invalid, kind_of, task_ref};
 use crate::addresses;
@@ -201,7 +201,7 @@ impl GuestReconciler {
         ctx: &Context<Guest>,
         vmid: u32,
         uid: &str,
-    ) -> Result<Action, ReconcileError> {
+    ) -> ReconcileResult {
         let (node, path, params) = self.create_request(guest, ctx, vmid, uid).await?;
         let what = kind_of(guest);
         let storages = allocation_storages(&params);
@@ -275,7 +275,7 @@ impl GuestReconciler {
         vmid: u32,
         node: &str,
         error: &PveError,
-    ) -> Result<Action, ReconcileError> {
+    ) -> ReconcileResult {
         if self
             .pve
             .find_guest(vmid)

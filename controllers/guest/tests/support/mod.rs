@@ -10,9 +10,10 @@ use phoenix_api::client::{Client, ClientError};
 use phoenix_api::condition::{READY, find_condition};
 use phoenix_api::kinds::Guest;
 use phoenix_api::{Condition, ConditionStatus, Kind, Object, decode};
+use phoenix_e2e::{Backend, Server};
 use phoenix_guest::{GuestOptions, InventoryOptions};
 use phoenix_pve::testing::FakePve;
-use phoenix_pve::{GuestKind, GuestRef, PveClient, PveConfig, RetryPolicy};
+use phoenix_pve::{ConfigUpdate, GuestKind, GuestRef, PveClient, PveConfig, RetryPolicy};
 use phoenix_runtime::backoff::BackoffConfig;
 use phoenix_runtime::{Manager, Running, RuntimeMetrics};
 use prometheus_client::registry::Registry;
@@ -270,4 +271,32 @@ pub async fn create_tasks(fake: &FakePve, vmid: u32) -> (usize, usize) {
         .filter(|t| t["status"] == "stopped" && t["exitstatus"] != "OK")
         .count();
     (creates.len(), failed)
+}
+
+/// Changes `set` in the guest's config through the PVE API, as someone outside Phoenix would
+/// (guarded by the current digest).
+pub async fn edit_outside(api: &PveClient, at: &GuestRef, set: Value) {
+    let current = api.guest_config(at, true).await.unwrap();
+    api.update_guest_config(
+        at,
+        &ConfigUpdate {
+            set: set.as_object().expect("a JSON object of keys").clone(),
+            digest: current.digest,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// fakepve, a `phoenix serve --no-controllers`, a client of it, a PVE client of the fake, and
+/// the controller in-process ([`start`] with `concurrency`). Bind them in this order so that
+/// the controller stops first and fakepve last.
+pub async fn setup(concurrency: usize) -> (FakePve, Server, Client, PveClient, Running) {
+    let fake = FakePve::start().expect("fakepve");
+    let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
+    let client = server.client().await;
+    let api = pve(fake.config());
+    let ctl = start(server.client().await, pve(fake.config()), concurrency);
+    (fake, server, client, api, ctl)
 }
