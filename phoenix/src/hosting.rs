@@ -5,6 +5,7 @@
 //! The controllers themselves are listed once, in [`crate::controllers`].
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
@@ -25,9 +26,20 @@ pub trait Hosted {
     const NAME: &'static str;
 
     /// Checks the flags and builds what the controller needs (clients; metrics registered on
-    /// `registry`, which the process serves). Fails on flags that are wrong; returns
+    /// the host's registry, which the process serves). Fails on flags that are wrong; returns
     /// [`Prepared::Off`] when the flags do not ask for this controller to run here.
-    fn prepare(&self, registry: &mut Registry) -> anyhow::Result<Prepared>;
+    fn prepare(&self, host: &mut Host<'_>) -> anyhow::Result<Prepared>;
+}
+
+/// What the process offers a controller being prepared, besides its flags.
+#[derive(Debug)]
+pub struct Host<'a> {
+    /// Where the controller's metrics go; the process serves it on `/metrics`.
+    pub registry: &'a mut Registry,
+    /// The server's data directory (private, 0700) when the controller runs inside
+    /// `phoenix serve`; `None` in `phoenix controller`. Keep state that should survive a
+    /// restart under it, in a directory named after the controller.
+    pub data_dir: Option<&'a Path>,
 }
 
 /// Adds a prepared controller to a manager, with the host's common options applied.
@@ -104,17 +116,17 @@ pub fn select(only: &[String]) -> Result<Vec<&'static str>, SelectError> {
         .collect()
 }
 
-/// Prepares the controllers `names` from `flags`, registering their metrics on `registry`:
-/// wrong flags fail here, before anything starts. The ones that do not run with these flags
-/// are left out, with one log line each saying why.
+/// Prepares the controllers `names` from `flags` on `host` (their metrics go to its
+/// registry): wrong flags fail here, before anything starts. The ones that do not run with
+/// these flags are left out, with one log line each saying why.
 pub fn prepare(
     flags: &ControllerFlags,
     names: &[&'static str],
-    registry: &mut Registry,
+    host: &mut Host<'_>,
 ) -> anyhow::Result<Vec<Ready>> {
     let mut ready = Vec::new();
     for &name in names {
-        match flags.prepare(name, registry)? {
+        match flags.prepare(name, host)? {
             Prepared::Off(why) => {
                 tracing::info!(controller = name, "{name} controller not started: {why}");
             }
@@ -191,7 +203,12 @@ mod tests {
     fn a_controller_whose_flags_do_not_ask_for_it_is_left_out() {
         // No --pve-endpoint: the guest controller is off, the gateway controller runs.
         let flags = ControllerFlags::default();
-        let ready = prepare(&flags, &["guest", "gateway"], &mut Registry::default()).unwrap();
+        let mut registry = Registry::default();
+        let mut host = Host {
+            registry: &mut registry,
+            data_dir: None,
+        };
+        let ready = prepare(&flags, &["guest", "gateway"], &mut host).unwrap();
         let names: Vec<_> = ready.iter().map(|r| r.name).collect();
         assert_eq!(names, vec!["gateway"]);
     }

@@ -148,10 +148,15 @@ async fn main() -> anyhow::Result<()> {
 /// against it.
 async fn serve(args: ServeCommand) -> anyhow::Result<()> {
     let mut registry = Registry::default();
+    let data_dir = serve::data_dir(args.server.data_dir.as_deref());
     let controllers = if args.no_controllers {
         Vec::new()
     } else {
-        hosting::prepare(&args.controllers, controllers::NAMES, &mut registry)?
+        let mut host = hosting::Host {
+            registry: &mut registry,
+            data_dir: Some(&data_dir),
+        };
+        hosting::prepare(&args.controllers, controllers::NAMES, &mut host)?
     };
     let metrics = RuntimeMetrics::register(&mut registry);
     let mut running = serve::start_with_metrics(args.server, Some(registry)).await?;
@@ -214,7 +219,11 @@ async fn stop_controllers(
 async fn run_controllers(args: ControllerArgs) -> anyhow::Result<()> {
     let selected = hosting::select(&args.only)?;
     let mut registry = Registry::default();
-    let controllers = hosting::prepare(&args.controllers, &selected, &mut registry)?;
+    let mut host = hosting::Host {
+        registry: &mut registry,
+        data_dir: None,
+    };
+    let controllers = hosting::prepare(&args.controllers, &selected, &mut host)?;
     if controllers.is_empty() {
         anyhow::bail!(
             "no controllers to run: none of {} can run with these flags (see the log)",

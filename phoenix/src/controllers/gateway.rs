@@ -5,10 +5,8 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use crate::hosting::{Host, Hosted, Prepared};
 use phoenix_gateway::{GatewayMetrics, GatewayOptions, Settings, SshSettings};
-use prometheus_client::registry::Registry;
-
-use crate::hosting::{Hosted, Prepared};
 
 /// `--gateway-*` flags.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -74,11 +72,11 @@ impl Hosted for GatewayArgs {
     const NAME: &'static str = phoenix_gateway::NAME;
 
     /// Delivery metrics (`phoenix_gateway_*`) go to `registry`.
-    fn prepare(&self, registry: &mut Registry) -> anyhow::Result<Prepared> {
+    fn prepare(&self, host: &mut Host<'_>) -> anyhow::Result<Prepared> {
         let options = GatewayOptions {
             settings: self.settings(),
             ssh: self.ssh(),
-            metrics: GatewayMetrics::new(registry),
+            metrics: GatewayMetrics::new(host.registry),
         };
         Ok(Prepared::ready(move |manager, common| {
             manager.add(phoenix_gateway::controller(options).options(common));

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use phoenix_pve::{BuildError, ConfigError, PveClient, PveSettings};
 use prometheus_client::registry::Registry;
 
-use crate::hosting::{Hosted, Prepared};
+use crate::hosting::{Host, Hosted, Prepared};
 
 /// `--pve-*` flags (the keys of `phoenix_pve::PveSettings`).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -108,8 +108,8 @@ impl Hosted for PveArgs {
     const NAME: &'static str = phoenix_guest::NAME;
 
     /// The PVE client's `pve_*` metrics go to `registry`.
-    fn prepare(&self, registry: &mut Registry) -> anyhow::Result<Prepared> {
-        let Some(pve) = self.client(registry)? else {
+    fn prepare(&self, host: &mut Host<'_>) -> anyhow::Result<Prepared> {
+        let Some(pve) = self.client(host.registry)? else {
             return Ok(Prepared::Off("no --pve-endpoint given".into()));
         };
         let mut guest = phoenix_guest::GuestOptions::default();

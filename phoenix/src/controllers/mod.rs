@@ -10,10 +10,8 @@ pub mod guest;
 
 use std::time::Duration;
 
+use crate::hosting::{Host, Hosted, Prepared};
 use phoenix_runtime::ControllerOptions;
-use prometheus_client::registry::Registry;
-
-use crate::hosting::{Hosted, Prepared};
 
 /// Declares [`ControllerFlags`] and [`NAMES`] from `field: FlagsType` pairs.
 macro_rules! controllers {
@@ -44,10 +42,10 @@ macro_rules! controllers {
         impl ControllerFlags {
             /// Prepares the controller `name` from its flags; `Prepared::Off` for a name this
             /// binary does not carry (callers check names with `hosting::select` first).
-            pub fn prepare(&self, name: &str, registry: &mut Registry) -> anyhow::Result<Prepared> {
+            pub fn prepare(&self, name: &str, host: &mut Host<'_>) -> anyhow::Result<Prepared> {
                 $(
                     if name == <$flags as Hosted>::NAME {
-                        return self.$field.prepare(registry);
+                        return self.$field.prepare(host);
                     }
                 )*
                 Ok(Prepared::Off(format!("this build has no {name} controller")))
