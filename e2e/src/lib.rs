@@ -96,6 +96,8 @@ pub struct Server {
     listen: String,
     /// Extra `phoenix serve` flags.
     extra_args: Vec<String>,
+    /// The subcommand: `serve`, or `apiserver` (the API server without controllers).
+    command: &'static str,
 }
 
 /// Output of a command as text.
@@ -155,18 +157,24 @@ impl Server {
             ),
         };
         let endpoints = etcd.as_ref().map(|e| e.endpoints().join(","));
-        Self::start_with(etcd, endpoints, extra_args).await
+        Self::start_with(etcd, endpoints, extra_args, "serve").await
+    }
+
+    /// Starts `phoenix apiserver` (the API server alone, no controllers) on the embedded store.
+    pub async fn start_apiserver() -> Server {
+        Self::start_with(None, None, &[], "apiserver").await
     }
 
     /// Starts a server on a new data directory, on an etcd the caller runs.
     pub async fn start_on_etcd(endpoints: String) -> Server {
-        Self::start_with(None, Some(endpoints), &[]).await
+        Self::start_with(None, Some(endpoints), &[], "serve").await
     }
 
     async fn start_with(
         etcd: Option<EtcdCluster>,
         etcd_endpoints: Option<String>,
         extra_args: &[&str],
+        command: &'static str,
     ) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("phoenix-e2e-")
@@ -188,6 +196,7 @@ impl Server {
             starts: 0,
             listen: "127.0.0.1:0".into(),
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            command,
         };
         s.spawn().await;
         s
@@ -234,7 +243,7 @@ impl Server {
         std::fs::create_dir_all(&home).expect("home dir");
         let log = std::fs::File::create(self.log_path()).expect("log file");
         let mut cmd = Command::new(phoenix_bin());
-        cmd.arg("serve")
+        cmd.arg(self.command)
             .arg("--data-dir")
             .arg(self.dir.path())
             .args(["--listen", &self.listen, "--http-listen", "127.0.0.1:0"])

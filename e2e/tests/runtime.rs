@@ -664,3 +664,27 @@ fn phoenix_controller_refuses_unknown_controllers_by_name() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phoenix_apiserver_serves_the_api_and_hosts_no_controllers() {
+    let api = Server::start_apiserver().await;
+    let full = Server::start(Backend::Embedded).await;
+    // `phoenix serve` elects its gateway controller's leader; once it has, the API server
+    // alone, started first, has had as long and still hosts nothing.
+    let leader = "leader_election_master_status{name=\"gateway\"} 1";
+    let start = Instant::now();
+    while !http_get(&full.http_addr, "/metrics").await.contains(leader) {
+        assert!(
+            start.elapsed() < WAIT,
+            "phoenix serve elected no gateway leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = http_get(&api.http_addr, "/metrics").await;
+    assert!(!body.contains("leader_election_master_status{"), "{body}");
+    assert!(body.contains("phoenix_apiserver_requests_total"), "{body}");
+    // The API itself works.
+    let c = api.client().await;
+    c.apply(&stack("a", "nginx:1", &[]), false).await.unwrap();
+    assert_eq!(c.list_all(Kind::Stack, "").await.unwrap().items.len(), 1);
+}
