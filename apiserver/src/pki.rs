@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -42,11 +44,26 @@ pub enum PkiError {
     Generate(#[from] rcgen::Error),
 }
 
+/// A CA given by the operator (certificate and key files, PEM) instead of the one generated
+/// into the data directory: servers given the same CA are trusted by the same clients.
+#[derive(Debug, Clone)]
+pub struct CaFiles {
+    /// The CA certificate.
+    pub cert: PathBuf,
+    /// The CA's private key (read, never logged or copied).
+    pub key: PathBuf,
+}
+
 /// Loads `dir/pki/*`, generating what is missing. The server certificate names `localhost`,
 /// `127.0.0.1`, `::1` and every entry of `extra_sans` (host names or IP addresses). When the
-/// SANs asked for are not all in an existing server certificate, a new one is issued by the
-/// same CA.
-pub fn load_or_create(dir: &Path, extra_sans: &[String]) -> Result<Pki, PkiError> {
+/// SANs asked for are not all in an existing server certificate, or it was issued by another
+/// CA, a new one is issued. With `ca`, that CA signs the server certificate and `dir/pki/ca.*`
+/// is neither read nor made.
+pub fn load_or_create(
+    dir: &Path,
+    extra_sans: &[String],
+    ca: Option<&CaFiles>,
+) -> Result<Pki, PkiError> {
     let pki = dir.join("pki");
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -55,7 +72,12 @@ pub fn load_or_create(dir: &Path, extra_sans: &[String]) -> Result<Pki, PkiError
     std::fs::create_dir_all(&pki).map_err(io(&pki))?;
     let ca_crt = pki.join("ca.crt");
     let ca_key = pki.join("ca.key");
-    let (ca_pem, ca_key_pem) = if ca_crt.exists() && ca_key.exists() {
+    let (ca_pem, ca_key_pem) = if let Some(ca) = ca {
+        (
+            std::fs::read_to_string(&ca.cert).map_err(io(&ca.cert))?,
+            std::fs::read_to_string(&ca.key).map_err(io(&ca.key))?,
+        )
+    } else if ca_crt.exists() && ca_key.exists() {
         (
             std::fs::read_to_string(&ca_crt).map_err(io(&ca_crt))?,
             std::fs::read_to_string(&ca_key).map_err(io(&ca_key))?,
@@ -77,9 +99,16 @@ pub fn load_or_create(dir: &Path, extra_sans: &[String]) -> Result<Pki, PkiError
     let srv_crt = pki.join("server.crt");
     let srv_key = pki.join("server.key");
     let sans_file = pki.join("server.sans");
+    // The first line of server.sans names the issuing CA (a hash of its certificate), the
+    // others the SANs: a server certificate of another CA or without a SAN is issued again.
+    let issuer_line = format!(
+        "ca:sha256:{}",
+        hex::encode(Sha256::digest(ca_pem.as_bytes()))
+    );
     let recorded = std::fs::read_to_string(&sans_file).unwrap_or_default();
+    let same_issuer = recorded.lines().next() == Some(issuer_line.as_str());
     let have_all = sans.iter().all(|s| recorded.lines().any(|l| l == s));
-    if srv_crt.exists() && srv_key.exists() && have_all {
+    if srv_crt.exists() && srv_key.exists() && same_issuer && have_all {
         return Ok(Pki {
             ca_pem,
             cert_pem: std::fs::read_to_string(&srv_crt).map_err(io(&srv_crt))?,
@@ -87,10 +116,14 @@ pub fn load_or_create(dir: &Path, extra_sans: &[String]) -> Result<Pki, PkiError
         });
     }
     let ca_key = KeyPair::from_pem(&ca_key_pem)?;
-    // The issuer is rebuilt from the same parameters and key as the CA certificate, so its
-    // name and key identifier match the certificate clients trust.
+    // A given CA is read from its certificate; the generated one is rebuilt from the same
+    // parameters and key as its certificate. Either way the issuer's name and key identifier
+    // match the certificate clients trust.
     let ca_params = ca_params();
-    let issuer = Issuer::from_params(&ca_params, ca_key);
+    let issuer = match ca {
+        Some(_) => Issuer::from_ca_cert_pem(&ca_pem, ca_key)?,
+        None => Issuer::from_params(&ca_params, ca_key),
+    };
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     params.distinguished_name = dn("phoenix-apiserver");
@@ -108,7 +141,8 @@ pub fn load_or_create(dir: &Path, extra_sans: &[String]) -> Result<Pki, PkiError
     let (c, k) = (cert.pem(), key.serialize_pem());
     phoenix_api::client::write_private(&srv_key, k.as_bytes()).map_err(io(&srv_key))?;
     std::fs::write(&srv_crt, &c).map_err(io(&srv_crt))?;
-    std::fs::write(&sans_file, sans.join("\n") + "\n").map_err(io(&sans_file))?;
+    let record = format!("{issuer_line}\n{}\n", sans.join("\n"));
+    std::fs::write(&sans_file, record).map_err(io(&sans_file))?;
     Ok(Pki {
         ca_pem,
         cert_pem: c,

@@ -42,6 +42,14 @@ pub struct ServeArgs {
     /// Extra names or addresses for the server certificate (repeatable).
     #[arg(long)]
     pub tls_san: Vec<String>,
+    /// CA certificate (PEM) that signs the server certificate, instead of the CA generated into
+    /// `<data-dir>/pki/` (with --tls-ca-key-file). Servers given the same CA are trusted by the
+    /// same clients, e.g. several `phoenix serve` on one etcd, or a CA from a Kubernetes Secret.
+    #[arg(long, requires = "tls_ca_key_file")]
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --tls-ca-cert-file. Keep it readable by this server only.
+    #[arg(long, requires = "tls_ca_cert_file")]
+    pub tls_ca_key_file: Option<PathBuf>,
     /// How long Events are kept.
     #[arg(long, default_value = "1h")]
     pub event_ttl: String,
@@ -144,7 +152,15 @@ pub async fn start_with_metrics(
     if !args.listen.ip().is_unspecified() {
         sans.push(args.listen.ip().to_string());
     }
-    let pki = crate::pki::load_or_create(&dir, &sans)?;
+    let given_ca = match (&args.tls_ca_cert_file, &args.tls_ca_key_file) {
+        (Some(cert), Some(key)) => Some(crate::pki::CaFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let pki = crate::pki::load_or_create(&dir, &sans, given_ca.as_ref())
+        .context("loading the server's TLS material")?;
     let tokens = Arc::new(Tokens::new(&dir));
     let metrics = Arc::new(Metrics::new());
     let objects = Objects::new(store.clone(), metrics.clone());

@@ -16,6 +16,8 @@ fn args(dir: &std::path::Path) -> ServeArgs {
         http_listen: "127.0.0.1:0".parse().unwrap(),
         etcd_endpoints: vec![],
         tls_san: vec![],
+        tls_ca_cert_file: None,
+        tls_ca_key_file: None,
         event_ttl: "1h".into(),
         no_user_config: true,
     }
@@ -315,7 +317,7 @@ async fn tokens_roles_and_tls() {
     );
     // A client that trusts another CA fails the TLS handshake.
     let other = tempfile::tempdir().unwrap();
-    let other_pki = phoenix_apiserver::pki::load_or_create(other.path(), &[]).unwrap();
+    let other_pki = phoenix_apiserver::pki::load_or_create(other.path(), &[], None).unwrap();
     let err = Client::connect(&phoenix_api::client::Context {
         certificate_authority_data: Some(other_pki.ca_pem),
         ..ctx.clone()
@@ -327,7 +329,7 @@ async fn tokens_roles_and_tls() {
         Ok(()) => {
             let c = Client::connect(&phoenix_api::client::Context {
                 certificate_authority_data: Some(
-                    phoenix_apiserver::pki::load_or_create(other.path(), &[])
+                    phoenix_apiserver::pki::load_or_create(other.path(), &[], None)
                         .unwrap()
                         .ca_pem,
                 ),
@@ -508,4 +510,53 @@ async fn batched_secrets_and_cached_lists_stay_redacted_for_editors() {
         );
     }
     running.stop().await;
+}
+
+/// Two servers with their own data directories, given one CA by flag, are trusted by one
+/// client configuration; a server that ran with its own CA before issues itself a new server
+/// certificate from the given CA on the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_given_one_ca_are_trusted_by_one_client() {
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = phoenix_apiserver::pki::load_or_create(ca_dir.path(), &[], None).unwrap();
+    let (cert, key) = (
+        ca_dir.path().join("pki/ca.crt"),
+        ca_dir.path().join("pki/ca.key"),
+    );
+    let with_ca = |dir: &std::path::Path| ServeArgs {
+        tls_ca_cert_file: Some(cert.clone()),
+        tls_ca_key_file: Some(key.clone()),
+        ..args(dir)
+    };
+
+    // B first runs with a CA of its own, then with the given one.
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let b_before = serve::start(args(b_dir.path())).await.unwrap();
+    let own_ca = b_before.admin_context.certificate_authority_data.clone();
+    assert_ne!(own_ca.as_deref(), Some(ca.ca_pem.as_str()));
+    b_before.stop().await;
+
+    let a = serve::start(with_ca(a_dir.path())).await.unwrap();
+    let b = serve::start(with_ca(b_dir.path())).await.unwrap();
+    for running in [&a, &b] {
+        assert_eq!(
+            running.admin_context.certificate_authority_data.as_deref(),
+            Some(ca.ca_pem.as_str()),
+            "admin.yaml names the given CA"
+        );
+        // Only the given CA's PEM, as a client of the other server has it, is trusted.
+        let ctx = phoenix_api::client::Context {
+            certificate_authority_data: Some(ca.ca_pem.clone()),
+            ..running.admin_context.clone()
+        };
+        let c = Client::connect(&ctx).await.unwrap();
+        c.apply(&guest("web", 1), false).await.unwrap();
+    }
+    // B's data directory kept its own CA files: the flag chose, nothing was overwritten.
+    assert_eq!(
+        std::fs::read_to_string(b_dir.path().join("pki/ca.crt")).ok(),
+        own_ca
+    );
+    a.stop().await;
+    b.stop().await;
 }
