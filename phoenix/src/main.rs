@@ -50,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Print a shell completion script.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,6 +129,15 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Controller(args) => run_controllers(args).await,
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "phoenix",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Token {
             command:
                 TokenCommand::Create {
