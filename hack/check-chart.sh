@@ -35,8 +35,9 @@ render etcd-controllers "$chart/ci/etcd-controllers-values.yaml" --api-versions 
 # (Recreate), non-root with a read-only root filesystem, no Kubernetes API token.
 d=$work/defaults.yaml
 for want in 'kind: PersistentVolumeClaim' 'type: Recreate' 'runAsNonRoot: true' \
-  'readOnlyRootFilesystem: true' 'automountServiceAccountToken: false' 'kind: PodDisruptionBudget'; do
-  grep -q "$want" "$d" || { echo "chart defaults: no '$want' in the rendered manifests" >&2; exit 1; }
+  'readOnlyRootFilesystem: true' 'automountServiceAccountToken: false' 'kind: PodDisruptionBudget' \
+  '--backup-dir=/var/lib/phoenix/backups'; do
+  grep -q -e "$want" "$d" || { echo "chart defaults: no '$want' in the rendered manifests" >&2; exit 1; }
 done
 if grep -q 'kind: ServiceMonitor' "$d"; then
   echo "chart defaults: a ServiceMonitor without serviceMonitor.enabled" >&2
@@ -47,8 +48,8 @@ for want in 'kind: ServiceMonitor' '--etcd-endpoints=' '--no-controllers' '--onl
   '--only=gateway,gitsync' '--tls-ca-cert-file=' '--pve-token-file='; do
   grep -q -e "$want" "$e" || { echo "chart with etcd and controller sets: no '$want'" >&2; exit 1; }
 done
-if grep -q 'kind: PersistentVolumeClaim' "$e"; then
-  echo "chart with etcd: a PVC although the store is etcd" >&2
+if grep -q -e 'kind: PersistentVolumeClaim' -e '--backup-dir' "$e"; then
+  echo "chart with etcd: a PVC or embedded-store backups although the store is etcd" >&2
   exit 1
 fi
 

@@ -60,7 +60,7 @@ for bin in phoenix phoenixctl; do
 done
 # Every command's --help, as the manual.
 "$bindir/phoenix" --help >"$root/usr/share/doc/phoenix/help/phoenix.txt"
-for cmd in serve apiserver controller token; do
+for cmd in serve apiserver controller token restore; do
   "$bindir/phoenix" "$cmd" --help >"$root/usr/share/doc/phoenix/help/phoenix-$cmd.txt"
 done
 "$bindir/phoenixctl" --help >"$root/usr/share/doc/phoenix/help/phoenixctl.txt"

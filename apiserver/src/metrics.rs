@@ -61,7 +61,18 @@ pub struct Metrics {
     pub store_latency: Family<StoreLabels, Histogram, fn() -> Histogram>,
     /// `phoenix_objects`.
     pub objects: Family<KindLabels, Gauge<i64, AtomicI64>>,
+    /// `phoenix_store_backups_total` by result (`success`, `failure`).
+    pub backups: Family<ResultLabels, Counter>,
+    /// `phoenix_store_backup_last_success_timestamp_seconds` (0: none yet).
+    pub backup_last_success: Gauge<i64, AtomicI64>,
     registry: Registry,
+}
+
+/// Labels by result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `success` or `failure`.
+    pub result: String,
 }
 
 impl Metrics {
@@ -77,6 +88,8 @@ impl Metrics {
                 latency_histogram,
             );
         let objects = Family::<KindLabels, Gauge<i64, AtomicI64>>::default();
+        let backups = Family::<ResultLabels, Counter>::default();
+        let backup_last_success = Gauge::<i64, AtomicI64>::default();
         let mut registry = Registry::with_prefix("phoenix");
         registry.register(
             "apiserver_requests",
@@ -103,12 +116,24 @@ impl Metrics {
             "Objects per kind held by the watch cache",
             objects.clone(),
         );
+        registry.register(
+            "store_backups",
+            "Backups of the embedded store (--backup-dir) by result",
+            backups.clone(),
+        );
+        registry.register(
+            "store_backup_last_success_timestamp_seconds",
+            "Unix time of the last backup of the embedded store that succeeded (0: none yet)",
+            backup_last_success.clone(),
+        );
         Metrics {
             requests,
             latency,
             active_watches,
             store_latency,
             objects,
+            backups,
+            backup_last_success,
             registry,
         }
     }

@@ -50,6 +50,17 @@ pub struct ServeArgs {
     /// Private key (PEM) of --tls-ca-cert-file. Keep it readable by this server only.
     #[arg(long, requires = "tls_ca_cert_file")]
     pub tls_ca_key_file: Option<PathBuf>,
+    /// Write a backup of the embedded store, the TLS material and the tokens into this
+    /// directory every --backup-interval (`phoenix restore` restores one). Not with etcd: use
+    /// `etcdctl snapshot save` there.
+    #[arg(long)]
+    pub backup_dir: Option<PathBuf>,
+    /// How often to write a backup into --backup-dir (the first one at start).
+    #[arg(long, default_value = "1h")]
+    pub backup_interval: String,
+    /// How many backups to keep in --backup-dir (0: all).
+    #[arg(long, default_value_t = 24)]
+    pub backup_keep: usize,
     /// How long Events are kept.
     #[arg(long, default_value = "1h")]
     pub event_ttl: String,
@@ -132,13 +143,30 @@ pub async fn start_with_metrics(
     let event_ttl = phoenix_api::duration::parse_duration(&args.event_ttl)
         .map_err(|e| anyhow::anyhow!("--event-ttl {:?} {e}", args.event_ttl))?;
 
+    let backup_interval = phoenix_api::duration::parse_duration(&args.backup_interval)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--backup-interval {:?}: a duration above zero, e.g. 1h",
+                args.backup_interval
+            )
+        })?;
+    if args.backup_dir.is_some() && !args.etcd_endpoints.is_empty() {
+        anyhow::bail!(
+            "--backup-dir backs up the embedded store; with --etcd-endpoints use `etcdctl snapshot save`"
+        );
+    }
+    let mut embedded = None;
     let store: Arc<dyn Store> = if args.etcd_endpoints.is_empty() {
         let path = dir.join("store");
         tracing::info!(path = %path.display(), "opening the embedded store");
-        Arc::new(
+        let opened = Arc::new(
             EmbeddedStore::open(&path, EmbeddedConfig::default())
                 .with_context(|| format!("opening the embedded store in {}", path.display()))?,
-        )
+        );
+        embedded = Some(opened.clone());
+        opened
     } else {
         tracing::info!(endpoints = ?args.etcd_endpoints, "connecting to etcd");
         Arc::new(
@@ -166,6 +194,18 @@ pub async fn start_with_metrics(
     let objects = Objects::new(store.clone(), metrics.clone());
     let (cache, mut background) = Cache::start(store.clone());
     background.extend(crate::gc::start(objects.clone(), cache.clone(), event_ttl));
+    if let (Some(store), Some(backup_dir)) = (embedded.take(), args.backup_dir.clone()) {
+        tracing::info!(dir = %backup_dir.display(), every = ?backup_interval, keep = args.backup_keep, "backing up the embedded store");
+        background.push(tokio::spawn(crate::backup::run_periodic(
+            store,
+            dir.clone(),
+            backup_dir,
+            backup_interval,
+            args.backup_keep,
+            metrics.clone(),
+        )));
+    }
+    drop(embedded);
 
     let grpc = TcpListener::bind(args.listen)
         .await

@@ -18,6 +18,9 @@ fn args(dir: &std::path::Path) -> ServeArgs {
         tls_san: vec![],
         tls_ca_cert_file: None,
         tls_ca_key_file: None,
+        backup_dir: None,
+        backup_interval: "1h".into(),
+        backup_keep: 24,
         event_ttl: "1h".into(),
         no_user_config: true,
     }

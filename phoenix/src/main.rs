@@ -50,6 +50,17 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Restore a backup (`phoenix serve --backup-dir`) into a new data directory, then start
+    /// `phoenix serve --data-dir` on it. Nothing is overwritten: a data directory that holds a
+    /// store is refused.
+    Restore {
+        /// The backup: a `phoenix-<time>-r<revision>` directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The new data directory.
+        #[arg(long, env = "PHOENIX_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -129,6 +140,18 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Controller(args) => run_controllers(args).await,
+        Command::Restore { from, data_dir } => {
+            let revision = phoenix_apiserver::backup::restore(&from, &data_dir)
+                .await
+                .with_context(|| format!("restoring {}", from.display()))?;
+            println!(
+                "restored {} (store revision {revision}) into {}; start it with: phoenix serve --data-dir {}",
+                from.display(),
+                data_dir.display(),
+                data_dir.display()
+            );
+            Ok(())
+        }
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,

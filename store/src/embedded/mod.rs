@@ -5,6 +5,7 @@
 //! writer thread in batches sharing one transaction and one fsync, each with its own revision
 //! and its own compare-and-swap check. See `docs/adr/0004-store.md`.
 
+mod backup;
 mod codec;
 mod layout;
 mod watch;
@@ -135,6 +136,16 @@ impl EmbeddedStore {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Writes a consistent copy of the store as of one moment into `dest`, a new store
+    /// directory (it must not exist) that [`EmbeddedStore::open`] opens as it is. Reads and
+    /// writes go on meanwhile. Returns the revision copied. On failure `dest` may be left
+    /// partly written: write to a temporary name and rename.
+    pub async fn backup(&self, dest: &Path) -> Result<Revision, StoreError> {
+        let dest = dest.to_path_buf();
+        self.blocking(move |shared| backup::copy_to(shared, &dest))
+            .await
     }
 
     async fn submit(&self, op: Op) -> Result<Outcome, StoreError> {
