@@ -27,6 +27,7 @@ const SIGNAL_EMPTY_HERE: &[&str] = &[
     "PhoenixPveLockRetries",
     "PhoenixPveTasksFailing",
     "PhoenixPveLoginFailing",
+    "PhoenixBackupFailing",
 ];
 
 /// A running Prometheus, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -230,6 +231,9 @@ async fn prometheus_scrapes_phoenix_and_evaluates_every_alert_rule() {
             "--pve-insecure-skip-verify",
             "--pve-node",
             "pve1",
+            // Backups on: PhoenixBackupStale's signal has the first backup's time.
+            "--backup-dir",
+            dir.path().join("backups").to_str().unwrap(),
         ],
     )
     .await;
