@@ -55,8 +55,36 @@ pub struct Entry {
     pub json: Bytes,
     /// Its resourceVersion.
     pub revision: i64,
+    /// `status.conditions[type=Ready].status`: `Some(true)`/`Some(false)`, `None` when there
+    /// is no Ready condition (not reconciled yet) or it is `Unknown`.
+    pub ready: Option<bool>,
     /// The JSON without Secret data, made on first use (for callers that may not read it).
     redacted: OnceLock<Bytes>,
+}
+
+/// The part of `status` the cache indexes.
+#[derive(Deserialize, Default)]
+struct IndexedStatus {
+    #[serde(default)]
+    conditions: Vec<IndexedCondition>,
+}
+
+#[derive(Deserialize)]
+struct IndexedCondition {
+    #[serde(rename = "type", default)]
+    type_: String,
+    #[serde(default)]
+    status: String,
+}
+
+impl IndexedStatus {
+    fn ready(&self) -> Option<bool> {
+        match self.conditions.iter().find(|c| c.type_ == "Ready")?.status.as_str() {
+            "True" => Some(true),
+            "False" => Some(false),
+            _ => None,
+        }
+    }
 }
 
 /// The metadata fields the cache indexes, read from stored JSON.
@@ -89,6 +117,8 @@ struct IndexedOwner {
 struct StoredTop<'a> {
     #[serde(borrow)]
     metadata: &'a serde_json::value::RawValue,
+    #[serde(default)]
+    status: Option<IndexedStatus>,
 }
 
 impl Entry {
@@ -134,12 +164,16 @@ impl Entry {
                 .collect(),
             json: json.into(),
             revision,
+            ready: top.status.as_ref().and_then(IndexedStatus::ready),
             redacted: OnceLock::new(),
         })
     }
 
     fn from_value(value: Value, revision: i64) -> Entry {
         let value = with_resource_version(value, revision);
+        let ready = IndexedStatus::deserialize(&value["status"])
+            .ok()
+            .and_then(|s| s.ready());
         let m = &value["metadata"];
         let str_of = |v: &Value| v.as_str().unwrap_or_default().to_string();
         Entry {
@@ -161,6 +195,7 @@ impl Entry {
                 .expect("JSON values serialize")
                 .into(),
             revision,
+            ready,
             redacted: OnceLock::new(),
         }
     }
@@ -765,6 +800,31 @@ mod tests {
             (&a.name, &a.uid, &a.labels, &a.owners, a.revision),
             (&b.name, &b.uid, &b.labels, &b.owners, b.revision)
         );
+    }
+
+    #[test]
+    fn ready_condition_is_indexed_on_both_paths() {
+        let cases = [
+            (r#"{"metadata":{"name":"a"},"spec":{}}"#, None),
+            (r#"{"metadata":{"name":"a"},"status":{"conditions":[]}}"#, None),
+            (
+                r#"{"metadata":{"name":"a"},"status":{"conditions":[{"type":"ConfigValid","status":"False"},{"type":"Ready","status":"True"}]}}"#,
+                Some(true),
+            ),
+            (
+                r#"{"metadata":{"name":"a"},"status":{"conditions":[{"type":"Ready","status":"False","reason":"X"}]}}"#,
+                Some(false),
+            ),
+            (
+                r#"{"metadata":{"name":"a"},"status":{"conditions":[{"type":"Ready","status":"Unknown"}]}}"#,
+                None,
+            ),
+        ];
+        for (stored, want) in cases {
+            let (fast, general) = both_ways(stored, 3);
+            assert_eq!(fast.ready, want, "{stored}");
+            assert_eq!(general.ready, want, "{stored}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 
 use crate::cache::Cache;
-use crate::metrics::{KindLabels, Metrics};
+use crate::metrics::{KindLabels, Metrics, ReadyLabels};
 
 #[derive(Clone)]
 struct AppState {
@@ -40,6 +40,25 @@ async fn metrics_handler(State(s): State<AppState>, headers: HeaderMap) -> impl 
                 kind: kc.kind().name().into(),
             })
             .set(kc.len() as i64);
+        if kc.kind().has_spec() {
+            let (mut ready, mut not_ready, mut unknown) = (0, 0, 0);
+            for entry in kc.entries() {
+                match entry.ready {
+                    Some(true) => ready += 1,
+                    Some(false) => not_ready += 1,
+                    None => unknown += 1,
+                }
+            }
+            for (state, n) in [("true", ready), ("false", not_ready), ("unknown", unknown)] {
+                s.metrics
+                    .objects_ready
+                    .get_or_create(&ReadyLabels {
+                        kind: kc.kind().name().into(),
+                        ready: state.into(),
+                    })
+                    .set(n);
+            }
+        }
     }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let (content_type, body) = s.metrics.exposition(s.extra.as_deref(), accept);

@@ -61,11 +61,22 @@ pub struct Metrics {
     pub store_latency: Family<StoreLabels, Histogram, fn() -> Histogram>,
     /// `phoenix_objects`.
     pub objects: Family<KindLabels, Gauge<i64, AtomicI64>>,
+    /// `phoenix_objects_ready` by kind and Ready condition (`true`, `false`, `unknown`).
+    pub objects_ready: Family<ReadyLabels, Gauge<i64, AtomicI64>>,
     /// `phoenix_store_backups_total` by result (`success`, `failure`).
     pub backups: Family<ResultLabels, Counter>,
     /// `phoenix_store_backup_last_success_timestamp_seconds` (0: none yet).
     pub backup_last_success: Gauge<i64, AtomicI64>,
     registry: Registry,
+}
+
+/// Labels by kind and state of the Ready condition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadyLabels {
+    /// The kind.
+    pub kind: String,
+    /// `true`, `false`, or `unknown` (no Ready condition yet, or Unknown).
+    pub ready: String,
 }
 
 /// Labels by result.
@@ -88,6 +99,7 @@ impl Metrics {
                 latency_histogram,
             );
         let objects = Family::<KindLabels, Gauge<i64, AtomicI64>>::default();
+        let objects_ready = Family::<ReadyLabels, Gauge<i64, AtomicI64>>::default();
         let backups = Family::<ResultLabels, Counter>::default();
         let backup_last_success = Gauge::<i64, AtomicI64>::default();
         let mut registry = Registry::with_prefix("phoenix");
@@ -117,6 +129,11 @@ impl Metrics {
             objects.clone(),
         );
         registry.register(
+            "objects_ready",
+            "Objects per kind by their Ready condition (true, false, unknown), from the watch cache",
+            objects_ready.clone(),
+        );
+        registry.register(
             "store_backups",
             "Backups of the embedded store (--backup-dir) by result",
             backups.clone(),
@@ -132,6 +149,7 @@ impl Metrics {
             active_watches,
             store_latency,
             objects,
+            objects_ready,
             backups,
             backup_last_success,
             registry,
