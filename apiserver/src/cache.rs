@@ -79,7 +79,13 @@ struct IndexedCondition {
 
 impl IndexedStatus {
     fn ready(&self) -> Option<bool> {
-        match self.conditions.iter().find(|c| c.type_ == "Ready")?.status.as_str() {
+        match self
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")?
+            .status
+            .as_str()
+        {
             "True" => Some(true),
             "False" => Some(false),
             _ => None,
@@ -806,7 +812,10 @@ mod tests {
     fn ready_condition_is_indexed_on_both_paths() {
         let cases = [
             (r#"{"metadata":{"name":"a"},"spec":{}}"#, None),
-            (r#"{"metadata":{"name":"a"},"status":{"conditions":[]}}"#, None),
+            (
+                r#"{"metadata":{"name":"a"},"status":{"conditions":[]}}"#,
+                None,
+            ),
             (
                 r#"{"metadata":{"name":"a"},"status":{"conditions":[{"type":"ConfigValid","status":"False"},{"type":"Ready","status":"True"}]}}"#,
                 Some(true),

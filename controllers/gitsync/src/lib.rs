@@ -16,11 +16,14 @@
 //!   `inventory`; an event per sync with the commit and the counts created, configured,
 //!   unchanged and pruned. The next sync comes after `interval`, or `retryInterval` after a
 //!   failure.
+//! - Metrics (`phoenix_gitsync_*`): syncs by result, the last success, the inventory size and
+//!   the revision applied.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod git;
+pub mod metrics;
 mod reconciler;
 pub mod sync;
 
@@ -28,6 +31,7 @@ use std::path::PathBuf;
 
 use phoenix_runtime::Controller;
 
+pub use metrics::GitSyncMetrics;
 pub use reconciler::GitSyncReconciler;
 
 /// The controller's name (lease, metrics label, event source, `--only`, flag prefix).
@@ -40,6 +44,8 @@ pub struct GitSyncOptions {
     /// Where each GitSync's bare cache repository lives (`DIR/NAME.git`); only this process
     /// should be able to write it.
     pub cache_dir: PathBuf,
+    /// Where syncs are counted (`phoenix_gitsync_*`).
+    pub metrics: GitSyncMetrics,
 }
 
 /// The GitSync controller, ready for a [`phoenix_runtime::Manager`].

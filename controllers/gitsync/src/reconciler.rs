@@ -48,6 +48,23 @@ impl Reconciler for GitSyncReconciler {
     type Kind = GitSync;
 
     async fn reconcile(&self, gs: Arc<GitSync>, ctx: &Context<GitSync>) -> ReconcileResult {
+        let result = self.sync(&gs, ctx).await;
+        if let Err(e) = &result {
+            self.options.metrics.failed(&gs.metadata.name, &e.reason);
+        }
+        result
+    }
+}
+
+/// `a` and `b` as one sorted inventory without duplicates.
+fn union(a: Vec<InventoryEntry>, b: Vec<InventoryEntry>) -> Vec<InventoryEntry> {
+    let set: BTreeSet<InventoryEntry> = a.into_iter().chain(b).collect();
+    set.into_iter().collect()
+}
+
+impl GitSyncReconciler {
+    /// One sync of `gs` (see the crate documentation); suspended GitSyncs are left alone.
+    async fn sync(&self, gs: &Arc<GitSync>, ctx: &Context<GitSync>) -> ReconcileResult {
         let spec = &gs.spec;
         let name = gs.metadata.name.clone();
         if spec.suspend {
@@ -69,15 +86,15 @@ impl Reconciler for GitSyncReconciler {
         };
 
         let snapshot = self
-            .fetch(&gs, timeout)
+            .fetch(gs, timeout)
             .await
             .map_err(|m| fail("FetchFailed", m))?;
-        let revision = revision(&gs, &snapshot.commit);
+        let revision = revision(gs, &snapshot.commit);
 
         let objects = match decode_snapshot(&snapshot, &name) {
             Ok(o) => o,
             Err(problems) => {
-                self.attempted(&gs, ctx, &revision, None).await?;
+                self.attempted(gs, ctx, &revision, None).await?;
                 return Err(fail(
                     "InvalidManifests",
                     format!(
@@ -98,7 +115,7 @@ impl Reconciler for GitSyncReconciler {
             .filter_map(|o| existing.get(&o.key()).and_then(|e| conflict(e, &name)))
             .collect();
         if !conflicts.is_empty() {
-            self.attempted(&gs, ctx, &revision, None).await?;
+            self.attempted(gs, ctx, &revision, None).await?;
             return Err(fail(
                 "Conflict",
                 format!("{revision}: nothing applied; {}", conflicts.join("; ")),
@@ -134,9 +151,7 @@ impl Reconciler for GitSyncReconciler {
             .unwrap_or_default();
         if !failures.is_empty() {
             // Keep what may now carry the label in the inventory, so a later prune finds it.
-            let mut inventory: BTreeSet<InventoryEntry> = previous.into_iter().collect();
-            inventory.extend(applied);
-            self.attempted(&gs, ctx, &revision, Some(inventory.into_iter().collect()))
+            self.attempted(gs, ctx, &revision, Some(union(previous, applied)))
                 .await?;
             return Err(fail(
                 "ApplyFailed",
@@ -156,9 +171,7 @@ impl Reconciler for GitSyncReconciler {
                 }
             }
             if !failures.is_empty() {
-                let mut keep: BTreeSet<InventoryEntry> = previous.into_iter().collect();
-                keep.extend(inventory);
-                self.attempted(&gs, ctx, &revision, Some(keep.into_iter().collect()))
+                self.attempted(gs, ctx, &revision, Some(union(previous, inventory)))
                     .await?;
                 return Err(fail(
                     "PruneFailed",
@@ -172,8 +185,8 @@ impl Reconciler for GitSyncReconciler {
             counts.created, counts.configured, counts.unchanged, counts.pruned
         );
         let generation = gs.metadata.generation;
-        let sync_at = sync_at(&gs);
-        ctx.update_status(&gs, |s| {
+        let sync_at = sync_at(gs);
+        ctx.update_status(gs, |s| {
             if sync_at.is_some() {
                 s.last_handled_sync_at = sync_at.clone();
             }
@@ -183,12 +196,13 @@ impl Reconciler for GitSyncReconciler {
             mark_ready(s, generation, "Synced", &message);
         })
         .await?;
-        ctx.recorder.normal(&*gs, "Synced", &message).await;
+        ctx.recorder.normal(&**gs, "Synced", &message).await;
+        self.options
+            .metrics
+            .synced(&gs.metadata.name, &revision, inventory.len());
         Ok(Action::requeue(interval))
     }
-}
 
-impl GitSyncReconciler {
     /// Fetches on a blocking thread, stopping it at `timeout`.
     async fn fetch(&self, gs: &GitSync, timeout: Duration) -> Result<Snapshot, String> {
         let spec = gs.spec.clone();

@@ -18,7 +18,7 @@ use phoenix_api::kinds::secret::Secret;
 use phoenix_api::kinds::{GitSync, Stack};
 use phoenix_api::{ConditionStatus, Object};
 use phoenix_e2e::{Backend, Server};
-use phoenix_gitsync::GitSyncOptions;
+use phoenix_gitsync::{GitSyncMetrics, GitSyncOptions};
 use phoenix_runtime::{Manager, RuntimeMetrics};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -112,8 +112,14 @@ impl Daemon {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("git")
-            .arg("daemon")
+        // git-daemon itself, not `git daemon`: the `git` wrapper runs it as a child that
+        // killing the wrapper would leave behind (holding the port and the test's stderr).
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git not runnable: install git with hack/install-deps.sh");
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout).trim().to_string();
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
             .arg("--reuseaddr")
             .arg("--listen=127.0.0.1")
             .arg(format!("--port={port}"))
@@ -124,7 +130,7 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("git daemon not runnable: install git with hack/install-deps.sh");
+            .expect("git-daemon not runnable: install git with hack/install-deps.sh");
         let mut d = Daemon { child, port };
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -263,8 +269,10 @@ async fn a_branch_over_git_daemon_is_applied_updated_pruned_guarded_and_suspende
     let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
     let client = server.client().await;
     let mut manager = Manager::new(server.client().await, RuntimeMetrics::unregistered());
+    let mut registry = prometheus_client::registry::Registry::default();
     manager.add(phoenix_gitsync::controller(GitSyncOptions {
         cache_dir: tmp.path().join("cache"),
+        metrics: GitSyncMetrics::new(&mut registry),
     }));
     let running = manager.spawn();
 
@@ -415,6 +423,32 @@ async fn a_branch_over_git_daemon_is_applied_updated_pruned_guarded_and_suspende
     .await;
     assert_eq!(secret_value(&client, "a").await.unwrap().0, b64("v3"));
 
+    // The metrics tell the same story: the applied revision, and each failure by its reason.
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains(&format!(
+            "phoenix_gitsync_revision_info{{gitsync=\"estate\",revision=\"{rev5}\"}} 1"
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&rev2),
+        "one revision series per GitSync: {text}"
+    );
+    for result in ["success", "InvalidManifests", "Conflict"] {
+        assert!(
+            text.contains(&format!(
+                "phoenix_gitsync_syncs_total{{gitsync=\"estate\",result=\"{result}\"}}"
+            )),
+            "{result}: {text}"
+        );
+    }
+    assert!(
+        text.contains("phoenix_gitsync_objects{gitsync=\"estate\"} 2"),
+        "{text}"
+    );
+
     running.stop().await.unwrap();
 }
 
@@ -437,6 +471,7 @@ async fn a_tag_over_file_url_is_applied_and_another_gitsyncs_objects_are_not_tak
     let mut manager = Manager::new(server.client().await, RuntimeMetrics::unregistered());
     manager.add(phoenix_gitsync::controller(GitSyncOptions {
         cache_dir: tmp.path().join("cache"),
+        metrics: GitSyncMetrics::unregistered(),
     }));
     let running = manager.spawn();
 

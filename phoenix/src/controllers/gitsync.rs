@@ -57,6 +57,7 @@ impl Hosted for GitSyncArgs {
     fn prepare(&self, host: &mut Host<'_>) -> anyhow::Result<Prepared> {
         let options = GitSyncOptions {
             cache_dir: self.cache_dir(host.data_dir)?,
+            metrics: phoenix_gitsync::GitSyncMetrics::new(host.registry),
         };
         Ok(Prepared::ready(move |manager, common| {
             manager.add(phoenix_gitsync::controller(options).options(common));
