@@ -27,6 +27,8 @@ const WAIT: Duration = Duration::from_secs(60);
 fn gateway_flags(dir: &Path) -> Vec<String> {
     let mut flags = vec![
         "--gateway-local".to_string(),
+        "--gateway-nginx-binary".into(),
+        nginx_binary().display().to_string(),
         "--gateway-config-root".into(),
         dir.join("conf").display().to_string(),
         "--gateway-runtime-dir".into(),
@@ -235,10 +237,9 @@ async fn serve_hosts_the_gateway_controller_with_real_traffic() {
     assert_ne!(http, https);
 
     let manifest = format!(
-        "{guest}{secret}---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata:\n  name: edge\nspec:\n  guest: app\n  target:\n    local: {{configDir: /nonexistent/overridden, nginxBinary: {nginx}}}\n  listen: {{address: 127.0.0.1, httpPort: {http}, httpsPort: {https}}}\n  routes:\n    - host: plain.test\n      locations:\n        - path: /\n          backends: [{{url: \"{a}\"}}, {{url: \"{b}\"}}]\n    - host: secure.test\n      tls: true\n      tlsSecret: secure-tls\n      redirectHttp: true\n      locations:\n        - path: /\n          backends: [{{url: \"{a}\"}}]\n    - host: app.test\n      locations:\n        - path: /\n          backends: [{{guest: app, port: {app_port}}}]\n",
+        "{guest}{secret}---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata:\n  name: edge\nspec:\n  guest: app\n  target:\n    local: {{}}\n  listen: {{address: 127.0.0.1, httpPort: {http}, httpsPort: {https}}}\n  routes:\n    - host: plain.test\n      locations:\n        - path: /\n          backends: [{{url: \"{a}\"}}, {{url: \"{b}\"}}]\n    - host: secure.test\n      tls: true\n      tlsSecret: secure-tls\n      redirectHttp: true\n      locations:\n        - path: /\n          backends: [{{url: \"{a}\"}}]\n    - host: app.test\n      locations:\n        - path: /\n          backends: [{{guest: app, port: {app_port}}}]\n",
         guest = guest_yaml("app"),
         secret = tls_secret_yaml("secure-tls", cert.chain_pem(), cert.key_pem()),
-        nginx = nginx_binary().display(),
         a = a.url(),
         b = b.url(),
     );
@@ -560,8 +561,7 @@ async fn a_control_plane_host_leaves_local_targets_alone() {
     let server = start_server(&flags).await;
     let client = server.client().await;
     let manifest = format!(
-        "---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata:\n  name: elsewhere\nspec:\n  target:\n    local: {{configDir: /nonexistent/overridden, nginxBinary: {nginx}}}\n  listen: {{address: 127.0.0.1, httpPort: {http}, httpsPort: {https}}}\n  routes:\n    - host: plain.test\n      locations:\n        - path: /\n          backends: [{{url: \"http://127.0.0.2:9\"}}]\n",
-        nginx = nginx_binary().display(),
+        "---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata:\n  name: elsewhere\nspec:\n  target:\n    local: {{}}\n  listen: {{address: 127.0.0.1, httpPort: {http}, httpsPort: {https}}}\n  routes:\n    - host: plain.test\n      locations:\n        - path: /\n          backends: [{{url: \"http://127.0.0.2:9\"}}]\n",
         http = free_port("127.0.0.1"),
         https = free_port("127.0.0.1"),
     );
