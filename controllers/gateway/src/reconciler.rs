@@ -153,6 +153,17 @@ fn sync_error(e: SyncError) -> ReconcileError {
     }
 }
 
+/// A failure of cleanup: the same reason, and a message saying that the Gateway waits for
+/// nginx to be emptied and how to let it go without that.
+fn while_deleting(mut e: ReconcileError) -> ReconcileError {
+    e.message = format!(
+        "deleting: nginx could not be given its empty configuration, the Gateway stays until it is (annotation {}: Retain lets it go and leaves nginx as it is): {}",
+        deletion::DELETION_POLICY_ANNOTATION,
+        e.message
+    );
+    e
+}
+
 /// A Normal event when nginx reloaded onto, or was installed with, a new tree.
 async fn announce(ctx: &Context<Gateway>, gateway: &Gateway, report: &SyncReport) {
     let (reason, message) = match report.delivery.outcome {
@@ -295,7 +306,7 @@ impl Reconciler for GatewayReconciler {
                 &guests,
             )
             .await
-            .map_err(target_error)?;
+            .map_err(|e| while_deleting(target_error(e)))?;
         let input = GatewayInput {
             spec: &empty,
             backends: &BackendDirectory::default(),
@@ -304,7 +315,7 @@ impl Reconciler for GatewayReconciler {
         };
         let report = sync(&name, &input, &*delivery, &self.metrics)
             .await
-            .map_err(sync_error)?;
+            .map_err(|e| while_deleting(sync_error(e)))?;
         self.targets.forget(&name);
         ctx.recorder
             .normal(

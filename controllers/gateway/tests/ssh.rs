@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 use phoenix_api::kinds::gateway::SshNginx;
 use phoenix_gateway::SshSettings;
 use phoenix_gateway::ssh::{Credentials, RemotePaths, SshError, SshTarget};
-use phoenix_nginx::{
-    BackendDirectory, Delivery, DeliveryError, GatewayInput, Outcome, RenderOptions, render,
-};
+use phoenix_nginx::{BackendDirectory, Delivery, DeliveryError, GatewayInput, Outcome, render};
 use ssh_support::{Sshd, keygen};
 use support::{TestBackend, TestCa, gateway, nginx_binary, test_options};
 
