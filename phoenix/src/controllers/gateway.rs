@@ -122,3 +122,50 @@ impl Hosted for GatewayArgs {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    }
+
+    #[test]
+    fn without_flags_the_settings_are_the_defaults_and_flags_set_each_side() {
+        let none = Cli::parse_from(["phoenix"]).gateway;
+        assert_eq!(none.settings(), Settings::default());
+        assert_eq!(GatewayArgs::default().settings(), Settings::default());
+        let set = Cli::parse_from([
+            "phoenix",
+            "--gateway-nginx-binary",
+            "/opt/nginx/sbin/nginx",
+            "--gateway-config-root",
+            "/srv/nginx",
+            "--gateway-ssh-nginx-binary",
+            "/usr/local/sbin/nginx",
+            "--gateway-ssh-config-root",
+            "/etc/nginx/phoenix",
+        ])
+        .gateway
+        .settings();
+        assert_eq!(
+            set.local_nginx,
+            NginxPaths {
+                binary: "/opt/nginx/sbin/nginx".into(),
+                config_root: "/srv/nginx".into(),
+            }
+        );
+        assert_eq!(
+            set.ssh_nginx,
+            NginxPaths {
+                binary: "/usr/local/sbin/nginx".into(),
+                config_root: "/etc/nginx/phoenix".into(),
+            }
+        );
+    }
+}
