@@ -1,9 +1,10 @@
 //! Deleting a Gateway (ADR 0022) through `phoenixctl delete` against `phoenix serve` and a real
-//! nginx on loopback: `Delete` leaves nginx answering 404 and the object goes; `Retain`
-//! leaves the routes served; a target that cannot be reached keeps the object, with a status
-//! message, until the deletion-policy annotation says `Retain`.
+//! nginx on loopback: `Delete` leaves nginx answering 404 and the object goes (local target,
+//! and ssh target through a real sshd); `Retain` leaves the routes served; a target that
+//! cannot be reached keeps the object, with a status message, until the deletion-policy
+//! annotation says `Retain`.
 //!
-//! Needs nginx and ssh-keygen (hack/install-deps.sh) and the binaries (`cargo build -p
+//! Needs nginx, sshd and ssh-keygen (hack/install-deps.sh) and the binaries (`cargo build -p
 //! phoenix -p phoenixctl`).
 
 mod serve;
@@ -23,8 +24,15 @@ use phoenix_gateway::{FINALIZER, FINALIZER_LOCAL};
 use serve::*;
 use support::{TestBackend, free_port};
 
-/// A Gateway `name` serving `host` from `backend` on 127.0.0.1:`http`.
-fn gateway_yaml(name: &str, policy: &str, http: u16, host: &str, backend: &str) -> String {
+/// A Gateway `name` with `target` serving `host` from `backend` on 127.0.0.1:`http`.
+fn gateway_yaml(
+    name: &str,
+    target: &str,
+    policy: &str,
+    http: u16,
+    host: &str,
+    backend: &str,
+) -> String {
     let https = loop {
         let p = free_port("127.0.0.1");
         if p != http {
@@ -32,19 +40,48 @@ fn gateway_yaml(name: &str, policy: &str, http: u16, host: &str, backend: &str) 
         }
     };
     format!(
-        "---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata:\n  name: {name}\nspec:\n  target:\n    local: {{}}\n  deletionPolicy: {policy}\n  listen: {{address: 127.0.0.1, httpPort: {http}, httpsPort: {https}}}\n  routes:\n    - host: {host}\n      locations:\n        - path: /\n          backends: [{{url: \"{backend}\"}}]\n"
+        "---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata:\n  name: {name}\nspec:\n  target:\n    {target}\n  deletionPolicy: {policy}\n  listen: {{address: 127.0.0.1, httpPort: {http}, httpsPort: {https}}}\n  routes:\n    - host: {host}\n      locations:\n        - path: /\n          backends: [{{url: \"{backend}\"}}]\n"
     )
 }
 
 /// Applies a local Gateway, waits until its tree is installed and starts nginx on it.
 async fn serving(server: &Server, dir: &Path, name: &str, policy: &str, host: &str) -> Served {
+    serving_by(
+        server,
+        dir,
+        name,
+        "local: {}",
+        FINALIZER_LOCAL,
+        policy,
+        host,
+    )
+    .await
+}
+
+/// [`serving`] with `target`, guarded by `finalizer`.
+async fn serving_by(
+    server: &Server,
+    dir: &Path,
+    name: &str,
+    target: &str,
+    finalizer: &str,
+    policy: &str,
+    host: &str,
+) -> Served {
     let client = server.client().await;
     let backend = TestBackend::start("127.0.0.2", name).await;
     let http = free_port("127.0.0.1");
     server
         .ctl_stdin(
             &["apply", "-f", "-"],
-            Some(&gateway_yaml(name, policy, http, host, &backend.url())),
+            Some(&gateway_yaml(
+                name,
+                target,
+                policy,
+                http,
+                host,
+                &backend.url(),
+            )),
         )
         .ok();
     let g = wait_for(server, &client, name, "installed", |g| {
@@ -52,8 +89,8 @@ async fn serving(server: &Server, dir: &Path, name: &str, policy: &str, host: &s
     })
     .await;
     assert!(
-        g.metadata.finalizers.iter().any(|f| f == FINALIZER_LOCAL),
-        "the local side's finalizer guards it: {:?}",
+        g.metadata.finalizers.iter().any(|f| f == finalizer),
+        "this side's finalizer guards it: {:?}",
         g.metadata.finalizers
     );
     let nginx = Nginx::start(dir, name, ("127.0.0.1", http));
@@ -133,6 +170,49 @@ async fn deleting_a_gateway_leaves_nginx_answering_404_and_the_object_goes() {
             .await
             .contains(&"Emptied".to_string())
     );
+}
+
+/// The `ssh` side: the operator's remote binary and root (`--gateway-ssh-*`), a real sshd on
+/// loopback; deleting empties the nginx on the "guest".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_ssh_deleting_empties_the_remote_nginx() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sshd")).unwrap();
+    let sshd = ssh_support::Sshd::start(&dir.path().join("sshd"));
+    let flags: Vec<String> = gateway_flags(dir.path())
+        .into_iter()
+        .filter(|f| f != "--gateway-local")
+        .map(|f| match f.as_str() {
+            "--gateway-nginx-binary" => "--gateway-ssh-nginx-binary".into(),
+            "--gateway-config-root" => "--gateway-ssh-config-root".into(),
+            _ => f,
+        })
+        .collect();
+    let server = start_server(&flags).await;
+    let secret = format!(
+        "---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata:\n  name: gw-ssh\ntype: ssh\nstringData:\n  ssh-privatekey: |\n{}  known_hosts: |\n{}",
+        indent(&sshd.client_private, 4),
+        indent(&sshd.known_hosts(), 4)
+    );
+    server.ctl_stdin(&["apply", "-f", "-"], Some(&secret)).ok();
+    let target = format!(
+        "ssh: {{host: 127.0.0.1, port: {}, user: {}, secretRef: gw-ssh}}",
+        sshd.port, sshd.user
+    );
+    let served = serving_by(
+        &server,
+        dir.path(),
+        "remote",
+        &target,
+        FINALIZER,
+        "Delete",
+        "remote.test",
+    )
+    .await;
+
+    server.ctl(&["delete", "gateway", "remote", "--wait"]).ok();
+    assert!(!exists(&server.client().await, "remote").await);
+    assert_eq!(served.status().await, 404, "the route went with the object");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
