@@ -154,9 +154,8 @@ fn gateway() -> impl Strategy<Value = Gateway> {
                     guest: None,
                     target: GatewayTarget {
                         local: Some(LocalNginx {
-                            config_dir: "/etc/nginx".into(),
-                            nginx_binary: "/usr/sbin/nginx".into(),
-                            runtime: None,
+                            config_dir: Some("edge".into()),
+                            ..LocalNginx::default()
                         }),
                         ssh: None,
                     },
@@ -170,6 +169,7 @@ fn gateway() -> impl Strategy<Value = Gateway> {
                     caches: vec![],
                     waf: None,
                     routes,
+                    deletion_policy: Default::default(),
                 },
             )
         })

@@ -231,8 +231,9 @@ async fn apply_get_describe_update_delete(backend: Backend) {
         run.stderr
     );
 
-    // delete -f removes what the files define.
-    let run = s.ctl(&["delete", "-f", examples]);
+    // delete -f removes what the files define (--wait: a Gateway goes once the gateway
+    // controller let go of its finalizer, ADR 0022).
+    let run = s.ctl(&["delete", "-f", examples, "--wait"]);
     run.ok();
     assert!(
         run.stdout.contains("gateway/external deleted"),

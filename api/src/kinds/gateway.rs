@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Backend, SshTarget};
+use super::common::{Backend, DeletionPolicy, SshTarget};
 use crate::condition::Condition;
 use crate::duration::Duration;
 
@@ -49,6 +49,11 @@ pub struct GatewaySpec {
     /// Virtual hosts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
+    /// What deleting the Gateway does to nginx: `Delete` (default) leaves it serving an
+    /// empty configuration (404 for every host); `Retain` leaves it serving the routes it
+    /// served (ADR 0022).
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
 }
 
 fn yes() -> bool {
@@ -67,22 +72,30 @@ pub struct GatewayTarget {
     pub ssh: Option<SshNginx>,
 }
 
-/// nginx on this machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// nginx on this machine. The nginx binary, the configuration root and nginx's run-time
+/// paths are the operator's (controller flags, ADR 0021); a spec names at most a
+/// sub-directory of the root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalNginx {
-    /// Directory Phoenix owns for the rendered tree (default `/etc/nginx`).
-    #[serde(default = "default_config_dir")]
-    pub config_dir: String,
-    /// The nginx binary (default `/usr/sbin/nginx`).
-    #[serde(default = "default_nginx_binary")]
-    pub nginx_binary: String,
-    /// Runtime paths (pid, logs, temp and cache directories).
+    /// This Gateway's directory under the operator's root (`--gateway-config-root`, default
+    /// `/etc/nginx`): a relative path; default: the Gateway's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_dir: Option<String>,
+    /// Refused at admission: the binary is the operator's (`--gateway-nginx-binary`). Kept
+    /// so that an old manifest gets an error naming the flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub nginx_binary: Option<String>,
+    /// Refused at admission: run-time paths are the operator's (`--gateway-runtime-dir`,
+    /// `--gateway-nginx-user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
     pub runtime: Option<NginxRuntime>,
 }
 
-/// nginx on a remote host over SSH.
+/// nginx on a remote host over SSH. As for [`LocalNginx`], the binary, the root and the
+/// run-time paths on that host are the operator's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SshNginx {
@@ -97,14 +110,19 @@ pub struct SshNginx {
     pub user: String,
     /// Secret of type `ssh` with the private key.
     pub secret_ref: String,
-    /// Directory Phoenix owns for the rendered tree (default `/etc/nginx`).
-    #[serde(default = "default_config_dir")]
-    pub config_dir: String,
-    /// The nginx binary (default `/usr/sbin/nginx`).
-    #[serde(default = "default_nginx_binary")]
-    pub nginx_binary: String,
-    /// Runtime paths (pid, logs, temp and cache directories).
+    /// This Gateway's directory under the operator's root on the host
+    /// (`--gateway-ssh-config-root`, default `/etc/nginx`): a relative path; default: the
+    /// Gateway's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_dir: Option<String>,
+    /// Refused at admission: the binary is the operator's (`--gateway-ssh-nginx-binary`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub nginx_binary: Option<String>,
+    /// Refused at admission: run-time paths are the operator's (`--gateway-runtime-dir`,
+    /// `--gateway-nginx-user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
     pub runtime: Option<NginxRuntime>,
 }
 
@@ -120,12 +138,6 @@ impl SshNginx {
     }
 }
 
-fn default_config_dir() -> String {
-    "/etc/nginx".into()
-}
-fn default_nginx_binary() -> String {
-    "/usr/sbin/nginx".into()
-}
 fn default_ssh_port() -> u16 {
     22
 }
@@ -133,7 +145,8 @@ fn default_ssh_user() -> String {
     "root".into()
 }
 
-/// Paths nginx writes at run time; defaults are Debian's.
+/// Paths nginx writes at run time. No longer part of a spec (refused at admission, ADR 0021);
+/// kept so that old manifests decode and get an error naming the operator's flags.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NginxRuntime {

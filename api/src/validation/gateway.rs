@@ -3,17 +3,57 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Validator;
-use super::common::{backend, exactly_one, in_range, ssh_target, unique, unix_user};
+use super::common::{backend, exactly_one, in_range, ssh_target, unique};
 use super::rules;
 use crate::decode::quote;
 use crate::kinds::gateway::{GatewaySpec, NginxRuntime};
 
-fn nginx_runtime(r: &NginxRuntime, v: &mut Validator<'_>) {
-    v.opt("pidFile", r.pid_file.as_deref(), rules::file_path);
-    v.opt("logDir", r.log_dir.as_deref(), rules::file_path);
-    v.opt("tempDir", r.temp_dir.as_deref(), rules::file_path);
-    v.opt("cacheDir", r.cache_dir.as_deref(), rules::file_path);
-    v.opt("user", r.user.as_deref(), unix_user);
+/// The operator's flags that replace fields a spec may no longer set (ADR 0021), per target.
+struct OperatorFlags {
+    binary: &'static str,
+    root: &'static str,
+}
+
+const LOCAL_FLAGS: OperatorFlags = OperatorFlags {
+    binary: "--gateway-nginx-binary",
+    root: "--gateway-config-root",
+};
+const SSH_FLAGS: OperatorFlags = OperatorFlags {
+    binary: "--gateway-ssh-nginx-binary",
+    root: "--gateway-ssh-config-root",
+};
+
+/// Executables and roots belong to the operator: `configDir` is a relative path under the
+/// root flag; `nginxBinary` and `runtime` are refused with the flag to use instead.
+fn operator_owned(
+    config_dir: Option<&str>,
+    nginx_binary: Option<&str>,
+    runtime: Option<&NginxRuntime>,
+    flags: &OperatorFlags,
+    v: &mut Validator<'_>,
+) {
+    if let Some(d) = config_dir {
+        if d.starts_with('/') {
+            v.at("configDir").error(format!(
+                "{} is an absolute directory; the root is the operator's ({}), a Gateway names at most a relative sub-directory of it (ADR 0021)",
+                quote(d),
+                flags.root
+            ));
+        } else {
+            v.at("configDir").check(rules::relative_path(d));
+        }
+    }
+    if nginx_binary.is_some() {
+        v.at("nginxBinary").error(format!(
+            "is not a Gateway field any more: the nginx binary is the operator's ({}; ADR 0021)",
+            flags.binary
+        ));
+    }
+    if runtime.is_some() {
+        v.at("runtime").error(
+            "is not a Gateway field any more: nginx's run-time paths are the operator's (--gateway-runtime-dir, --gateway-nginx-user; ADR 0021)",
+        );
+    }
 }
 
 pub(super) fn gateway(s: &GatewaySpec, v: &mut Validator<'_>) {
@@ -27,23 +67,24 @@ pub(super) fn gateway(s: &GatewaySpec, v: &mut Validator<'_>) {
         ],
     );
     if let Some(l) = &s.target.local {
-        let mut lv = t.at("local");
-        lv.at("configDir").check(rules::file_path(&l.config_dir));
-        lv.at("nginxBinary")
-            .check(rules::file_path(&l.nginx_binary));
-        if let Some(r) = &l.runtime {
-            nginx_runtime(r, &mut lv.at("runtime"));
-        }
+        operator_owned(
+            l.config_dir.as_deref(),
+            l.nginx_binary.as_deref(),
+            l.runtime.as_ref(),
+            &LOCAL_FLAGS,
+            &mut t.at("local"),
+        );
     }
     if let Some(ssh) = &s.target.ssh {
         let mut sv = t.at("ssh");
         ssh_target(&ssh.ssh(), s.guest.as_deref(), &mut sv);
-        sv.at("configDir").check(rules::file_path(&ssh.config_dir));
-        sv.at("nginxBinary")
-            .check(rules::file_path(&ssh.nginx_binary));
-        if let Some(r) = &ssh.runtime {
-            nginx_runtime(r, &mut sv.at("runtime"));
-        }
+        operator_owned(
+            ssh.config_dir.as_deref(),
+            ssh.nginx_binary.as_deref(),
+            ssh.runtime.as_ref(),
+            &SSH_FLAGS,
+            &mut sv,
+        );
     }
     let mut lv = v.at("listen");
     lv.at("address").check(rules::ip(&s.listen.address));

@@ -261,6 +261,36 @@ pub fn file_path(s: &str) -> Check {
     })
 }
 
+/// A location under a root the operator chose (ADR 0021): relative, components of
+/// `A-Za-z0-9._-` only, none empty, `.` or `..`, at most [`MAX_PATH`] characters. Joining
+/// it to a directory never leaves that directory.
+pub fn relative_path(s: &str) -> Check {
+    if s.len() > MAX_PATH {
+        return Err(format!(
+            "is {} characters long, more than {MAX_PATH}",
+            s.len()
+        ));
+    }
+    if s.starts_with('/') {
+        return Err(format!(
+            "{} must be relative to the operator's root (no leading '/')",
+            quote(s)
+        ));
+    }
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c != "."
+            && c != ".."
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    ensure(
+        s.split('/').all(component_ok),
+        s,
+        "is not a relative path (components of A-Z a-z 0-9 . _ -; no empty, '.' or '..' component)",
+    )
+}
+
 /// Characters that would end or alter an nginx/Traefik/Caddy directive if they reached a
 /// config file, and so are never accepted in a value that reaches one.
 const CONFIG_UNSAFE: &[char] = &['\r', '\n', ';', '{', '}', '"', '\'', '`', '#', '$', '\\'];
@@ -556,6 +586,31 @@ pub fn email(s: &str) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_stay_under_their_root() {
+        for ok in ["edge", "phoenix/edge", "a.b_c-d", "v1.2/x"] {
+            assert_eq!(relative_path(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/nginx",
+            "..",
+            "a/../b",
+            "./a",
+            "a//b",
+            "a/",
+            "a b",
+            "a;b",
+            "a\nb",
+            "~root",
+            "caf\u{e9}",
+        ] {
+            assert!(relative_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(relative_path(&"a".repeat(MAX_PATH + 1)).is_err());
+        assert!(relative_path("/x").unwrap_err().contains("operator's root"));
+    }
 
     #[test]
     fn cidrs() {

@@ -14,11 +14,17 @@
 //!   nginx's own text, and the error is retried with backoff.
 //! - Status: `configHash`, `lastReload`, `routes`, conditions `Ready`, `ConfigValid`,
 //!   `Degraded`; events on reloads and failures; [`GatewayMetrics`] on the caller's registry.
+//! - Deleting (ADR 0022): with `deletionPolicy: Delete` (default) nginx is left serving an
+//!   empty configuration (404 for every host) before the object goes; with `Retain` nginx
+//!   is left as it is. An undeliverable empty configuration keeps the object (status says
+//!   why) until it is delivered or the policy becomes `Retain`.
+//! - The nginx binary and every directory are the operator's (ADR 0021, [`Settings`]).
 
 #![forbid(unsafe_code)]
 
 pub mod backends;
 pub mod certs;
+pub mod deletion;
 mod reconciler;
 pub mod settings;
 pub mod ssh;
@@ -30,11 +36,18 @@ pub use phoenix_nginx::GatewayMetrics;
 use phoenix_runtime::{Controller, LeaderConfig};
 
 pub use reconciler::{CONFIG_VALID, GatewayReconciler};
-pub use settings::Settings;
+pub use settings::{NginxPaths, Settings};
 pub use ssh::SshSettings;
 
 /// The controller's name (lease, metrics label, event source, `--only`).
 pub const NAME: &str = "gateway";
+
+/// The finalizer of the `ssh` side (the default side): nginx is emptied before a Gateway it
+/// delivers goes (ADR 0022).
+pub const FINALIZER: &str = "gateway.phoenix.thinkheads.ai/nginx";
+
+/// The finalizer of the `local` side ([`Settings::local`]).
+pub const FINALIZER_LOCAL: &str = "gateway.phoenix.thinkheads.ai/nginx-local";
 
 /// Settings of the Gateway controller that other controllers do not have. Resync (default
 /// 5 min: repairs hand-edited trees), concurrency (2) and leader election (lease `gateway`,
@@ -62,14 +75,17 @@ impl Default for GatewayOptions {
 }
 
 /// The Gateway controller, ready for a [`phoenix_runtime::Manager`]. It watches Guests,
-/// Meshes and Secrets to reconcile the Gateways that use them.
+/// Meshes and Secrets to reconcile the Gateways that use them, and guards deletion with its
+/// side's finalizer ([`Settings::finalizer`]).
 pub fn controller(options: GatewayOptions) -> Controller<GatewayReconciler> {
     let lease = options.settings.lease_name();
+    let finalizer = options.settings.finalizer();
     Controller::new(
         NAME,
         GatewayReconciler::new(options.settings, options.ssh, options.metrics),
     )
     .leader(Some(LeaderConfig::new(lease)))
+    .finalizer(finalizer)
     .concurrency(2)
     .watches::<Guest>(|g, gateways| backends::gateways_for_guest(&g.metadata.name, gateways))
     .watches::<Mesh>(|m, gateways| backends::gateways_for_mesh(&m.metadata.name, gateways))

@@ -7,16 +7,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use phoenix_api::ConditionStatus;
 use phoenix_api::condition::{Condition, mark_ready, mark_ready_degraded, set_condition};
+use phoenix_api::kinds::common::DeletionPolicy;
 use phoenix_api::kinds::gateway::GatewayStatus;
 use phoenix_api::kinds::{Gateway, Guest, Mesh};
 use phoenix_nginx::{
-    DeliveryError, GatewayInput, GatewayMetrics, Outcome, RenderError, ResolveError, SyncError,
-    SyncReport, sync,
+    BackendDirectory, DeliveryError, GatewayInput, GatewayMetrics, Outcome, RenderError,
+    ResolveError, SyncError, SyncReport, sync,
 };
 use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult, Reconciler};
 
 use crate::backends;
 use crate::certs::{self, CertError};
+use crate::deletion;
 use crate::settings::Settings;
 use crate::ssh::SshSettings;
 use crate::targets::{TargetError, Targets};
@@ -151,6 +153,17 @@ fn sync_error(e: SyncError) -> ReconcileError {
     }
 }
 
+/// A failure of cleanup: the same reason, and a message saying that the Gateway waits for
+/// nginx to be emptied and how to let it go without that.
+fn while_deleting(mut e: ReconcileError) -> ReconcileError {
+    e.message = format!(
+        "deleting: nginx could not be given its empty configuration, the Gateway stays until it is (annotation {}: Retain lets it go and leaves nginx as it is): {}",
+        deletion::DELETION_POLICY_ANNOTATION,
+        e.message
+    );
+    e
+}
+
 /// A Normal event when nginx reloaded onto, or was installed with, a new tree.
 async fn announce(ctx: &Context<Gateway>, gateway: &Gateway, report: &SyncReport) {
     let (reason, message) = match report.delivery.outcome {
@@ -251,6 +264,69 @@ impl Reconciler for GatewayReconciler {
         .await?;
         announce(ctx, &gateway, &report).await;
         tracing::debug!(gateway = %name, outcome = report.delivery.outcome.as_str(), "reconciled");
+        Ok(Action::done())
+    }
+
+    /// ADR 0022: `Delete` leaves nginx serving an empty configuration (the default server's
+    /// 404), `Retain` leaves it as it is; then the runtime removes this side's finalizer. A
+    /// Gateway of the other side is let go at once. An empty configuration that cannot be
+    /// delivered fails like a reconcile (status, event, backoff) and keeps the object.
+    async fn cleanup(&self, gateway: Arc<Gateway>, ctx: &Context<Gateway>) -> ReconcileResult {
+        let name = gateway.metadata.name.clone();
+        if !self.settings.delivers(&gateway.spec) {
+            return Ok(Action::done());
+        }
+        if deletion::policy(&gateway) == DeletionPolicy::Retain {
+            self.targets.forget(&name);
+            ctx.recorder
+                .normal(
+                    &*gateway,
+                    "Retained",
+                    "deletionPolicy Retain: nginx keeps serving its configuration",
+                )
+                .await;
+            return Ok(Action::done());
+        }
+        let empty = deletion::emptied(&gateway.spec);
+        let options = self
+            .settings
+            .render_options(&name, &empty)
+            .map_err(|e| ReconcileError::invalid("InvalidSpec", e.to_string()))?;
+        let guests = ctx
+            .cache_of::<Guest>()
+            .expect("the gateway controller watches Guests");
+        let delivery = self
+            .targets
+            .get(
+                &gateway,
+                &options,
+                &self.settings,
+                &self.ssh,
+                &ctx.client,
+                &guests,
+            )
+            .await
+            .map_err(|e| while_deleting(target_error(e)))?;
+        let input = GatewayInput {
+            spec: &empty,
+            backends: &BackendDirectory::default(),
+            certificates: &Default::default(),
+            options: &options,
+        };
+        let report = sync(&name, &input, &*delivery, &self.metrics)
+            .await
+            .map_err(|e| while_deleting(sync_error(e)))?;
+        self.targets.forget(&name);
+        ctx.recorder
+            .normal(
+                &*gateway,
+                "Emptied",
+                &format!(
+                    "nginx serves an empty configuration {} (404 for every host)",
+                    report.delivery.hash
+                ),
+            )
+            .await;
         Ok(Action::done())
     }
 }

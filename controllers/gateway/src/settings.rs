@@ -1,25 +1,77 @@
 //! Operator-side settings: what the person running the controller decides, not the Gateway's
-//! author (flags of `phoenix serve` / `phoenix controller`). They override the spec where
-//! both speak: where trees and run-time files live, and (for tests) where nginx listens.
+//! author (flags of `phoenix serve` / `phoenix controller`): the nginx binary, where trees and
+//! run-time files live (ADR 0021), and (for tests) where nginx listens.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use phoenix_api::kinds::gateway::GatewaySpec;
+use phoenix_api::validation::rules;
 use phoenix_nginx::{RenderError, RenderOptions, RuntimePaths};
 
-/// Overrides applied to every Gateway this controller reconciles. Default: none (the spec's
-/// values and Debian's paths).
+/// Where nginx is and where its trees go, on one side (ADR 0021): on this machine for the
+/// `local` target, on the gateway guest for the `ssh` one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NginxPaths {
+    /// The nginx binary run for `nginx -t` (default `/usr/sbin/nginx`).
+    pub binary: PathBuf,
+    /// The root of the Gateways' trees: Gateway `NAME` uses `ROOT/configDir`, `configDir`
+    /// defaulting to `NAME` (default `/etc/nginx`).
+    pub config_root: PathBuf,
+}
+
+impl Default for NginxPaths {
+    /// Debian's: `/usr/sbin/nginx`, `/etc/nginx`.
+    fn default() -> Self {
+        NginxPaths {
+            binary: PathBuf::from("/usr/sbin/nginx"),
+            config_root: PathBuf::from("/etc/nginx"),
+        }
+    }
+}
+
+/// A `configDir` that would leave the operator's root (stored before ADR 0021, or written
+/// past admission).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct UnsafeConfigDir {
+    /// `spec.target.local.configDir` or `spec.target.ssh.configDir`.
+    pub field: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+impl NginxPaths {
+    /// The directory of Gateway `name`: `ROOT/sub` (`sub` is the spec's `configDir`,
+    /// default `name`). Fails, naming `field`, when `sub` is not a relative path that stays
+    /// under the root.
+    pub fn config_dir(
+        &self,
+        name: &str,
+        sub: Option<&str>,
+        field: &'static str,
+    ) -> Result<PathBuf, UnsafeConfigDir> {
+        let sub = sub.unwrap_or(name);
+        rules::relative_path(sub).map_err(|reason| UnsafeConfigDir { field, reason })?;
+        Ok(self.config_root.join(Path::new(sub)))
+    }
+}
+
+/// Operator-side settings applied to every Gateway this controller reconciles. Default:
+/// Debian's binary and paths, the spec's listen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
-    /// Root of the local targets' trees: Gateway `NAME` uses `CONFIG_ROOT/NAME` instead of
-    /// `spec.target.local.configDir` (`--gateway-config-root`).
-    pub config_root: Option<PathBuf>,
+    /// nginx and the trees' root on this machine (`--gateway-nginx-binary`,
+    /// `--gateway-config-root`), for `local` targets.
+    pub local_nginx: NginxPaths,
+    /// nginx and the trees' root on the gateway guest (`--gateway-ssh-nginx-binary`,
+    /// `--gateway-ssh-config-root`), for `ssh` targets.
+    pub ssh_nginx: NginxPaths,
     /// Root of nginx's run-time files: Gateway `NAME` gets `RUNTIME/NAME/nginx.pid`,
-    /// `RUNTIME/NAME/log`, `RUNTIME/NAME/tmp`, `RUNTIME/NAME/cache`, replacing
-    /// `spec.target.*.runtime` (`--gateway-runtime-dir`).
+    /// `RUNTIME/NAME/log`, `RUNTIME/NAME/tmp`, `RUNTIME/NAME/cache` (`--gateway-runtime-dir`);
+    /// default: Debian's paths.
     pub runtime_dir: Option<PathBuf>,
-    /// nginx's worker user (`--gateway-nginx-user`), replacing `runtime.user`.
+    /// nginx's worker user (`--gateway-nginx-user`); default: nginx's.
     pub user: Option<String>,
     /// Listen address replacing `spec.listen.address` (`--gateway-listen-address`).
     pub listen_address: Option<IpAddr>,
@@ -52,8 +104,8 @@ impl Settings {
         gateway.target.local.is_some() == self.local
     }
 
-    /// The render options of Gateway `name`: the spec's listen and runtime, then these
-    /// overrides. Fails when the spec's listen address is not an IP address and no override
+    /// The render options of Gateway `name`: the spec's listen, then these overrides; the
+    /// run-time paths and user are the operator's only. Fails when the spec's listen address is not an IP address and no override
     /// replaces it.
     pub fn render_options(
         &self,
@@ -90,11 +142,13 @@ impl Settings {
         Ok(o)
     }
 
-    /// The local target's configuration directory for Gateway `name`.
-    pub fn config_dir(&self, name: &str, spec_dir: &str) -> PathBuf {
-        match &self.config_root {
-            Some(root) => root.join(name),
-            None => PathBuf::from(spec_dir),
+    /// The finalizer of this controller's side (ADR 0022): each side guards the Gateways it
+    /// delivers, and lets go at once of those it does not.
+    pub fn finalizer(&self) -> &'static str {
+        if self.local {
+            crate::FINALIZER_LOCAL
+        } else {
+            crate::FINALIZER
         }
     }
 }
@@ -105,29 +159,52 @@ mod tests {
 
     fn spec() -> GatewaySpec {
         serde_json::from_value(serde_json::json!({
-            "target": {"local": {"runtime": {"pidFile": "/x/nginx.pid", "user": "www-data"}}},
+            "target": {"local": {}},
             "listen": {"address": "0.0.0.0", "httpPort": 80, "httpsPort": 443}
         }))
         .unwrap()
     }
 
     #[test]
-    fn no_overrides_keep_the_spec() {
-        let o = Settings::default().render_options("gw", &spec()).unwrap();
-        assert_eq!(o.runtime.pid_file, "/x/nginx.pid");
+    fn defaults_are_debians() {
+        let s = Settings::default();
+        let o = s.render_options("gw", &spec()).unwrap();
+        assert_eq!(o.runtime.pid_file, "/run/nginx.pid");
         assert_eq!(o.runtime.log_dir, "/var/log/nginx");
-        assert_eq!(o.user.as_deref(), Some("www-data"));
+        assert_eq!(o.user, None);
         assert_eq!((o.listen.http_port, o.listen.https_port), (80, 443));
-        assert_eq!(
-            Settings::default().config_dir("gw", "/etc/nginx"),
-            PathBuf::from("/etc/nginx")
-        );
+        for side in [&s.local_nginx, &s.ssh_nginx] {
+            assert_eq!(side.binary, PathBuf::from("/usr/sbin/nginx"));
+            assert_eq!(
+                side.config_dir("gw", None, "f").unwrap(),
+                PathBuf::from("/etc/nginx/gw")
+            );
+            assert_eq!(
+                side.config_dir("gw", Some("phoenix/edge"), "f").unwrap(),
+                PathBuf::from("/etc/nginx/phoenix/edge")
+            );
+        }
+    }
+
+    #[test]
+    fn a_config_dir_never_leaves_the_root() {
+        let paths = NginxPaths::default();
+        for bad in ["/etc", "../etc", "a/../../etc", "a//b", ".", ""] {
+            let e = paths
+                .config_dir("gw", Some(bad), "spec.target.local.configDir")
+                .unwrap_err();
+            assert_eq!(e.field, "spec.target.local.configDir", "{bad:?}");
+        }
     }
 
     #[test]
     fn overrides_win_per_gateway() {
         let s = Settings {
-            config_root: Some("/t/conf".into()),
+            local_nginx: NginxPaths {
+                binary: "/opt/nginx".into(),
+                config_root: "/t/conf".into(),
+            },
+            ssh_nginx: NginxPaths::default(),
             runtime_dir: Some("/t/run".into()),
             user: Some("root".into()),
             listen_address: Some("127.0.0.2".parse().unwrap()),
@@ -144,7 +221,7 @@ mod tests {
         assert_eq!((o.listen.http_port, o.listen.https_port), (8080, 8443));
         assert_eq!(o.worker_processes, Some(1));
         assert_eq!(
-            s.config_dir("gw", "/etc/nginx"),
+            s.local_nginx.config_dir("gw", None, "f").unwrap(),
             PathBuf::from("/t/conf/gw")
         );
         // An unusable spec address is fine when overridden, refused otherwise.
@@ -170,5 +247,6 @@ mod tests {
         assert!(next_to_nginx.delivers(&spec()));
         assert!(!next_to_nginx.delivers(&ssh));
         assert_ne!(control_plane.lease_name(), next_to_nginx.lease_name());
+        assert_ne!(control_plane.finalizer(), next_to_nginx.finalizer());
     }
 }

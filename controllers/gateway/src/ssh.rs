@@ -72,12 +72,23 @@ impl fmt::Debug for SshTarget {
     }
 }
 
+/// Where nginx and the Gateway's trees are on the host: the operator's (ADR 0021).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePaths {
+    /// The Gateway's directory (`--gateway-ssh-config-root` joined with `configDir`).
+    pub config_dir: String,
+    /// The nginx binary (`--gateway-ssh-nginx-binary`).
+    pub nginx: String,
+}
+
 impl SshTarget {
-    /// A target for `host` with `remote`'s port, user and paths; nginx's run-time paths from
-    /// `options`. Fails when host keys cannot be verified and `settings` do not allow that.
+    /// A target for `host` with `remote`'s port and user, the operator's `paths` on the host
+    /// and nginx's run-time paths from `options`. Fails when host keys cannot be verified
+    /// and `settings` do not allow that.
     pub fn new(
         host: String,
         remote: &SshNginx,
+        paths: RemotePaths,
         credentials: Credentials,
         options: &RenderOptions,
         settings: &SshSettings,
@@ -95,8 +106,8 @@ impl SshTarget {
             .unwrap_or_else(|| "/".into());
         Ok(SshTarget {
             ssh: Host::new(host, remote.port, remote.user.clone(), credentials, policy),
-            config_dir: remote.config_dir.trim_end_matches('/').to_string(),
-            nginx: remote.nginx_binary.clone(),
+            config_dir: paths.config_dir.trim_end_matches('/').to_string(),
+            nginx: paths.nginx,
             pid_file: r.pid_file.clone(),
             error_log: options.error_log(),
             runtime_dirs: vec![

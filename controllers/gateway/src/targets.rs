@@ -1,4 +1,5 @@
-//! Delivery targets per Gateway: built from `spec.target` and the operator's settings, kept
+//! Delivery targets per Gateway: built from `spec.target` (how to reach nginx, a relative
+//! `configDir`) and the operator's settings (binary, roots; ADR 0021), kept
 //! between reconciles (a target serialises its deliveries), rebuilt when what they were
 //! built from changes.
 
@@ -10,7 +11,7 @@ use phoenix_nginx::{Delivery, LocalTarget, RenderOptions};
 use phoenix_runtime::Cache;
 
 use crate::backends::guest_address;
-use crate::settings::Settings;
+use crate::settings::{Settings, UnsafeConfigDir};
 use crate::ssh::{SshError, SshSettings, SshTarget};
 
 /// Why no delivery target could be made.
@@ -25,12 +26,15 @@ pub enum TargetError {
     /// The SSH target could not be set up (its Secret, its host keys).
     #[error("spec.target.ssh: {0}")]
     Ssh(#[from] SshError),
+    /// `configDir` would leave the operator's root (ADR 0021).
+    #[error(transparent)]
+    ConfigDir(#[from] UnsafeConfigDir),
 }
 
 impl TargetError {
     /// Whether only a change of the Gateway can fix it.
     pub fn is_spec_error(&self) -> bool {
-        matches!(self, TargetError::NotExactlyOne)
+        matches!(self, TargetError::NotExactlyOne | TargetError::ConfigDir(_))
     }
 }
 
@@ -65,13 +69,23 @@ impl Targets {
         let spec = &gateway.spec;
         let (fingerprint, build): (String, Build) = match (&spec.target.local, &spec.target.ssh) {
             (Some(local), None) => {
-                let dir = settings.config_dir(name, &local.config_dir);
+                let paths = &settings.local_nginx;
+                let dir = paths.config_dir(
+                    name,
+                    local.config_dir.as_deref(),
+                    "spec.target.local.configDir",
+                )?;
                 (
-                    format!("local {dir:?} {:?} {options:?}", local.nginx_binary),
-                    Build::Local(dir, local.nginx_binary.clone()),
+                    format!("local {dir:?} {:?} {options:?}", paths.binary),
+                    Build::Local(dir, paths.binary.clone()),
                 )
             }
             (None, Some(remote)) => {
+                let dir = settings.ssh_nginx.config_dir(
+                    name,
+                    remote.config_dir.as_deref(),
+                    "spec.target.ssh.configDir",
+                )?;
                 let host = match &remote.host {
                     Some(h) => h.clone(),
                     None => {
@@ -93,10 +107,11 @@ impl Targets {
                 let credentials = crate::ssh::credentials(client, &remote.secret_ref).await?;
                 (
                     format!(
-                        "ssh {host} {remote:?} {options:?} {}",
+                        "ssh {host} {dir:?} {:?} {remote:?} {options:?} {}",
+                        settings.ssh_nginx.binary,
                         credentials.fingerprint()
                     ),
-                    Build::Ssh(host, credentials),
+                    Build::Ssh(host, dir, credentials),
                 )
             }
             _ => return Err(TargetError::NotExactlyOne),
@@ -108,9 +123,20 @@ impl Targets {
         }
         let target: Arc<dyn Delivery> = match build {
             Build::Local(dir, binary) => Arc::new(LocalTarget::new(dir, binary, options)),
-            Build::Ssh(host, credentials) => {
+            Build::Ssh(host, dir, credentials) => {
                 let remote = spec.target.ssh.as_ref().expect("matched above");
-                Arc::new(SshTarget::new(host, remote, credentials, options, ssh)?)
+                let paths = crate::ssh::RemotePaths {
+                    config_dir: dir.display().to_string(),
+                    nginx: settings.ssh_nginx.binary.display().to_string(),
+                };
+                Arc::new(SshTarget::new(
+                    host,
+                    remote,
+                    paths,
+                    credentials,
+                    options,
+                    ssh,
+                )?)
             }
         };
         self.by_gateway
@@ -127,6 +153,6 @@ impl Targets {
 }
 
 enum Build {
-    Local(std::path::PathBuf, String),
-    Ssh(String, crate::ssh::Credentials),
+    Local(std::path::PathBuf, std::path::PathBuf),
+    Ssh(String, std::path::PathBuf, crate::ssh::Credentials),
 }

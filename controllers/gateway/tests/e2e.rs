@@ -5,218 +5,19 @@
 //! Needs nginx (hack/install-deps.sh) and the binaries (`cargo build -p phoenix -p
 //! phoenixctl`).
 
+mod serve;
 #[path = "../../../drivers/nginx/tests/support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use phoenix_api::client::Client;
-use phoenix_api::condition::{DEGRADED, READY, find_condition};
-use phoenix_api::kinds::Gateway;
+use phoenix_api::condition::{DEGRADED, READY};
 use phoenix_api::kinds::secret::Secret;
 use phoenix_api::{ConditionStatus, Kind, Object};
-use phoenix_e2e::{Backend, Server, repo};
+use phoenix_e2e::repo;
 use phoenix_gateway::CONFIG_VALID;
-use support::{TestBackend, TestCa, fields, free_port, nginx_binary};
-
-const WAIT: Duration = Duration::from_secs(60);
-
-/// `phoenix serve` flags that put each Gateway's trees and run-time files under `dir`.
-fn gateway_flags(dir: &Path) -> Vec<String> {
-    let mut flags = vec![
-        "--gateway-local".to_string(),
-        "--gateway-config-root".into(),
-        dir.join("conf").display().to_string(),
-        "--gateway-runtime-dir".into(),
-        dir.join("run").display().to_string(),
-        "--gateway-worker-processes".into(),
-        "1".into(),
-    ];
-    // nginx started by root hands its workers to `nobody`, who cannot enter the test's
-    // private directories.
-    if rustix::process::geteuid().is_root() {
-        flags.extend(["--gateway-nginx-user".into(), "root".into()]);
-    }
-    flags
-}
-
-async fn start_server(extra: &[String]) -> Server {
-    let args: Vec<&str> = extra.iter().map(String::as_str).collect();
-    Server::start_opts(Backend::Embedded, &args).await
-}
-
-/// A real nginx on the live tree of Gateway `name`, stopped on drop.
-struct Nginx {
-    child: Child,
-    error_log: PathBuf,
-}
-
-impl Nginx {
-    fn start(dir: &Path, name: &str, http: (&str, u16)) -> Nginx {
-        let conf = dir.join("conf").join(name).join("current/nginx.conf");
-        let child = Command::new(nginx_binary())
-            .args(["-e", "stderr", "-g", "daemon off;", "-c"])
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn nginx");
-        let mut n = Nginx {
-            child,
-            error_log: dir.join("run").join(name).join("log/error.log"),
-        };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(http).is_err() {
-            if let Ok(Some(status)) = n.child.try_wait() {
-                panic!("nginx exited at start: {status}");
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "nginx did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // The pid file is written before the sockets accept; reloads need it.
-        n.wait_pid(dir, name);
-        n
-    }
-
-    fn wait_pid(&mut self, dir: &Path, name: &str) {
-        let pid = dir.join("run").join(name).join("nginx.pid");
-        let start = Instant::now();
-        while !pid.exists() {
-            assert!(start.elapsed() < Duration::from_secs(10), "no pid file");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Reloads nginx itself logged.
-    fn reloads_seen(&self) -> usize {
-        std::fs::read_to_string(&self.error_log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("signal 1 (SIGHUP) received"))
-            .count()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn gateway(client: &Client, name: &str) -> Gateway {
-    Gateway::try_from(client.get(Kind::Gateway, name).await.unwrap()).unwrap()
-}
-
-fn condition(g: &Gateway, type_: &str) -> Option<(ConditionStatus, String, String)> {
-    let c = find_condition(&g.status.as_ref()?.conditions, type_)?;
-    Some((c.status, c.reason.clone(), c.message.clone()))
-}
-
-/// Polls the Gateway until `pred` holds (at most [`WAIT`]).
-async fn wait_for(
-    server: &Server,
-    client: &Client,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&Gateway) -> bool,
-) -> Gateway {
-    let start = Instant::now();
-    loop {
-        let g = gateway(client, name).await;
-        if pred(&g) {
-            return g;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "gateway/{name}: {what}: {:#?}\nserver log:\n{}",
-            g.status,
-            server.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Writes a Guest's `status.addresses` as the guest controller would.
-async fn set_guest_address(client: &Client, name: &str, ip: &str) {
-    let mut g = client.get(Kind::Guest, name).await.unwrap();
-    let Object::Guest(guest) = &mut g else {
-        panic!("not a guest")
-    };
-    let status: phoenix_api::kinds::GuestStatus = serde_json::from_value(serde_json::json!({
-        "state": "running",
-        "addresses": [{"interface": "eth0", "ipv4": ip}]
-    }))
-    .unwrap();
-    guest.status = Some(status);
-    client.update_status(&g).await.unwrap();
-}
-
-/// Sums the samples of `metric` whose labels contain `label` on the server's /metrics.
-async fn metric(server: &Server, metric: &str, label: &str) -> f64 {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let text = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://{}/metrics", server.http_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Reconciles the gateway controller finished so far (any result).
-async fn reconciles(server: &Server) -> f64 {
-    metric(
-        server,
-        "controller_runtime_reconcile_total",
-        "controller=\"gateway\"",
-    )
-    .await
-}
-
-fn guest_yaml(name: &str) -> String {
-    format!(
-        "---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Guest\nmetadata:\n  name: {name}\nspec:\n  type: lxc\n  source:\n    template: local:vztmpl/debian-12-standard_12.2-1_amd64.tar.zst\n  rootfs:\n    storage: local\n    sizeGiB: 8\n"
-    )
-}
-
-fn indent(pem: &str, n: usize) -> String {
-    pem.lines()
-        .map(|l| format!("{}{l}\n", " ".repeat(n)))
-        .collect()
-}
-
-fn tls_secret_yaml(name: &str, chain: &str, key: &str) -> String {
-    format!(
-        "---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata:\n  name: {name}\ntype: tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-        indent(chain, 4),
-        indent(key, 4)
-    )
-}
+use serve::*;
+use support::{TestBackend, TestCa, fields, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_hosts_the_gateway_controller_with_real_traffic() {
@@ -235,10 +36,9 @@ async fn serve_hosts_the_gateway_controller_with_real_traffic() {
     assert_ne!(http, https);
 
     let manifest = format!(
-        "{guest}{secret}---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata:\n  name: edge\nspec:\n  guest: app\n  target:\n    local: {{configDir: /nonexistent/overridden, nginxBinary: {nginx}}}\n  listen: {{address: 127.0.0.1, httpPort: {http}, httpsPort: {https}}}\n  routes:\n    - host: plain.test\n      locations:\n        - path: /\n          backends: [{{url: \"{a}\"}}, {{url: \"{b}\"}}]\n    - host: secure.test\n      tls: true\n      tlsSecret: secure-tls\n      redirectHttp: true\n      locations:\n        - path: /\n          backends: [{{url: \"{a}\"}}]\n    - host: app.test\n      locations:\n        - path: /\n          backends: [{{guest: app, port: {app_port}}}]\n",
+        "{guest}{secret}---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata:\n  name: edge\nspec:\n  guest: app\n  target:\n    local: {{}}\n  listen: {{address: 127.0.0.1, httpPort: {http}, httpsPort: {https}}}\n  routes:\n    - host: plain.test\n      locations:\n        - path: /\n          backends: [{{url: \"{a}\"}}, {{url: \"{b}\"}}]\n    - host: secure.test\n      tls: true\n      tlsSecret: secure-tls\n      redirectHttp: true\n      locations:\n        - path: /\n          backends: [{{url: \"{a}\"}}]\n    - host: app.test\n      locations:\n        - path: /\n          backends: [{{guest: app, port: {app_port}}}]\n",
         guest = guest_yaml("app"),
         secret = tls_secret_yaml("secure-tls", cert.chain_pem(), cert.key_pem()),
-        nginx = nginx_binary().display(),
         a = a.url(),
         b = b.url(),
     );
@@ -560,8 +360,7 @@ async fn a_control_plane_host_leaves_local_targets_alone() {
     let server = start_server(&flags).await;
     let client = server.client().await;
     let manifest = format!(
-        "---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata:\n  name: elsewhere\nspec:\n  target:\n    local: {{configDir: /nonexistent/overridden, nginxBinary: {nginx}}}\n  listen: {{address: 127.0.0.1, httpPort: {http}, httpsPort: {https}}}\n  routes:\n    - host: plain.test\n      locations:\n        - path: /\n          backends: [{{url: \"http://127.0.0.2:9\"}}]\n",
-        nginx = nginx_binary().display(),
+        "---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata:\n  name: elsewhere\nspec:\n  target:\n    local: {{}}\n  listen: {{address: 127.0.0.1, httpPort: {http}, httpsPort: {https}}}\n  routes:\n    - host: plain.test\n      locations:\n        - path: /\n          backends: [{{url: \"http://127.0.0.2:9\"}}]\n",
         http = free_port("127.0.0.1"),
         https = free_port("127.0.0.1"),
     );
@@ -583,4 +382,57 @@ async fn a_control_plane_host_leaves_local_targets_alone() {
         !dir.path().join("conf").exists(),
         "a configuration tree was written on the control-plane host"
     );
+}
+
+/// ADR 0021 through phoenixctl: a Gateway naming an executable, an absolute directory or
+/// nginx's run-time paths is refused with the field and the operator's flag; nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_cannot_name_an_executable_or_a_directory_outside_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&gateway_flags(dir.path())).await;
+    let client = server.client().await;
+    for (target, field, flag) in [
+        (
+            "local: {nginxBinary: /bin/sh}",
+            "spec.target.local.nginxBinary",
+            "--gateway-nginx-binary",
+        ),
+        (
+            "local: {configDir: /etc/cron.d}",
+            "spec.target.local.configDir",
+            "--gateway-config-root",
+        ),
+        (
+            "local: {configDir: ../../etc}",
+            "spec.target.local.configDir",
+            "not a relative path",
+        ),
+        (
+            "local: {runtime: {logDir: /etc/cron.d}}",
+            "spec.target.local.runtime",
+            "--gateway-runtime-dir",
+        ),
+        (
+            "ssh: {host: 10.0.0.101, secretRef: k, nginxBinary: /tmp/x}",
+            "spec.target.ssh.nginxBinary",
+            "--gateway-ssh-nginx-binary",
+        ),
+    ] {
+        let manifest = format!(
+            "---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata:\n  name: bad\nspec:\n  target: {{{target}}}\n  routes:\n    - host: bad.test\n      locations:\n        - path: /\n          backends: [{{url: \"http://127.0.0.2:9\"}}]\n"
+        );
+        let run = server.ctl_stdin(&["apply", "-f", "-"], Some(&manifest));
+        assert_ne!(run.code, Some(0), "{target} was admitted");
+        assert!(
+            run.stderr.contains(field) && run.stderr.contains(flag),
+            "{target}: {}",
+            run.stderr
+        );
+        let stored = phoenix_api::Api::<phoenix_api::kinds::Gateway>::new(client.clone())
+            .get_opt("bad")
+            .await
+            .unwrap();
+        assert!(stored.is_none(), "{target} was stored");
+    }
+    assert!(!dir.path().join("conf").exists(), "nothing was written");
 }

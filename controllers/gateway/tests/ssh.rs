@@ -16,31 +16,31 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use phoenix_api::kinds::gateway::{NginxRuntime, SshNginx};
+use phoenix_api::kinds::gateway::SshNginx;
 use phoenix_gateway::SshSettings;
-use phoenix_gateway::ssh::{Credentials, SshError, SshTarget};
-use phoenix_nginx::{
-    BackendDirectory, Delivery, DeliveryError, GatewayInput, Outcome, RenderOptions, render,
-};
+use phoenix_gateway::ssh::{Credentials, RemotePaths, SshError, SshTarget};
+use phoenix_nginx::{BackendDirectory, Delivery, DeliveryError, GatewayInput, Outcome, render};
 use ssh_support::{Sshd, keygen};
 use support::{TestBackend, TestCa, gateway, nginx_binary, test_options};
 
-/// The ssh target's spec for a tree in `dir/conf` and nginx's run-time files from `options`.
-fn remote(sshd: &Sshd, dir: &Path, options: &RenderOptions) -> SshNginx {
+/// The ssh target's connection (the spec's part).
+fn remote(sshd: &Sshd) -> SshNginx {
     SshNginx {
         host: Some("127.0.0.1".into()),
         port: sshd.port,
         user: sshd.user.clone(),
         secret_ref: "gateway-ssh".into(),
+        config_dir: None,
+        nginx_binary: None,
+        runtime: None,
+    }
+}
+
+/// The operator's paths on the host (ADR 0021): the tree in `dir/conf`, the nginx found.
+fn paths(dir: &Path) -> RemotePaths {
+    RemotePaths {
         config_dir: dir.join("conf").display().to_string(),
-        nginx_binary: nginx_binary().display().to_string(),
-        runtime: Some(NginxRuntime {
-            pid_file: Some(options.runtime.pid_file.clone()),
-            log_dir: Some(options.runtime.log_dir.clone()),
-            temp_dir: Some(options.runtime.temp_dir.clone()),
-            cache_dir: Some(options.runtime.cache_dir.clone()),
-            user: options.user.clone(),
-        }),
+        nginx: nginx_binary().display().to_string(),
     }
 }
 
@@ -83,7 +83,7 @@ async fn the_ssh_target_delivers_tests_and_reloads_remotely() {
     let dir = tempfile::tempdir().unwrap();
     let sshd = Sshd::start(dir.path());
     let options = test_options(dir.path());
-    let remote = remote(&sshd, dir.path(), &options);
+    let remote = remote(&sshd);
     let a = TestBackend::start("127.0.0.2", "a").await;
     let b = TestBackend::start("127.0.0.3", "b").await;
     let ca = TestCa::new();
@@ -109,6 +109,7 @@ async fn the_ssh_target_delivers_tests_and_reloads_remotely() {
         SshTarget::new(
             "127.0.0.1".into(),
             &remote,
+            paths(dir.path()),
             creds(None),
             &options,
             &settings
@@ -127,6 +128,7 @@ async fn the_ssh_target_delivers_tests_and_reloads_remotely() {
     let impostor = SshTarget::new(
         "127.0.0.1".into(),
         &remote,
+        paths(dir.path()),
         creds(Some(wrong)),
         &options,
         &settings,
@@ -149,6 +151,7 @@ async fn the_ssh_target_delivers_tests_and_reloads_remotely() {
     let target = SshTarget::new(
         "127.0.0.1".into(),
         &remote,
+        paths(dir.path()),
         creds(Some(sshd.known_hosts())),
         &options,
         &settings,

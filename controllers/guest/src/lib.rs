@@ -20,7 +20,8 @@
 //!   the digest; volumes only grow; the firewall's options and rules converge to the spec (rules
 //!   by position); the power state follows `spec.powerState`. Changes waiting for a restart are
 //!   reported ([`PENDING_RESTART`]) and applied by a reboot with `restartPolicy: IfNeeded`.
-//!   Changes made outside Phoenix are reported in `status.drift` and reverted.
+//!   Changes made outside Phoenix are reported in `status.drift` and reverted, and counted in
+//!   [`GuestMetrics`] (`phoenix_guest_drift_corrections_total{field}`).
 //! - `status.addresses` from a running container's interfaces or a VM's guest agent.
 //! - Deletion (finalizer [`FINALIZER`]): `Delete` stops and destroys (purge), unless PVE has
 //!   `protection` set (nothing is touched, Ready=False `Protected`, retried); `Retain` removes
@@ -42,6 +43,7 @@ pub mod desired;
 pub mod disks;
 mod firewall;
 pub mod inventory;
+pub mod metrics;
 pub mod props;
 mod reconciler;
 mod restart;
@@ -54,6 +56,7 @@ use phoenix_runtime::Controller;
 use phoenix_runtime::backoff::BackoffConfig;
 
 pub use inventory::InventoryOptions;
+pub use metrics::GuestMetrics;
 pub use reconciler::GuestReconciler;
 
 /// The controller's name (lease, metrics label, event source, `--only`).
@@ -87,6 +90,9 @@ pub struct GuestOptions {
     pub task_poll: Duration,
     /// The shared `/cluster/resources` snapshot and full-read interval (see [`inventory`]).
     pub inventory: InventoryOptions,
+    /// Where drift corrections are counted; register it on the registry the process exports
+    /// ([`GuestMetrics::new`]). Default: on no registry.
+    pub metrics: GuestMetrics,
 }
 
 impl Default for GuestOptions {
@@ -95,6 +101,7 @@ impl Default for GuestOptions {
             backoff: BackoffConfig::RECONCILE,
             task_poll: Duration::from_secs(1),
             inventory: InventoryOptions::default(),
+            metrics: GuestMetrics::unregistered(),
         }
     }
 }
@@ -103,7 +110,8 @@ impl Default for GuestOptions {
 pub fn controller(pve: PveClient, options: GuestOptions) -> Controller<GuestReconciler> {
     Controller::new(
         NAME,
-        GuestReconciler::with_inventory(pve, options.task_poll, options.inventory),
+        GuestReconciler::with_inventory(pve, options.task_poll, options.inventory)
+            .with_metrics(options.metrics),
     )
     .finalizer(FINALIZER)
     .backoff(options.backoff)

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use crate::blockers;
 use crate::classify::classify;
 use crate::inventory::{Inventory, InventoryOptions};
+use crate::metrics::GuestMetrics;
 use crate::vmid;
 
 /// Reconciles Guests against one PVE cluster.
@@ -28,6 +29,7 @@ pub struct GuestReconciler {
     pve: PveClient,
     task_poll: Duration,
     inventory: Arc<Inventory>,
+    metrics: GuestMetrics,
 }
 
 impl GuestReconciler {
@@ -47,7 +49,14 @@ impl GuestReconciler {
             pve,
             task_poll,
             inventory,
+            metrics: GuestMetrics::unregistered(),
         }
+    }
+
+    /// This reconciler, counting drift corrections in `metrics`.
+    pub fn with_metrics(mut self, metrics: GuestMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use phoenix_api::client::Client;
 use phoenix_api::{ConditionStatus, Kind, Object, decode};
 use phoenix_e2e::{Backend, Server};
-use phoenix_guest::{FINALIZER, GuestOptions};
+use phoenix_guest::{FINALIZER, GuestMetrics, GuestOptions};
 use phoenix_pve::testing::FakePve;
 use phoenix_pve::{GuestKind, GuestRef, PveClient, RetryPolicy};
 use phoenix_runtime::Running;
+use prometheus_client::registry::Registry;
 use serde_json::{Map, Value, json};
 
 mod support;
@@ -22,11 +23,27 @@ use support::*;
 
 /// The controller in-process ([`options`] with the production inventory settings).
 fn start(client: Client, pve: PveClient) -> Running {
+    start_counting(client, pve, GuestMetrics::unregistered())
+}
+
+/// [`start`], counting in `metrics`.
+fn start_counting(client: Client, pve: PveClient, metrics: GuestMetrics) -> Running {
     let options = GuestOptions {
         inventory: GuestOptions::default().inventory,
+        metrics,
         ..options()
     };
     start_with(client, pve, options, 4)
+}
+
+/// `phoenix_guest_drift_corrections_total{field}` as exported from `registry`.
+fn drift_corrections(registry: &Registry, field: &str) -> f64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    let line = format!("phoenix_guest_drift_corrections_total{{field=\"{field}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&line)?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn guest_yaml(fake: &FakePve, name: &str, vmid: Option<u32>, extra: &str) -> Object {
@@ -77,7 +94,9 @@ async fn guests_are_created_converged_reverted_and_deleted() {
     let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
     let client = server.client().await;
     let api = pve(fake.config());
-    let ctl = start(server.client().await, pve(fake.config()));
+    let mut registry = Registry::default();
+    let metrics = GuestMetrics::new(&mut registry);
+    let ctl = start_counting(server.client().await, pve(fake.config()), metrics);
 
     let web = |cores: u32| {
         guest_yaml(
@@ -193,7 +212,10 @@ async fn guests_are_created_converged_reverted_and_deleted() {
     })
     .await;
 
-    // A change made outside Phoenix, through the PVE API, is reverted.
+    // A spec change is not drift.
+    assert_eq!(drift_corrections(&registry, "cores"), 0.0);
+
+    // A change made outside Phoenix, through the PVE API, is reverted (and counted).
     edit_outside(&api, &at, json!({"cores": 4, "tags": "hand;made"})).await;
     assert_eq!(
         api.guest_config(&at, true).await.unwrap().values["cores"],
@@ -222,6 +244,10 @@ async fn guests_are_created_converged_reverted_and_deleted() {
         assert!(start.elapsed() < WAIT, "no DriftCorrected event");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Counted once per reverted change, by field; nothing else drifted.
+    assert_eq!(drift_corrections(&registry, "cores"), 1.0);
+    assert_eq!(drift_corrections(&registry, "tags"), 1.0);
+    assert_eq!(drift_corrections(&registry, "memoryMiB"), 0.0);
 
     // Delete destroys; Retain leaves the guest and removes the marker.
     client

@@ -1,6 +1,7 @@
 //! The `local` target: nginx on the machine the controller runs on.
 //!
-//! Layout of the configuration directory (`spec.target.local.configDir`):
+//! Layout of the configuration directory (the operator's root joined with the Gateway's
+//! `target.local.configDir`, ADR 0021):
 //!
 //! ```text
 //! CONFIG_DIR/trees/ID/             one rendered tree per directory (ID: hash prefix + time)
@@ -28,7 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use phoenix_api::kinds::gateway::LocalNginx;
 use rustix::process::{Pid, Signal};
 
 use crate::delivery::{
@@ -111,11 +111,6 @@ impl LocalTarget {
             lock: tokio::sync::Mutex::new(()),
             memory: std::sync::Mutex::new(Memory::default()),
         }
-    }
-
-    /// The target of a Gateway's `spec.target.local`.
-    pub fn from_spec(local: &LocalNginx, options: &RenderOptions) -> LocalTarget {
-        LocalTarget::new(&local.config_dir, &local.nginx_binary, options)
     }
 
     /// How long to wait for nginx's new workers after a reload signal (default 10 s).

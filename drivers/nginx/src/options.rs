@@ -1,10 +1,10 @@
 //! Where nginx listens and where it keeps its run-time files: chosen by whoever runs nginx
-//! (the controller from the Gateway's `listen` and `target.*.runtime`, a test with random
-//! ports and a temp directory), never by route authors.
+//! (the controller from the Gateway's `listen` and the operator's flags, a test with random
+//! ports and a temp directory), never by a Gateway's author (ADR 0021).
 
 use std::net::IpAddr;
 
-use phoenix_api::kinds::gateway::{GatewaySpec, NginxRuntime};
+use phoenix_api::kinds::gateway::GatewaySpec;
 
 use crate::render::RenderError;
 
@@ -103,8 +103,9 @@ impl RenderOptions {
         }
     }
 
-    /// Options from a Gateway spec: its `listen`, and the `runtime` of its target (Debian's
-    /// paths where unset). Fails when the listen address is not an IP address.
+    /// Options from a Gateway spec: its `listen`, Debian's run-time paths and `auto`
+    /// workers. A spec's `target.*.runtime` (refused at admission since ADR 0021) is ignored:
+    /// run-time paths are the operator's. Fails when the listen address is not an IP address.
     pub fn from_spec(spec: &GatewaySpec) -> Result<RenderOptions, RenderError> {
         let address = spec
             .listen
@@ -117,38 +118,11 @@ impl RenderOptions {
                     phoenix_api::decode::quote(&spec.listen.address)
                 ),
             })?;
-        let mut options = RenderOptions::new(Listen {
+        Ok(RenderOptions::new(Listen {
             address,
             http_port: spec.listen.http_port,
             https_port: spec.listen.https_port,
-        });
-        let runtime = spec
-            .target
-            .local
-            .as_ref()
-            .and_then(|l| l.runtime.as_ref())
-            .or_else(|| spec.target.ssh.as_ref().and_then(|s| s.runtime.as_ref()));
-        if let Some(r) = runtime {
-            options.apply_runtime(r);
-        }
-        Ok(options)
-    }
-
-    fn apply_runtime(&mut self, r: &NginxRuntime) {
-        let rt = &mut self.runtime;
-        for (dst, src) in [
-            (&mut rt.pid_file, &r.pid_file),
-            (&mut rt.log_dir, &r.log_dir),
-            (&mut rt.temp_dir, &r.temp_dir),
-            (&mut rt.cache_dir, &r.cache_dir),
-        ] {
-            if let Some(v) = src {
-                dst.clone_from(v);
-            }
-        }
-        if r.user.is_some() {
-            self.user.clone_from(&r.user);
-        }
+        }))
     }
 
     /// The error log nginx writes (`<log_dir>/error.log`).

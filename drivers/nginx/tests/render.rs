@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use phoenix_nginx::{
     BackendDirectory, ConfigTree, GatewayInput, Listen, RenderError, RenderOptions, ResolveError,
-    TlsCertificate, render,
+    RuntimePaths, TlsCertificate, render,
 };
 use support::{estate, gateway, seeds_gateway};
 
@@ -393,9 +393,7 @@ fn runtime_paths_and_listen_come_from_the_options() {
     let spec = gateway(
         r#"
   target:
-    local:
-      configDir: /srv/phoenix/nginx
-      runtime: {pidFile: /srv/run/nginx.pid, logDir: /srv/log, tempDir: /srv/tmp, cacheDir: /srv/cache, user: www-data}
+    local: {}
   listen: {address: "::", httpPort: 8080, httpsPort: 8443}
   caches: [{name: c, sizeMiB: 1}]
   routes:
@@ -404,7 +402,22 @@ fn runtime_paths_and_listen_come_from_the_options() {
         - {path: /, cache: c, backends: [{url: "http://10.0.0.151:8000"}]}
 "#,
     );
-    let tree = render_spec(&spec, &BTreeMap::new()).unwrap();
+    // The operator's run-time paths and worker user (ADR 0021), never the spec's.
+    let mut options = RenderOptions::from_spec(&spec).unwrap();
+    options.runtime = RuntimePaths {
+        pid_file: "/srv/run/nginx.pid".into(),
+        log_dir: "/srv/log".into(),
+        temp_dir: "/srv/tmp".into(),
+        cache_dir: "/srv/cache".into(),
+    };
+    options.user = Some("www-data".into());
+    let tree = render(&GatewayInput {
+        spec: &spec,
+        backends: &estate(),
+        certificates: &BTreeMap::new(),
+        options: &options,
+    })
+    .unwrap();
     insta::assert_snapshot!("runtime_paths_and_listen", show(&tree));
 }
 

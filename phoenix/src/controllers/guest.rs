@@ -107,12 +107,16 @@ impl PveArgs {
 impl Hosted for PveArgs {
     const NAME: &'static str = phoenix_guest::NAME;
 
-    /// The PVE client's `pve_*` metrics go to `registry`.
+    /// The PVE client's `pve_*` metrics and the controller's `phoenix_guest_*` go to
+    /// `registry`.
     fn prepare(&self, host: &mut Host<'_>) -> anyhow::Result<Prepared> {
         let Some(pve) = self.client(host.registry)? else {
             return Ok(Prepared::Off("no --pve-endpoint given".into()));
         };
-        let mut guest = phoenix_guest::GuestOptions::default();
+        let mut guest = phoenix_guest::GuestOptions {
+            metrics: phoenix_guest::GuestMetrics::new(host.registry),
+            ..phoenix_guest::GuestOptions::default()
+        };
         if let Some(every) = self.guest_full_check {
             guest.inventory.full_check = every;
         }

@@ -124,6 +124,7 @@ impl GuestReconciler {
         } else {
             Vec::new()
         };
+        self.metrics.drift_corrected(&drift);
         report_drift(guest, ctx, &drift).await;
         let state = self.converge_power(guest, at, &mut progress).await?;
         let waiting = self

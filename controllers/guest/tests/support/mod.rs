@@ -11,7 +11,7 @@ use phoenix_api::condition::{READY, find_condition};
 use phoenix_api::kinds::Guest;
 use phoenix_api::{Condition, ConditionStatus, Kind, Object, decode};
 use phoenix_e2e::{Backend, Server};
-use phoenix_guest::{GuestOptions, InventoryOptions};
+use phoenix_guest::{GuestMetrics, GuestOptions, InventoryOptions};
 use phoenix_pve::testing::FakePve;
 use phoenix_pve::{ConfigUpdate, GuestKind, GuestRef, PveClient, PveConfig, RetryPolicy};
 use phoenix_runtime::backoff::BackoffConfig;
@@ -57,6 +57,7 @@ pub fn options() -> GuestOptions {
             max_age: Duration::from_millis(500),
             full_check: Duration::from_secs(3600),
         },
+        metrics: GuestMetrics::unregistered(),
     }
 }
 

@@ -115,11 +115,7 @@ fn spec(n: usize, sets: usize, port: u16) -> GatewaySpec {
     GatewaySpec {
         guest: None,
         target: GatewayTarget {
-            local: Some(LocalNginx {
-                config_dir: "/etc/nginx".into(),
-                nginx_binary: "/usr/sbin/nginx".into(),
-                runtime: None,
-            }),
+            local: Some(LocalNginx::default()),
             ssh: None,
         },
         listen: SpecListen::default(),
@@ -148,6 +144,7 @@ fn spec(n: usize, sets: usize, port: u16) -> GatewaySpec {
         }],
         waf: None,
         routes,
+        deletion_policy: Default::default(),
     }
 }
 
