@@ -18,8 +18,8 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Alerts whose signal (the expression without its final comparison) has no series in this
 /// set-up (a `phoenix serve` whose PVE does not answer, delivering no Gateway): their metrics
-/// appear only once a watch failed, a delivery ran, PVE answered (a lock refusal, a task) or
-/// a ticket login was tried. Every other alert's signal must return series.
+/// appear only once a watch failed, a delivery ran, PVE answered (a lock refusal, a task), a
+/// ticket login was tried, a backup failed, a guest drifted or a GitSync synced. Every other alert's signal must return series.
 const SIGNAL_EMPTY_HERE: &[&str] = &[
     "PhoenixWatchRestarting",
     "PhoenixGatewayConfigRejected",
@@ -28,6 +28,8 @@ const SIGNAL_EMPTY_HERE: &[&str] = &[
     "PhoenixPveTasksFailing",
     "PhoenixPveLoginFailing",
     "PhoenixBackupFailing",
+    "PhoenixGuestDrifting",
+    "PhoenixGitSyncFailing",
 ];
 
 /// A running Prometheus, stopped (SIGTERM, then SIGKILL) when dropped.
