@@ -243,6 +243,17 @@ async fn prometheus_scrapes_phoenix_and_evaluates_every_alert_rule() {
     server
         .ctl(&["apply", "-f", examples.to_str().unwrap()])
         .ok();
+    // A GitSync syncing a local repository: the GitSync panels and alert have series.
+    let git_url = git_repository_with_a_secret(&dir.path().join("estate"));
+    let gitsync = dir.path().join("gitsync.yaml");
+    std::fs::write(
+        &gitsync,
+        format!(
+            "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: GitSync\nmetadata: {{name: estate}}\nspec:\n  url: {git_url}\n  ref: {{branch: main}}\n  interval: 1m\n"
+        ),
+    )
+    .unwrap();
+    server.ctl(&["apply", "-f", gitsync.to_str().unwrap()]).ok();
     server.ctl(&["get", "guests"]).ok();
     server
         .ctl(&["get", "guest", "no-such-guest"])
@@ -370,10 +381,125 @@ async fn prometheus_scrapes_phoenix_and_evaluates_every_alert_rule() {
             _ => assert_eq!(a["labels"]["instance"], server.http_addr.as_str(), "{a}"),
         }
     }
+
+    // The Grafana dashboard: every panel's query parses and returns series.
+    let dashboard = check_dashboard(&prom).await;
     eprintln!(
-        "prometheus: started, scraped and evaluated every rule in {:?}",
+        "prometheus: started, scraped, evaluated every rule and {dashboard} dashboard queries in {:?}",
         started.elapsed()
     );
+}
+
+/// Panels of deploy/grafana/phoenix.json whose metrics this set-up cannot produce: no Gateway
+/// is delivered (no nginx here), PVE does not answer (no task, no lock refusal), and nothing
+/// drifts. Every other panel's query must return series.
+const PANELS_EMPTY_HERE: &[&str] = &[
+    "nginx reloads",
+    "Delivery failures",
+    "Since the last delivery",
+    "PVE tasks",
+    "PVE lock retries",
+    "Guest drift corrections",
+];
+
+/// Checks deploy/grafana/phoenix.json's structure and runs every panel query against `prom`
+/// (Grafana's `$job` as its All value, `$__rate_interval` as 1m); returns how many queries ran.
+async fn check_dashboard(prom: &Prometheus) -> usize {
+    let text = std::fs::read_to_string(repo("deploy/grafana/phoenix.json"))
+        .expect("deploy/grafana/phoenix.json");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating.list")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(variables, ["datasource", "job"], "dashboard variables");
+    let job_all = dashboard["templating"]["list"][1]["allValue"]
+        .as_str()
+        .expect("$job has an allValue");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut ids = std::collections::BTreeSet::new();
+    let mut titles = Vec::new();
+    let mut failures = Vec::new();
+    let mut queries = 0;
+    for panel in panels {
+        let id = panel["id"].as_u64().expect("every panel has an id");
+        assert!(ids.insert(id), "panel id {id} twice");
+        let pos = &panel["gridPos"];
+        let (x, w) = (pos["x"].as_u64().unwrap(), pos["w"].as_u64().unwrap());
+        assert!(x + w <= 24, "panel {id} is wider than the grid: {pos}");
+        if panel["type"] == "row" {
+            continue;
+        }
+        let title = panel["title"].as_str().expect("title").to_string();
+        assert!(
+            panel["description"].as_str().is_some_and(|d| !d.is_empty()),
+            "{title}: says what it shows"
+        );
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title}: no query");
+        for target in targets {
+            let expr = target["expr"].as_str().expect("expr");
+            let promql = expr
+                .replace("$job", job_all)
+                .replace("$__rate_interval", "1m");
+            assert!(!promql.contains('$'), "{title}: unknown variable in {expr}");
+            queries += 1;
+            match prom.query(&promql).await {
+                Err(e) => failures.push(format!("{title}: {promql}: {e}")),
+                Ok(series) => {
+                    let expect_empty = PANELS_EMPTY_HERE.contains(&title.as_str());
+                    if series.is_empty() != expect_empty {
+                        failures.push(format!(
+                            "{title}: {promql} returned {} series (expected {})",
+                            series.len(),
+                            if expect_empty { "none" } else { "some" }
+                        ));
+                    }
+                }
+            }
+        }
+        titles.push(title);
+    }
+    for name in PANELS_EMPTY_HERE {
+        assert!(titles.iter().any(|t| t == name), "no panel {name:?}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    queries
+}
+
+/// A git repository at `dir` with one commit on `main` holding a Secret; its file:// URL.
+fn git_repository_with_a_secret(dir: &Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("secret.yaml"),
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata: {name: from-git}\ntype: Opaque\nstringData: {k: v}\n",
+    )
+    .unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "."],
+        &[
+            "-c",
+            "user.name=e2e",
+            "-c",
+            "user.email=e2e@example.test",
+            "commit",
+            "-q",
+            "-m",
+            "one",
+        ],
+    ] {
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .expect("git not runnable: install it with hack/install-deps.sh");
+        assert!(status.success(), "git {args:?}");
+    }
+    format!("file://{}", dir.display())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,7 +118,9 @@ impl Daemon {
             .arg("--exec-path")
             .output()
             .expect("git not runnable: install git with hack/install-deps.sh");
-        let exec_path = String::from_utf8_lossy(&exec_path.stdout).trim().to_string();
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout)
+            .trim()
+            .to_string();
         let child = Command::new(Path::new(&exec_path).join("git-daemon"))
             .arg("--reuseaddr")
             .arg("--listen=127.0.0.1")
