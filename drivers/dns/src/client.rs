@@ -305,14 +305,14 @@ impl Rfc2136Client {
             {
                 Err(DnsError::PrerequisiteFailed {
                     server,
-                    rcode: rc.to_str().to_ascii_uppercase(),
+                    rcode: mnemonic(rc),
                 })
             }
             rc => Err(DnsError::Rcode {
                 server,
                 op,
                 zone,
-                rcode: rc.to_str().to_ascii_uppercase(),
+                rcode: mnemonic(rc),
             }),
         }
     }
@@ -347,4 +347,31 @@ fn tsig_error(answer: &Message) -> Option<u16> {
         *tail.get(err_at)?,
         *tail.get(err_at + 1)?,
     ]))
+}
+
+/// The mnemonic of a response code as RFC 6895's registry writes it (`YXRRSET`, ...).
+fn mnemonic(rc: ResponseCode) -> String {
+    match rc {
+        ResponseCode::NoError => "NOERROR".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        ResponseCode::YXDomain => "YXDOMAIN".into(),
+        ResponseCode::YXRRSet => "YXRRSET".into(),
+        ResponseCode::NXRRSet => "NXRRSET".into(),
+        ResponseCode::NotAuth => "NOTAUTH".into(),
+        ResponseCode::NotZone => "NOTZONE".into(),
+        ResponseCode::BADVERS => "BADVERS".into(),
+        ResponseCode::BADSIG => "BADSIG".into(),
+        ResponseCode::BADKEY => "BADKEY".into(),
+        ResponseCode::BADTIME => "BADTIME".into(),
+        ResponseCode::BADMODE => "BADMODE".into(),
+        ResponseCode::BADNAME => "BADNAME".into(),
+        ResponseCode::BADALG => "BADALG".into(),
+        ResponseCode::BADTRUNC => "BADTRUNC".into(),
+        ResponseCode::BADCOOKIE => "BADCOOKIE".into(),
+        ResponseCode::Unknown(n) => format!("RCODE{n}"),
+    }
 }
