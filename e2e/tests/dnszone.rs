@@ -154,6 +154,17 @@ async fn gateway_routes_and_dhcp_guests_reach_bind_and_dnsmasq_through_phoenixct
     let table = server.ctl(&["get", "dnszones"]);
     assert!(table.stdout.contains("phoenix.test"), "{}", table.stdout);
 
+    // Metrics: updates by result, records per zone.
+    let metrics = scrape(&server.http_addr).await;
+    assert!(
+        metrics.contains("phoenix_dnszone_updates_total{dnszone=\"external\",result=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("phoenix_dnszone_records{dnszone=\"prox-local\"} 1\n"),
+        "{metrics}"
+    );
+
     // A new DHCP lease of the gateway guest: the names follow.
     lease(&fake, 950, "10.0.0.154").await;
     until("www.phoenix.test follows", &["10.0.0.154"], || {
@@ -176,4 +187,18 @@ async fn gateway_routes_and_dhcp_guests_reach_bind_and_dnsmasq_through_phoenixct
     .await;
     assert!(bind.dig(&["api.phoenix.test", "A"]).is_empty());
     assert_eq!(bind.dig(&["pve1.phoenix.test", "A"]), vec!["10.9.9.9"]);
+}
+
+/// `GET /metrics` of the server (plain HTTP/1.1 on loopback).
+async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
 }
