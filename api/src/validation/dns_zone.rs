@@ -162,7 +162,9 @@ fn ipv6(s: &str) -> Check {
         .map_err(|_| format!("{} is not an IPv6 address", quote(s)))
 }
 
-/// A directory relative to the operator's hosts root: no leading `/`, no `..`, plain characters.
+/// A directory relative to the operator's hosts root (ADR 0021's rule): not absolute,
+/// components of `A-Z a-z 0-9 . _ -`, none empty, `.` or `..`; at most 1024 characters.
+/// Joining it to a directory never leaves that directory.
 fn hosts_path(s: &str) -> Check {
     if s.starts_with('/') {
         return Err(format!(
@@ -177,16 +179,19 @@ fn hosts_path(s: &str) -> Check {
         ));
     }
     if s.is_empty() || s.len() > rules::MAX_PATH {
+        return Err(format!("must be 1..={} characters", rules::MAX_PATH));
+    }
+    if s.split('/').any(|seg| seg.is_empty() || seg == ".") {
         return Err(format!(
-            "must be 1..={} characters; use \".\" for the root itself",
-            rules::MAX_PATH
+            "{} has an empty or '.' component (write e.g. \"hosts.d\")",
+            quote(s)
         ));
     }
     rules::ensure(
         s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._~/-".contains(&b)),
+            .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b)),
         s,
-        "is not a relative path of A-Z a-z 0-9 . _ ~ / -",
+        "is not a relative path of A-Z a-z 0-9 . _ - and '/'",
     )
 }
 
@@ -253,7 +258,11 @@ mod tests {
     #[test]
     fn hosts_paths_stay_below_the_operator_root() {
         assert_eq!(hosts_path("dnsmasq.hosts.d"), Ok(()));
-        assert_eq!(hosts_path("."), Ok(()));
+        assert_eq!(hosts_path("dnsmasq/hosts.d"), Ok(()));
+        assert!(hosts_path(".").is_err());
+        assert!(hosts_path("a//b").is_err());
+        assert!(hosts_path("a/").is_err());
+        assert!(hosts_path("~root").is_err());
         assert!(
             hosts_path("/etc/dnsmasq.hosts.d")
                 .unwrap_err()

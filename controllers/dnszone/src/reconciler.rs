@@ -305,8 +305,24 @@ impl DnsZoneReconciler {
                 "this Phoenix runs without --dnszone-hosts-root: hostsDir targets are off",
             )
         })?;
+        // Admission refuses anything else; checked again so that no stored object can
+        // make the controller write outside the root (ADR 0021).
+        let relative = std::path::Path::new(&target.path);
+        if target.path.is_empty()
+            || !relative
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(ReconcileError::invalid(
+                "InvalidPath",
+                format!(
+                    "spec.target.hostsDir.path {:?} must be relative to --dnszone-hosts-root without '..'",
+                    target.path
+                ),
+            ));
+        }
         Ok(root
-            .join(&target.path)
+            .join(relative)
             .join(format!("{}.hosts", dz.metadata.name)))
     }
 
