@@ -1,13 +1,13 @@
 //! One reconcile: resolve the sources, read the target, write the difference, report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine;
-use phoenix_api::condition::{mark_ready, mark_ready_degraded};
+use phoenix_api::condition::{DEGRADED, find_condition, mark_ready, mark_ready_degraded};
 use phoenix_api::kinds::DnsZone;
 use phoenix_api::kinds::common::DeletionPolicy;
 use phoenix_api::kinds::dns_zone::{HostsDirTarget, Rfc2136Target};
@@ -65,10 +65,10 @@ impl Reconciler for DnsZoneReconciler {
         let wanted = self.wanted(&dz, ctx)?;
         let written = if let Some(t) = &dz.spec.target.rfc2136 {
             let ttl = ttl_secs(&dz);
-            self.write_rfc2136(&dz, ctx, t, &wanted.records, ttl)
+            self.write_rfc2136(&dz, ctx, t, &wanted.records, &wanted.keep, ttl)
                 .await?
         } else if let Some(t) = &dz.spec.target.hosts_dir {
-            self.write_hosts(&dz, t, &wanted.records)?
+            self.write_hosts(&dz, t, &wanted.records, &wanted.keep)?
         } else {
             return Err(ReconcileError::invalid(
                 "NoTarget",
@@ -103,7 +103,14 @@ impl Reconciler for DnsZoneReconciler {
                 )
                 .await;
         }
-        if !wanted.conflicts.is_empty() {
+        let conflicts = format!("sources disagree: {}", wanted.conflicts.join("; "));
+        let previous_degraded = dz
+            .status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, DEGRADED))
+            .map(|c| c.message.clone());
+        if !wanted.conflicts.is_empty() && previous_degraded.as_deref() != Some(conflicts.as_str())
+        {
             ctx.recorder
                 .warning(&*dz, "SourceConflict", &wanted.conflicts.join("; "))
                 .await;
@@ -114,10 +121,7 @@ impl Reconciler for DnsZoneReconciler {
             message.push_str(&format!("; waiting for: {}", wanted.pending.join("; ")));
         }
         let degraded = if !wanted.conflicts.is_empty() {
-            Some((
-                "SourceConflict",
-                format!("sources disagree: {}", wanted.conflicts.join("; ")),
-            ))
+            Some(("SourceConflict", conflicts.clone()))
         } else if !written.foreign.is_empty() {
             Some((
                 "ForeignRecords",
@@ -154,7 +158,14 @@ impl Reconciler for DnsZoneReconciler {
         }
         if let Some(t) = &dz.spec.target.rfc2136 {
             let written = self
-                .write_rfc2136(&dz, ctx, t, &Desired::new(), ttl_secs(&dz))
+                .write_rfc2136(
+                    &dz,
+                    ctx,
+                    t,
+                    &Desired::new(),
+                    &BTreeSet::new(),
+                    ttl_secs(&dz),
+                )
                 .await?;
             tracing::info!(dnszone = %name, "removed: {}", written.summary());
         } else if let Some(t) = &dz.spec.target.hosts_dir {
@@ -184,6 +195,7 @@ impl DnsZoneReconciler {
         ctx: &Context<DnsZone>,
         target: &Rfc2136Target,
         desired: &Desired,
+        keep: &BTreeSet<String>,
         ttl: u32,
     ) -> Result<Written, ReconcileError> {
         let name = &dz.metadata.name;
@@ -194,6 +206,14 @@ impl DnsZoneReconciler {
             ReconcileError::transient(e.reason(), format!("zone {zone}: {e}"))
         };
         let current = client.read_zone(zone).await.map_err(fail)?;
+        // Names whose source has no address right now keep what this zone owns there.
+        let mut desired = desired.clone();
+        for (n, ips) in owner::owned_addresses(&current, name) {
+            if keep.contains(&n) && !desired.contains_key(&n) && !ips.is_empty() {
+                desired.insert(n, ips);
+            }
+        }
+        let desired = &desired;
         let plan = owner::plan(&current, name, desired, ttl);
         let mut written = Written {
             foreign: plan.foreign.clone(),
@@ -332,9 +352,18 @@ impl DnsZoneReconciler {
         dz: &DnsZone,
         target: &HostsDirTarget,
         desired: &Desired,
+        keep: &BTreeSet<String>,
     ) -> Result<Written, ReconcileError> {
         let name = &dz.metadata.name;
         let path = self.hosts_file(dz, target)?;
+        let before = std::fs::read_to_string(&path).ok();
+        // Names whose source has no address right now keep the lines the file has.
+        let mut desired = desired.clone();
+        for (n, ips) in hosts::parse(before.as_deref().unwrap_or_default()) {
+            if keep.contains(&n) && !desired.contains_key(&n) {
+                desired.insert(n, ips);
+            }
+        }
         let entries: BTreeMap<_, _> = desired
             .iter()
             .filter(|(n, _)| !n.starts_with("*."))
@@ -342,7 +371,6 @@ impl DnsZoneReconciler {
             .collect();
         let text = hosts::render(name, &entries)
             .map_err(|e| ReconcileError::invalid("UnsafeName", e.to_string()))?;
-        let before = std::fs::read_to_string(&path).ok();
         let mut written = Written {
             records: entries.values().map(|ips| ips.len()).sum(),
             ..Written::default()

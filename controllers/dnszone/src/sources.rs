@@ -20,6 +20,9 @@ pub struct Wanted {
     pub conflicts: Vec<String>,
     /// One line per source that gives no address yet.
     pub pending: Vec<String>,
+    /// Names whose source exists but reports no address right now (a guest rebooting): the
+    /// target keeps what it holds for them instead of deleting them.
+    pub keep: BTreeSet<String>,
 }
 
 /// Read access to the related objects.
@@ -81,6 +84,7 @@ pub fn wanted(spec: &DnsZoneSpec, objects: &impl Objects) -> Wanted {
     // name -> source -> addresses
     let mut claims: BTreeMap<String, BTreeMap<String, BTreeSet<IpAddr>>> = BTreeMap::new();
     let mut pending = Vec::new();
+    let mut keep = BTreeSet::new();
     let mut claim = |name: String, source: String, ip: IpAddr| {
         claims
             .entry(name)
@@ -106,6 +110,13 @@ pub fn wanted(spec: &DnsZoneSpec, objects: &impl Objects) -> Wanted {
                 .and_then(|guest| guest.status?.primary_address()),
         };
         let Some(ip) = address else {
+            keep.extend(
+                gw.spec
+                    .routes
+                    .iter()
+                    .map(|r| r.host.to_ascii_lowercase())
+                    .filter(|h| in_zone(h, zone)),
+            );
             pending.push(format!(
                 "gateway/{g}: listens on a wildcard and its guest {} reports no address yet",
                 gw.spec.guest.as_deref().unwrap_or("(none)")
@@ -149,10 +160,13 @@ pub fn wanted(spec: &DnsZoneSpec, objects: &impl Objects) -> Wanted {
                 });
             match backend {
                 Some(Ok(ip)) => claim(host, format!("mesh/{m}"), ip),
-                Some(Err(guest)) => pending.push(format!(
-                    "mesh/{m} service {}: {guest} reports no address yet",
-                    service.name
-                )),
+                Some(Err(guest)) => {
+                    keep.insert(host);
+                    pending.push(format!(
+                        "mesh/{m} service {}: {guest} reports no address yet",
+                        service.name
+                    ));
+                }
                 None => pending.push(format!(
                     "mesh/{m} service {}: no backend with a guest or an IP address",
                     service.name
@@ -186,6 +200,7 @@ pub fn wanted(spec: &DnsZoneSpec, objects: &impl Objects) -> Wanted {
                 .filter(publishable)
                 .collect();
             if addresses.is_empty() {
+                keep.insert(name.clone());
                 pending.push(format!(
                     "guest/{} reports no address yet",
                     guest.metadata.name
@@ -205,6 +220,7 @@ pub fn wanted(spec: &DnsZoneSpec, objects: &impl Objects) -> Wanted {
 
     let mut out = Wanted {
         pending,
+        keep,
         ..Wanted::default()
     };
     for (name, by_source) in claims {

@@ -93,6 +93,16 @@ async fn route_hosts_resolve_to_the_gateway_guest_and_follow_its_address() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(b.dig(&["api.follow.test", "A"]), vec!["10.0.0.154"]);
+
+    // The guest reports no address for a while (rebooting): the names keep their address
+    // rather than vanish.
+    set_addresses(c, "gw", serde_json::json!([])).await;
+    wait_zone(c, "follow", "a reconcile that waits for the guest", |z| {
+        condition(z, "Ready").is_some_and(|r| r.2.contains("reports no address yet"))
+    })
+    .await;
+    assert_eq!(b.dig(&["www.follow.test", "A"]), vec!["10.0.0.154"]);
+    assert_eq!(b.dig(&["api.follow.test", "A"]), vec!["10.0.0.154"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,6 +56,23 @@ pub fn render(
     Ok(out)
 }
 
+/// The entries of a hosts file (as [`render`] writes it): name → addresses. Comments,
+/// blank lines and lines that do not parse are skipped.
+pub fn parse(text: &str) -> BTreeMap<String, BTreeSet<IpAddr>> {
+    let mut out: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut fields = line.split_whitespace();
+        let Some(ip) = fields.next().and_then(|f| f.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        for name in fields {
+            out.entry(name.to_ascii_lowercase()).or_default().insert(ip);
+        }
+    }
+    out
+}
+
 fn safe_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
@@ -125,6 +142,7 @@ mod tests {
             ["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()].into(),
         );
         let text = render("appliance", &e).unwrap();
+        assert_eq!(parse(&text), e, "what render writes, parse reads");
         assert!(
             text.ends_with("10.0.0.5 nginx-01.prox.local\nfd00::5 nginx-01.prox.local\n"),
             "{text}"

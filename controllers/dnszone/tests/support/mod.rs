@@ -65,15 +65,22 @@ pub fn guest_yaml(name: &str, labels: &str) -> String {
 
 /// Writes Guest `name`'s `status.addresses` (eth0 with `ipv4`), as the Guest controller does.
 pub async fn set_address(client: &Client, name: &str, ipv4: &str) {
+    set_addresses(
+        client,
+        name,
+        serde_json::json!([{"interface": "eth0", "ipv4": ipv4}]),
+    )
+    .await;
+}
+
+/// Writes Guest `name`'s `status.addresses` as given (`[]`: a guest reporting none, e.g.
+/// while it reboots).
+pub async fn set_addresses(client: &Client, name: &str, addresses: serde_json::Value) {
     let api = Api::<Guest>::new(client.clone());
     for _ in 0..5 {
         let mut g = api.get(name).await.unwrap();
-        g.status = Some(
-            serde_json::from_value(serde_json::json!({
-                "addresses": [{"interface": "eth0", "ipv4": ipv4}]
-            }))
-            .unwrap(),
-        );
+        g.status =
+            Some(serde_json::from_value(serde_json::json!({ "addresses": addresses })).unwrap());
         if api.update_status(&g).await.is_ok() {
             return;
         }
