@@ -144,6 +144,10 @@ pub struct DnsZoneStatus {
     /// Names wanted but left alone because records there were not made by this zone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign: Vec<String>,
+    /// True once this zone may have written to its target (set before its first write).
+    /// Deleting a zone that never wrote removes nothing and waits for no server.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub written: bool,
     /// Ready, Reconciling, Degraded, Conflicting.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -68,7 +68,8 @@ impl Reconciler for DnsZoneReconciler {
             self.write_rfc2136(&dz, ctx, t, &wanted.records, &wanted.keep, ttl)
                 .await?
         } else if let Some(t) = &dz.spec.target.hosts_dir {
-            self.write_hosts(&dz, t, &wanted.records, &wanted.keep)?
+            self.write_hosts(&dz, ctx, t, &wanted.records, &wanted.keep)
+                .await?
         } else {
             return Err(ReconcileError::invalid(
                 "NoTarget",
@@ -156,6 +157,10 @@ impl Reconciler for DnsZoneReconciler {
             tracing::info!(dnszone = %name, "deletionPolicy Retain: records left in place");
             return Ok(Action::done());
         }
+        if !dz.status.as_ref().is_some_and(|s| s.written) {
+            tracing::info!(dnszone = %name, "never wrote to its target: nothing to remove");
+            return Ok(Action::done());
+        }
         if let Some(t) = &dz.spec.target.rfc2136 {
             let written = self
                 .write_rfc2136(
@@ -219,6 +224,9 @@ impl DnsZoneReconciler {
             foreign: plan.foreign.clone(),
             ..Written::default()
         };
+        if !plan.changes.is_empty() {
+            mark_written(dz, ctx).await?;
+        }
         let mut failures: Vec<(String, DnsError)> = Vec::new();
         let mut failed_names = Vec::new();
         for change in &plan.changes {
@@ -347,9 +355,10 @@ impl DnsZoneReconciler {
     }
 
     /// Writes the hosts file when its content differs.
-    fn write_hosts(
+    async fn write_hosts(
         &self,
         dz: &DnsZone,
+        ctx: &Context<DnsZone>,
         target: &HostsDirTarget,
         desired: &Desired,
         keep: &BTreeSet<String>,
@@ -376,6 +385,7 @@ impl DnsZoneReconciler {
             ..Written::default()
         };
         if before.as_deref() != Some(text.as_str()) {
+            mark_written(dz, ctx).await?;
             if let Err(e) = hosts::write_atomic(&path, text.as_bytes()) {
                 self.options.metrics.update(name, "WriteFailed");
                 return Err(ReconcileError::transient("WriteFailed", e.to_string()));
@@ -393,6 +403,15 @@ impl DnsZoneReconciler {
         }
         Ok(written)
     }
+}
+
+/// Records in status that the zone may have written to its target, before it does: the
+/// finalizer then knows there is something to remove.
+async fn mark_written(dz: &DnsZone, ctx: &Context<DnsZone>) -> Result<(), ReconcileError> {
+    if dz.status.as_ref().is_some_and(|s| s.written) {
+        return Ok(());
+    }
+    ctx.update_status(dz, |s| s.written = true).await.map(drop)
 }
 
 /// `spec.ttl` in seconds (admission guarantees it parses and fits).

@@ -113,4 +113,13 @@ async fn without_a_hosts_root_a_hosts_dir_zone_says_so() {
             .2
             .contains("--dnszone-hosts-root")
     );
+    assert!(!z.status.as_ref().unwrap().written);
+    // It never wrote anything: deleting it waits for nothing.
+    let api = Api::<DnsZone>::new(c.clone());
+    api.delete("prox-local", None).await.unwrap();
+    let start = Instant::now();
+    while api.get_opt("prox-local").await.unwrap().is_some() {
+        assert!(start.elapsed() < WAIT, "the DnsZone was never removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
