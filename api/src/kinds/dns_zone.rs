@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::DeletionPolicy;
+use super::common::{DeletionPolicy, SshTarget};
 use crate::condition::Condition;
 use crate::duration::Duration;
 
@@ -58,13 +58,17 @@ pub struct Rfc2136Target {
     pub tsig_secret_ref: String,
 }
 
-/// A dnsmasq hosts directory.
+/// A dnsmasq hosts directory, on this machine or over SSH.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HostsDirTarget {
     /// Directory relative to the operator's `--dnszone-hosts-root` (no leading `/`, no `..`);
     /// the file written there is `NAME.hosts` (NAME: this DnsZone's name).
     pub path: String,
+    /// Write the file on this host over SSH (the root is then a directory on that host);
+    /// `host` is required. Absent: on the machine the controller runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshTarget>,
 }
 
 /// The sources of a zone's records.

@@ -3,7 +3,7 @@
 //! line breaks or `;`, and every name inside the zone.
 
 use super::Validator;
-use super::common::exactly_one;
+use super::common::{exactly_one, ssh_target};
 use super::rules::{self, Check};
 use crate::decode::quote;
 use crate::duration::Duration;
@@ -34,7 +34,16 @@ pub(super) fn dns_zone(s: &DnsZoneSpec, v: &mut Validator<'_>) {
             .check(rules::dns_label(&r.tsig_secret_ref));
     }
     if let Some(h) = &s.target.hosts_dir {
-        t.at("hostsDir").at("path").check(hosts_path(&h.path));
+        let mut hv = t.at("hostsDir");
+        hv.at("path").check(hosts_path(&h.path));
+        if let Some(ssh) = &h.ssh {
+            let mut sv = hv.at("ssh");
+            if ssh.host.is_none() {
+                sv.at("host")
+                    .error("is required (a DnsZone names no guest)");
+            }
+            ssh_target(ssh, Some(""), &mut sv);
+        }
     }
     v.at("ttl").check(ttl(&s.ttl));
 

@@ -11,8 +11,9 @@
 //!   answer as the reason (`REFUSED`, `NOTAUTH`, `BADSIG`, `BADKEY`, ...), retried with
 //!   backoff.
 //! - `hostsDir`: one hosts file, `<--dnszone-hosts-root>/<path>/<NAME>.hosts`, written
-//!   atomically and only when its content changed (dnsmasq rereads it live). Wildcard names
-//!   are left out (hosts files have none).
+//!   atomically and only when its content changed (dnsmasq rereads it live), on this machine
+//!   or over SSH (`hostsDir.ssh`, host keys checked). Wildcard names are left out (hosts
+//!   files have none).
 //! - Deleting a DnsZone removes what it owns (its names, or its file) unless
 //!   `deletionPolicy: Retain`; nothing else is touched.
 //! - Status `records` and `foreign`; events on every change; [`DnsZoneMetrics`].
@@ -20,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod hostsfile;
 mod metrics;
 mod reconciler;
 pub mod sources;

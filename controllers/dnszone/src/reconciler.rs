@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -17,6 +16,7 @@ use phoenix_dns::{DnsError, Rfc2136Client, TsigKey, hosts};
 use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult, Reconciler};
 
 use crate::DnsZoneOptions;
+use crate::hostsfile::HostsFile;
 use crate::sources::{self, Caches, Wanted};
 
 /// The reconcile logic of [`crate::controller`].
@@ -174,9 +174,10 @@ impl Reconciler for DnsZoneReconciler {
                 .await?;
             tracing::info!(dnszone = %name, "removed: {}", written.summary());
         } else if let Some(t) = &dz.spec.target.hosts_dir {
-            let path = self.hosts_file(&dz, t)?;
-            hosts::remove(&path)
-                .map_err(|e| ReconcileError::transient("WriteFailed", e.to_string()))?;
+            let file = self.hosts_file(&dz, ctx, t).await?;
+            let removed = file.remove().await;
+            file.close().await;
+            removed.map_err(|e| ReconcileError::transient("WriteFailed", e))?;
         }
         Ok(Action::done())
     }
@@ -325,35 +326,6 @@ impl DnsZoneReconciler {
         Ok(Rfc2136Client::new(server, key).with_timeout(self.options.timeout))
     }
 
-    /// `<hosts root>/<path>/<NAME>.hosts`.
-    fn hosts_file(&self, dz: &DnsZone, target: &HostsDirTarget) -> Result<PathBuf, ReconcileError> {
-        let root = self.options.hosts_root.as_ref().ok_or_else(|| {
-            ReconcileError::invalid(
-                "NoHostsRoot",
-                "this Phoenix runs without --dnszone-hosts-root: hostsDir targets are off",
-            )
-        })?;
-        // Admission refuses anything else; checked again so that no stored object can
-        // make the controller write outside the root (ADR 0021).
-        let relative = std::path::Path::new(&target.path);
-        if target.path.is_empty()
-            || !relative
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(ReconcileError::invalid(
-                "InvalidPath",
-                format!(
-                    "spec.target.hostsDir.path {:?} must be relative to --dnszone-hosts-root without '..'",
-                    target.path
-                ),
-            ));
-        }
-        Ok(root
-            .join(relative)
-            .join(format!("{}.hosts", dz.metadata.name)))
-    }
-
     /// Writes the hosts file when its content differs.
     async fn write_hosts(
         &self,
@@ -363,9 +335,41 @@ impl DnsZoneReconciler {
         desired: &Desired,
         keep: &BTreeSet<String>,
     ) -> Result<Written, ReconcileError> {
+        let file = self.hosts_file(dz, ctx, target).await?;
+        let result = self.write_hosts_to(dz, ctx, &file, desired, keep).await;
+        file.close().await;
+        result
+    }
+
+    async fn hosts_file(
+        &self,
+        dz: &DnsZone,
+        ctx: &Context<DnsZone>,
+        target: &HostsDirTarget,
+    ) -> Result<HostsFile, ReconcileError> {
+        HostsFile::of(
+            dz,
+            target,
+            self.options.hosts_root.as_deref(),
+            &ctx.client,
+            self.options.timeout,
+        )
+        .await
+    }
+
+    async fn write_hosts_to(
+        &self,
+        dz: &DnsZone,
+        ctx: &Context<DnsZone>,
+        file: &HostsFile,
+        desired: &Desired,
+        keep: &BTreeSet<String>,
+    ) -> Result<Written, ReconcileError> {
         let name = &dz.metadata.name;
-        let path = self.hosts_file(dz, target)?;
-        let before = std::fs::read_to_string(&path).ok();
+        let before = file.read().await.map_err(|e| {
+            self.options.metrics.update(name, "ReadFailed");
+            ReconcileError::transient("ReadFailed", e)
+        })?;
         // Names whose source has no address right now keep the lines the file has.
         let mut desired = desired.clone();
         for (n, ips) in hosts::parse(before.as_deref().unwrap_or_default()) {
@@ -386,9 +390,9 @@ impl DnsZoneReconciler {
         };
         if before.as_deref() != Some(text.as_str()) {
             mark_written(dz, ctx).await?;
-            if let Err(e) = hosts::write_atomic(&path, text.as_bytes()) {
+            if let Err(e) = file.write(&text).await {
                 self.options.metrics.update(name, "WriteFailed");
-                return Err(ReconcileError::transient("WriteFailed", e.to_string()));
+                return Err(ReconcileError::transient("WriteFailed", e));
             }
             self.options.metrics.update(name, "ok");
             let old: usize = before

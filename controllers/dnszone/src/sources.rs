@@ -281,14 +281,17 @@ pub fn zones_for_mesh(name: &str, zones: &Cache<DnsZone>) -> Vec<String> {
     names(zones, |z| z.spec.records.meshes.iter().any(|m| m == name))
 }
 
-/// Zones whose TSIG key is in Secret `name`.
+/// Zones whose TSIG key or SSH key is in Secret `name`.
 pub fn zones_for_secret(name: &str, zones: &Cache<DnsZone>) -> Vec<String> {
     names(zones, |z| {
-        z.spec
-            .target
-            .rfc2136
+        let t = &z.spec.target;
+        t.rfc2136
             .as_ref()
             .is_some_and(|r| r.tsig_secret_ref == name)
+            || t.hosts_dir
+                .as_ref()
+                .and_then(|h| h.ssh.as_ref())
+                .is_some_and(|s| s.secret_ref == name)
     })
 }
 
