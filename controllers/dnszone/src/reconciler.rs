@@ -395,15 +395,16 @@ impl DnsZoneReconciler {
                 return Err(ReconcileError::transient("WriteFailed", e));
             }
             self.options.metrics.update(name, "ok");
-            let old: usize = before
-                .as_deref()
-                .map(|t| t.lines().filter(|l| !l.starts_with('#')).count())
-                .unwrap_or(0);
-            if before.is_none() {
-                written.created = written.records;
-            } else {
-                written.changed = written.records.max(old);
+            // Count names as the rfc2136 target does: new, changed, gone.
+            let old = hosts::parse(before.as_deref().unwrap_or_default());
+            for (n, ips) in &entries {
+                match old.get(n) {
+                    None => written.created += 1,
+                    Some(was) if was != ips => written.changed += 1,
+                    Some(_) => {}
+                }
             }
+            written.deleted = old.keys().filter(|n| !entries.contains_key(*n)).count();
         }
         Ok(written)
     }

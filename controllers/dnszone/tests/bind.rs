@@ -81,6 +81,20 @@ async fn route_hosts_resolve_to_the_gateway_guest_and_follow_its_address() {
         b.dig(&["www.follow.test", "TXT"]),
         vec!["\"heritage=phoenix,phoenix/owner=follow\""]
     );
+    // An event tells what changed.
+    let events = c
+        .list_all(phoenix_api::Kind::Event, "")
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, phoenix_api::Object::Event(e)
+            if e.involved_object.name == "follow" && e.reason == "Updated"
+                && e.message.contains("follow.test: 2 created, 0 changed, 0 deleted"))),
+        "an Updated event: {events:?}"
+    );
 
     // The gateway guest gets another address (a new DHCP lease): the names follow.
     set_address(c, "gw", "10.0.0.154").await;
