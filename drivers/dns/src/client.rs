@@ -11,6 +11,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, B
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::owner;
 use crate::record::{fqdn, wire_type};
 use crate::{DnsError, Record, TsigKey};
 
@@ -194,6 +195,15 @@ impl Rfc2136Client {
             return Err(self.malformed("the zone transfer did not end with the SOA"));
         }
         Ok(out)
+    }
+
+    /// The A and AAAA addresses `owner` holds in `zone` (names carrying its ownership TXT
+    /// record, see [`crate::owner`]), read by [`Rfc2136Client::read_zone`].
+    ///
+    /// # Errors
+    /// As [`Rfc2136Client::read_zone`].
+    pub async fn read_owned(&self, zone: &str, owner: &str) -> Result<owner::Desired, DnsError> {
+        Ok(owner::owned_addresses(&self.read_zone(zone).await?, owner))
     }
 
     /// Signs `msg`, sends it over TCP and reads answers until the last one: one for an

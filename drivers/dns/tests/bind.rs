@@ -176,6 +176,8 @@ async fn an_owner_plan_leaves_hand_made_records_alone_and_removes_only_its_own()
         vec!["\"heritage=phoenix,phoenix/owner=ext\""]
     );
     assert_eq!(b.dig(&["hand.owner.test", "A"]), vec!["10.9.9.9"]);
+    let owned = c.read_owned("owner.test", "ext").await.unwrap();
+    assert_eq!(owned.keys().collect::<Vec<_>>(), vec!["www.owner.test"]);
     // Converged: nothing more to do.
     let again = run(want).await;
     assert!(again.changes.is_empty(), "{again:?}");
