@@ -152,13 +152,14 @@ impl Reconciler for DnsZoneReconciler {
 
     async fn cleanup(&self, dz: Arc<DnsZone>, ctx: &Context<DnsZone>) -> ReconcileResult {
         let name = dz.metadata.name.clone();
-        self.options.metrics.forget(&name);
         if dz.spec.deletion_policy == DeletionPolicy::Retain {
             tracing::info!(dnszone = %name, "deletionPolicy Retain: records left in place");
+            self.options.metrics.forget(&name);
             return Ok(Action::done());
         }
         if !dz.status.as_ref().is_some_and(|s| s.written) {
             tracing::info!(dnszone = %name, "never wrote to its target: nothing to remove");
+            self.options.metrics.forget(&name);
             return Ok(Action::done());
         }
         if let Some(t) = &dz.spec.target.rfc2136 {
@@ -179,6 +180,7 @@ impl Reconciler for DnsZoneReconciler {
             file.close().await;
             removed.map_err(|e| ReconcileError::transient("WriteFailed", e))?;
         }
+        self.options.metrics.forget(&name);
         Ok(Action::done())
     }
 }
