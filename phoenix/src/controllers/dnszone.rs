@@ -44,3 +44,36 @@ impl Hosted for DnsZoneArgs {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+
+    fn prepare(args: &DnsZoneArgs) -> anyhow::Result<Prepared> {
+        let mut registry = Registry::default();
+        let mut host = Host {
+            registry: &mut registry,
+            data_dir: None,
+        };
+        args.prepare(&mut host)
+    }
+
+    #[test]
+    fn the_controller_runs_without_a_hosts_root_and_refuses_a_relative_one() {
+        assert!(matches!(
+            prepare(&DnsZoneArgs::default()),
+            Ok(Prepared::Ready(_))
+        ));
+        let relative = DnsZoneArgs {
+            dnszone_hosts_root: Some(PathBuf::from("etc/dnsmasq")),
+            dnszone_timeout: None,
+        };
+        let err = prepare(&relative).unwrap_err().to_string();
+        assert!(
+            err.contains("--dnszone-hosts-root etc/dnsmasq must be an absolute path"),
+            "{err}"
+        );
+    }
+}
