@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use crate::kinds::{CertificateAuthority, Event, Gateway, GitSync, Guest, Mesh, Secret, Stack};
+use crate::kinds::{
+    CertificateAuthority, DnsZone, Event, Gateway, GitSync, Guest, Mesh, Secret, Stack,
+};
 use crate::meta::TypeMeta;
 use crate::resource::{Kind, Object};
 
@@ -459,6 +461,7 @@ fn decode_kind(
         }
         Kind::Stack => Object::Stack(decode_typed::<Stack>(chunk, at, first_line)?),
         Kind::GitSync => Object::GitSync(decode_typed::<GitSync>(chunk, at, first_line)?),
+        Kind::DnsZone => Object::DnsZone(decode_typed::<DnsZone>(chunk, at, first_line)?),
         Kind::Secret => Object::Secret(decode_typed::<Secret>(chunk, at, first_line)?),
         Kind::Event => Object::Event(decode_typed::<Event>(chunk, at, first_line)?),
     })
@@ -477,6 +480,7 @@ fn decode_kind_quick(kind: Kind, chunk: &str) -> Option<Object> {
         Kind::CertificateAuthority => Object::CertificateAuthority(quick(chunk)?),
         Kind::Stack => Object::Stack(quick(chunk)?),
         Kind::GitSync => Object::GitSync(quick(chunk)?),
+        Kind::DnsZone => Object::DnsZone(quick(chunk)?),
         Kind::Secret => Object::Secret(quick(chunk)?),
         Kind::Event => Object::Event(quick(chunk)?),
     })
@@ -624,6 +628,7 @@ pub fn decode_json(name: &str, bytes: &[u8]) -> Result<Object, DecodeError> {
         Kind::CertificateAuthority => Object::CertificateAuthority(typed(bytes, &json_at)?),
         Kind::Stack => Object::Stack(typed(bytes, &json_at)?),
         Kind::GitSync => Object::GitSync(typed(bytes, &json_at)?),
+        Kind::DnsZone => Object::DnsZone(typed(bytes, &json_at)?),
         Kind::Secret => Object::Secret(typed(bytes, &json_at)?),
         Kind::Event => Object::Event(typed(bytes, &json_at)?),
     })
@@ -651,6 +656,7 @@ fn decode_json_quick(kind: Kind, bytes: &[u8]) -> Option<Object> {
         Kind::CertificateAuthority => Object::CertificateAuthority(quick(bytes)?),
         Kind::Stack => Object::Stack(quick(bytes)?),
         Kind::GitSync => Object::GitSync(quick(bytes)?),
+        Kind::DnsZone => Object::DnsZone(quick(bytes)?),
         Kind::Secret => Object::Secret(quick(bytes)?),
         Kind::Event => Object::Event(quick(bytes)?),
     })

@@ -59,7 +59,7 @@ pub fn apply(object: &mut Object) {
                 g.spec.retry_interval = Some(g.spec.interval.clone());
             }
         }
-        Object::Event(_) => {}
+        Object::DnsZone(_) | Object::Event(_) => {}
     }
 }
 

@@ -1,5 +1,5 @@
 //! The Phoenix resource model: the kinds (`Guest`, `Gateway`, `Mesh`,
-//! `CertificateAuthority`, `Stack`, `GitSync`) and the built-in `Secret` and `Event`; object metadata and
+//! `CertificateAuthority`, `Stack`, `GitSync`, `DnsZone`) and the built-in `Secret` and `Event`; object metadata and
 //! conditions; manifest decoding with precise errors; defaults; validation; JSON schemas.
 //!
 //! The path from bytes to an admitted object is [`decode`] (structure: types, required and
@@ -27,9 +27,9 @@ pub mod validation;
 pub use condition::{Condition, ConditionStatus};
 pub use decode::{DecodeError, Document, Source};
 pub use kinds::{
-    CertificateAuthority, Event, Gateway, GitSync, Guest, Mesh, Secret, Stack,
-    certificate_authority::CertificateAuthoritySpec, gateway::GatewaySpec, git_sync::GitSyncSpec,
-    guest::GuestSpec, mesh::MeshSpec, stack::StackSpec,
+    CertificateAuthority, DnsZone, Event, Gateway, GitSync, Guest, Mesh, Secret, Stack,
+    certificate_authority::CertificateAuthoritySpec, dns_zone::DnsZoneSpec, gateway::GatewaySpec,
+    git_sync::GitSyncSpec, guest::GuestSpec, mesh::MeshSpec, stack::StackSpec,
 };
 pub use manifest::{ManifestError, load_paths, load_source};
 pub use meta::{ObjectMeta, OwnerReference};

@@ -7,7 +7,9 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::kinds::{CertificateAuthority, Event, Gateway, GitSync, Guest, Mesh, Secret, Stack};
+use crate::kinds::{
+    CertificateAuthority, DnsZone, Event, Gateway, GitSync, Guest, Mesh, Secret, Stack,
+};
 use crate::meta::ObjectMeta;
 
 /// Every kind the API serves.
@@ -25,6 +27,8 @@ pub enum Kind {
     Stack,
     /// See [`GitSync`].
     GitSync,
+    /// See [`DnsZone`].
+    DnsZone,
     /// See [`Secret`].
     Secret,
     /// See [`Event`].
@@ -33,7 +37,7 @@ pub enum Kind {
 
 impl Kind {
     /// All kinds, in the order manifests are best applied (dependencies first).
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Secret,
         Kind::Guest,
         Kind::CertificateAuthority,
@@ -41,6 +45,7 @@ impl Kind {
         Kind::Gateway,
         Kind::Stack,
         Kind::GitSync,
+        Kind::DnsZone,
         Kind::Event,
     ];
 
@@ -53,6 +58,7 @@ impl Kind {
             Kind::CertificateAuthority => "CertificateAuthority",
             Kind::Stack => "Stack",
             Kind::GitSync => "GitSync",
+            Kind::DnsZone => "DnsZone",
             Kind::Secret => "Secret",
             Kind::Event => "Event",
         }
@@ -67,6 +73,7 @@ impl Kind {
             Kind::CertificateAuthority => "certificateauthorities",
             Kind::Stack => "stacks",
             Kind::GitSync => "gitsyncs",
+            Kind::DnsZone => "dnszones",
             Kind::Secret => "secrets",
             Kind::Event => "events",
         }
@@ -81,6 +88,7 @@ impl Kind {
             Kind::CertificateAuthority => &["ca"],
             Kind::Stack => &["st"],
             Kind::GitSync => &["gs"],
+            Kind::DnsZone => &["dz"],
             Kind::Secret => &["sec"],
             Kind::Event => &["ev"],
         }
@@ -180,6 +188,8 @@ pub enum Object {
     Stack(Stack),
     /// A GitSync.
     GitSync(GitSync),
+    /// A DnsZone.
+    DnsZone(DnsZone),
     /// A Secret.
     Secret(Secret),
     /// An Event.
@@ -198,6 +208,7 @@ macro_rules! with_object {
             $crate::Object::CertificateAuthority($o) => $body,
             $crate::Object::Stack($o) => $body,
             $crate::Object::GitSync($o) => $body,
+            $crate::Object::DnsZone($o) => $body,
             $crate::Object::Secret($o) => $body,
             $crate::Object::Event($o) => $body,
         }
@@ -281,6 +292,7 @@ from_typed!(
     CertificateAuthority,
     Stack,
     GitSync,
+    DnsZone,
     Secret,
     Event
 );
@@ -302,6 +314,9 @@ mod tests {
             ("gitsync", Kind::GitSync),
             ("gitsyncs", Kind::GitSync),
             ("gs", Kind::GitSync),
+            ("dnszone", Kind::DnsZone),
+            ("dnszones", Kind::DnsZone),
+            ("dz", Kind::DnsZone),
         ] {
             assert_eq!(Kind::parse_cli(s), Some(k), "{s}");
         }

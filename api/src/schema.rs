@@ -4,7 +4,9 @@
 use schemars::{JsonSchema, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
 
-use crate::kinds::{CertificateAuthority, Event, Gateway, GitSync, Guest, Mesh, Secret, Stack};
+use crate::kinds::{
+    CertificateAuthority, DnsZone, Event, Gateway, GitSync, Guest, Mesh, Secret, Stack,
+};
 use crate::resource::Kind;
 
 /// The JSON schema of `kind`, with `apiVersion` and `kind` pinned to their only values.
@@ -22,6 +24,7 @@ pub fn schema_for(kind: Kind) -> Value {
         Kind::CertificateAuthority => gen_for::<CertificateAuthority>(),
         Kind::Stack => gen_for::<Stack>(),
         Kind::GitSync => gen_for::<GitSync>(),
+        Kind::DnsZone => gen_for::<DnsZone>(),
         Kind::Secret => gen_for::<Secret>(),
         Kind::Event => gen_for::<Event>(),
     };

@@ -94,6 +94,7 @@ fn there_is_one_sample_per_kind() {
         Kind::CertificateAuthority,
         Kind::Stack,
         Kind::GitSync,
+        Kind::DnsZone,
     ] {
         assert_eq!(
             objects.iter().filter(|o| o.kind() == kind).count(),

@@ -143,6 +143,7 @@ pub fn prepare_create(object: &Object) -> Object {
         Object::CertificateAuthority(o) => o.status = None,
         Object::Stack(o) => o.status = None,
         Object::GitSync(o) => o.status = None,
+        Object::DnsZone(o) => o.status = None,
         Object::Secret(_) | Object::Event(_) => {}
     }
     let kind = created.kind();

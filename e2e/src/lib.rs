@@ -7,6 +7,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bind;
+pub mod dnsmasq;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

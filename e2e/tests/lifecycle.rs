@@ -94,7 +94,7 @@ async fn apply_get_describe_update_delete(backend: Backend) {
 
     let run = s.ctl(&["apply", "-f", examples]);
     run.ok();
-    assert_eq!(run.stdout.lines().count(), 13, "{}", run.stdout);
+    assert_eq!(run.stdout.lines().count(), 16, "{}", run.stdout);
     assert!(
         run.stdout.lines().all(|l| l.ends_with(" created")),
         "{}",

@@ -9,7 +9,7 @@ pub fn run(query: &str) -> CmdResult {
         ExplainError::UnknownKind(_) => Failure::new(
             Code::NotFound,
             format!(
-                "{e} (kinds: guest, gateway, mesh, certificateauthority, stack, gitsync, secret, event)"
+                "{e} (kinds: guest, gateway, mesh, certificateauthority, stack, gitsync, dnszone, secret, event)"
             ),
         ),
         ExplainError::NoSuchField { .. } => Failure::new(Code::NotFound, e.to_string()),

@@ -48,7 +48,7 @@ pub fn parse_kind(s: &str) -> Result<Kind, Failure> {
         Failure::new(
             Code::NotFound,
             format!(
-                "unknown kind {s:?} (kinds: guest, gateway, mesh, certificateauthority, stack, gitsync, secret, event)"
+                "unknown kind {s:?} (kinds: guest, gateway, mesh, certificateauthority, stack, gitsync, dnszone, secret, event)"
             ),
         )
     })

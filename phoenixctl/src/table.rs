@@ -75,6 +75,7 @@ pub fn headers(kind: Kind, wide: bool) -> Vec<&'static str> {
         Kind::CertificateAuthority => &["CERTIFICATES"],
         Kind::Stack => &["SERVICES"],
         Kind::GitSync => &["URL", "REVISION"],
+        Kind::DnsZone => &["ZONE", "RECORDS"],
         Kind::Secret => &["TYPE", "DATA"],
         Kind::Event => &["TYPE", "REASON", "OBJECT", "MESSAGE", "COUNT"],
     });
@@ -123,6 +124,10 @@ pub fn row(o: &Object, wide: bool, now: Timestamp) -> Vec<String> {
         }
         Kind::CertificateAuthority => r.push(count_text(&v, "/spec/certificates")),
         Kind::Stack => r.push(count_text(&v, "/status/services")),
+        Kind::DnsZone => {
+            r.push(text(&v, "/spec/zone"));
+            r.push(text(&v, "/status/records"));
+        }
         Kind::GitSync => {
             r.push(text(&v, "/spec/url"));
             r.push(text(&v, "/status/lastAppliedRevision"));

@@ -24,13 +24,14 @@ fn dry_run_prints_every_object_of_the_estate() {
     let out = phoenixctl(&["apply", "-f", dir.to_str().unwrap(), "--dry-run=client"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert_eq!(stdout.lines().count(), 13, "{stdout}");
+    assert_eq!(stdout.lines().count(), 16, "{stdout}");
     for key in [
         "guest/nginx-gateway",
         "gateway/external",
         "mesh/internal",
         "stack/n8n",
         "certificateauthority/step-ca",
+        "dnszone/prox-local",
     ] {
         assert!(
             stdout.contains(&format!("{key} checked (dry run)")),

@@ -429,6 +429,39 @@ pub struct GuestStatus {
     pub conditions: Vec<Condition>,
 }
 
+impl GuestStatus {
+    /// The address the guest is reached at: the first IPv4 address in `addresses`, else the
+    /// first IPv6 one; `None` while it reports none.
+    pub fn address(&self) -> Option<std::net::IpAddr> {
+        let parsed = |a: Option<&str>| a?.parse::<std::net::IpAddr>().ok();
+        let v4 = self
+            .addresses
+            .iter()
+            .find_map(|a| parsed(a.ipv4.as_deref()));
+        v4.or_else(|| {
+            self.addresses
+                .iter()
+                .find_map(|a| parsed(a.ipv6.as_deref()))
+        })
+    }
+
+    /// Every address the guest reports (IPv4 and IPv6), in interface order, duplicates and
+    /// unparsable entries left out.
+    pub fn all_addresses(&self) -> Vec<std::net::IpAddr> {
+        let mut out = Vec::new();
+        for a in &self.addresses {
+            for s in [a.ipv4.as_deref(), a.ipv6.as_deref()].into_iter().flatten() {
+                if let Ok(ip) = s.parse::<std::net::IpAddr>()
+                    && !out.contains(&ip)
+                {
+                    out.push(ip);
+                }
+            }
+        }
+        out
+    }
+}
+
 /// An address of a guest interface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -2,6 +2,7 @@
 
 pub mod certificate_authority;
 pub mod common;
+pub mod dns_zone;
 pub mod event;
 pub mod gateway;
 pub mod git_sync;
@@ -17,6 +18,7 @@ use crate::meta::ObjectMeta;
 use crate::resource::{HasStatus, Kind, ObjectStatus, Resource};
 
 pub use certificate_authority::{CertificateAuthoritySpec, CertificateAuthorityStatus};
+pub use dns_zone::{DnsZoneSpec, DnsZoneStatus};
 pub use event::Event;
 pub use gateway::{GatewaySpec, GatewayStatus};
 pub use git_sync::{GitSyncSpec, GitSyncStatus};
@@ -118,6 +120,10 @@ spec_kind!(
 spec_kind!(
     /// The GitOps watcher: applies the manifests of a Git repository.
     GitSync, GitSyncSpec, GitSyncStatus
+);
+spec_kind!(
+    /// DNS records derived from Gateways, Meshes and Guests, written to a DNS server.
+    DnsZone, DnsZoneSpec, DnsZoneStatus
 );
 
 impl Resource for Secret {

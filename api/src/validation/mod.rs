@@ -6,6 +6,7 @@
 
 mod certificate_authority;
 mod common;
+mod dns_zone;
 mod event;
 mod gateway;
 mod git_sync;
@@ -74,6 +75,7 @@ fn validate_object(object: &Object, v: &mut Validator<'_>) {
         Object::CertificateAuthority(o) => (&o.api_version, &o.kind),
         Object::Stack(o) => (&o.api_version, &o.kind),
         Object::GitSync(o) => (&o.api_version, &o.kind),
+        Object::DnsZone(o) => (&o.api_version, &o.kind),
         Object::Secret(o) => (&o.api_version, &o.kind),
         Object::Event(o) => (&o.api_version, &o.kind),
     };
@@ -101,6 +103,7 @@ fn validate_object(object: &Object, v: &mut Validator<'_>) {
         }
         Object::Stack(s) => stack::stack(&s.spec, &mut v.at("spec")),
         Object::GitSync(g) => git_sync::git_sync(&g.spec, &mut v.at("spec")),
+        Object::DnsZone(d) => dns_zone::dns_zone(&d.spec, &mut v.at("spec")),
         Object::Secret(s) => secret::secret(s, v),
         Object::Event(e) => event::event(e, v),
     }

@@ -4,6 +4,7 @@
 //! `--<name>-leader-ttl`) come with that line.
 
 pub mod common;
+pub mod dnszone;
 pub mod gateway;
 pub mod gitsync;
 pub mod guest;
@@ -58,6 +59,7 @@ controllers! {
     guest: guest::PveArgs,
     gateway: gateway::GatewayArgs,
     gitsync: gitsync::GitSyncArgs,
+    dnszone: dnszone::DnsZoneArgs,
 }
 
 impl ControllerFlags {
