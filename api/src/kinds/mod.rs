@@ -139,3 +139,15 @@ impl Resource for Event {
         &mut self.metadata
     }
 }
+
+impl GuestStatus {
+    /// The address a Guest is reached at: the first IPv4 address in `addresses`, else the
+    /// first IPv6 one; `None` while it reports none (or none that parses).
+    pub fn address(&self) -> Option<std::net::IpAddr> {
+        let parsed = |a: Option<&String>| a?.parse::<std::net::IpAddr>().ok();
+        self.addresses
+            .iter()
+            .find_map(|a| parsed(a.ipv4.as_ref()))
+            .or_else(|| self.addresses.iter().find_map(|a| parsed(a.ipv6.as_ref())))
+    }
+}
