@@ -1,0 +1,102 @@
+//! The `caddyAdmin` target: `POST /load` on Caddy's admin API. Caddy swaps its whole
+//! configuration with near-zero downtime, or answers 400 and keeps serving the old one.
+
+use std::time::Duration;
+
+use crate::plan::Rendered;
+
+/// Why Caddy did not take a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum CaddyAdminError {
+    /// Caddy refused it (4xx); the old configuration serves. `message` is Caddy's own.
+    #[error("Caddy refused the configuration ({status}): {message}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// Caddy's `error` text.
+        message: String,
+    },
+    /// The admin API could not be reached, or answered with a server error.
+    #[error("Caddy admin API {url}: {message}")]
+    Unreachable {
+        /// The admin URL.
+        url: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Caddy's message from an error body (`{"error": "..."}`), else the body as text.
+fn message_of(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string())
+}
+
+/// Loads `rendered` into the Caddy whose admin API is at `url`.
+///
+/// # Errors
+/// [`CaddyAdminError::Rejected`] when Caddy answers 4xx (its config is unchanged),
+/// [`CaddyAdminError::Unreachable`] otherwise.
+pub async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    rendered: &Rendered,
+) -> Result<(), CaddyAdminError> {
+    let unreachable = |message: String| CaddyAdminError::Unreachable {
+        url: url.to_string(),
+        message,
+    };
+    let response = client
+        .post(format!("{}/load", url.trim_end_matches('/')))
+        .header("content-type", "application/json")
+        .body(rendered.body.clone())
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = response.text().await.unwrap_or_default();
+    let message = message_of(&body);
+    if status.is_client_error() {
+        Err(CaddyAdminError::Rejected {
+            status: status.as_u16(),
+            message,
+        })
+    } else {
+        Err(unreachable(format!("{status}: {message}")))
+    }
+}
+
+/// `HOST:PORT` of an admin URL, for the loaded config's `admin.listen`.
+pub fn admin_listen(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let port = u.port_or_known_default()?;
+    Some(match u.host()? {
+        url::Host::Ipv6(a) => format!("[{a}]:{port}"),
+        h => format!("{h}:{port}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caddys_message_is_taken_from_its_error_body() {
+        assert_eq!(
+            message_of(r#"{"error":"loading config: unknown module"}"#),
+            "loading config: unknown module"
+        );
+        assert_eq!(message_of("plain text\n"), "plain text");
+        assert_eq!(
+            admin_listen("http://127.0.0.1:2019").unwrap(),
+            "127.0.0.1:2019"
+        );
+        assert_eq!(admin_listen("http://[::1]:2019/").unwrap(), "[::1]:2019");
+    }
+}
