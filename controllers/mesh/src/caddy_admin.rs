@@ -26,6 +26,28 @@ pub enum CaddyAdminError {
     },
 }
 
+/// An HTTP client for admin APIs: rustls on ring, the system's roots (an empty root store
+/// when they cannot be read, so `https` admin URLs then fail with a clear error).
+pub fn client() -> reqwest::Client {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions");
+    let config = match rustls_platform_verifier::Verifier::new(provider) {
+        Ok(v) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(v))
+            .with_no_client_auth(),
+        Err(_) => builder
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .build()
+        .expect("a client with a preconfigured TLS backend builds")
+}
+
 /// Caddy's message from an error body (`{"error": "..."}`), else the body as text.
 fn message_of(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)

@@ -43,7 +43,7 @@ impl MeshReconciler {
     pub fn new(options: MeshOptions) -> Self {
         MeshReconciler {
             http: HttpProvider::new(options.metrics.clone()),
-            caddy: reqwest::Client::new(),
+            caddy: caddy_admin::client(),
             options,
             loaded: Mutex::default(),
         }
