@@ -10,6 +10,7 @@ mod event;
 mod gateway;
 mod git_sync;
 mod guest;
+pub mod injection;
 mod mesh;
 mod meta;
 pub mod rules;

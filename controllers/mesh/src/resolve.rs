@@ -46,6 +46,20 @@ fn upstream(
 ) -> Result<Upstream, ResolveError> {
     match (&b.url, &b.guest, b.port, &b.mesh) {
         (Some(u), None, None, None) => {
+            // The URL parser drops tabs and line breaks and punycodes look-alikes: refuse
+            // them before it can hide them.
+            if !u.is_ascii()
+                || u.chars()
+                    .any(|c| c.is_control() || " \"'`{}$\\".contains(c))
+            {
+                return Err(invalid(
+                    format!("{field}.url"),
+                    format!(
+                        "{} must be printable ASCII without spaces, quotes, braces, '$' or '\\'",
+                        phoenix_api::decode::quote(u)
+                    ),
+                ));
+            }
             let url = url::Url::parse(u)
                 .map_err(|e| invalid(format!("{field}.url"), format!("is not a URL ({e})")))?;
             let scheme = match url.scheme() {
