@@ -19,6 +19,7 @@ use phoenix_api::kinds::Mesh;
 use phoenix_api::{Api, ConditionStatus};
 use phoenix_e2e::caddy::{Caddy, Echo, echoed, free_port};
 use phoenix_e2e::{Backend, Server};
+
 use rustls::pki_types::pem::PemObject as _;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -405,4 +406,48 @@ async fn caddy_serves_what_the_mesh_says() {
     );
     assert!(std::net::TcpStream::connect(("127.0.0.1", caddy.admin_port)).is_ok());
     drop(caddy);
+}
+
+/// `--mesh-file-root` reaches the controller inside `phoenix serve`: a Mesh naming a file gets
+/// it written there, and an absolute path is refused by phoenixctl apply with the flag named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_root_flag_reaches_the_controller_in_phoenix_serve() {
+    let root = tempfile::tempdir().unwrap();
+    let server = Server::start_opts(
+        Backend::Embedded,
+        &["--mesh-file-root", root.path().to_str().unwrap()],
+    )
+    .await;
+    let api = server.client().await;
+    let doc = |path: &str| {
+        format!(
+            "apiVersion: phoenix.thinkheads.ai/v1alpha1
+kind: Mesh
+metadata: {{name: demo}}
+spec:
+  domain: internal.test
+  entryPoint: {{host: 127.0.0.1}}
+  target: {{file: {{path: {path}}}}}
+  services:
+    - {{name: web, backends: [{{url: \"http://10.0.0.5:80\"}}]}}
+"
+        )
+    };
+    let refused = server.ctl_stdin(
+        &["apply", "-f", "-"],
+        Some(&doc("/etc/traefik/phoenix.yaml")),
+    );
+    assert_ne!(refused.code, Some(0));
+    assert!(
+        refused.stderr.contains("spec.target.file.path")
+            && refused.stderr.contains("--mesh-file-root"),
+        "{}",
+        refused.stderr
+    );
+    server
+        .ctl_stdin(&["apply", "-f", "-"], Some(&doc("phoenix.yaml")))
+        .ok();
+    wait_mesh(&api, "written", converged).await;
+    let text = std::fs::read_to_string(root.path().join("phoenix.yaml")).unwrap();
+    assert!(text.contains("Host(`web.internal.test`)"), "{text}");
 }
