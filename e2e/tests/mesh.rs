@@ -451,3 +451,139 @@ spec:
     let text = std::fs::read_to_string(root.path().join("phoenix.yaml")).unwrap();
     assert!(text.contains("Host(`web.internal.test`)"), "{text}");
 }
+
+/// nginx running a Gateway's installed tree; SIGTERM (then SIGKILL) on drop.
+struct Nginx(std::process::Child);
+
+impl Nginx {
+    fn start(conf: &std::path::Path, port: u16) -> Nginx {
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx is not installed: run hack/install-deps.sh");
+        let child = std::process::Command::new(bin)
+            .args(["-e", "stderr", "-g", "daemon off;", "-c"])
+            .arg(conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        let n = Nginx(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        n
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A Gateway with a `{mesh: demo}` backend sends real traffic through nginx to the Caddy
+/// Mesh's entry point, which routes it by host to the service's backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_forwards_through_the_caddy_mesh_to_the_backend() {
+    let caddy = Caddy::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (gw_http, gw_https, mesh_port) = (free_port(), free_port(), free_port());
+    let (conf, run) = (dir.path().join("conf"), dir.path().join("run"));
+    let mut flags: Vec<String> = vec![
+        "--mesh-listen-address".into(),
+        "127.0.0.1".into(),
+        "--gateway-local".into(),
+        "--gateway-config-root".into(),
+        conf.display().to_string(),
+        "--gateway-runtime-dir".into(),
+        run.display().to_string(),
+        "--gateway-worker-processes".into(),
+        "1".into(),
+        "--gateway-listen-address".into(),
+        "127.0.0.1".into(),
+        "--gateway-http-port".into(),
+        gw_http.to_string(),
+        "--gateway-https-port".into(),
+        gw_https.to_string(),
+    ];
+    if rustix::process::geteuid().is_root() {
+        flags.extend(["--gateway-nginx-user".into(), "root".into()]);
+    }
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = Server::start_opts(Backend::Embedded, &args).await;
+    let api = server.client().await;
+    let app = Echo::start("app").await;
+    server
+        .ctl_stdin(
+            &["apply", "-f", "-"],
+            Some(&format!(
+                "apiVersion: phoenix.thinkheads.ai/v1alpha1
+kind: Mesh
+metadata: {{name: demo}}
+spec:
+  provider: caddy
+  domain: internal.test
+  target: {{caddyAdmin: {{url: \"{}\"}}}}
+  entryPoint: {{host: 127.0.0.1, port: {mesh_port}, tlsPort: {}}}
+  services:
+    - {{name: web, host: web.internal.test, backends: [{{url: \"{}\"}}]}}
+---
+apiVersion: phoenix.thinkheads.ai/v1alpha1
+kind: Gateway
+metadata: {{name: edge}}
+spec:
+  target: {{local: {{}}}}
+  routes:
+    - host: web.internal.test
+      locations:
+        - {{path: /, backends: [{{mesh: demo}}]}}
+",
+                caddy.admin_url,
+                free_port(),
+                app.url()
+            )),
+        )
+        .ok();
+    wait_mesh(&api, "the mesh converges", converged).await;
+    // The Gateway's tree is installed (nginx not running yet): start nginx on it.
+    let live = conf.join("edge").join("current/nginx.conf");
+    let deadline = Instant::now() + WAIT;
+    while !live.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no Gateway tree; log:\n{}",
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _nginx = Nginx::start(&live, gw_http);
+    let http = client(&Ca::new().pem);
+    let (code, body) = get(
+        &http,
+        &format!("http://web.internal.test:{gw_http}/through"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(echoed(&body, "backend"), Some("app"), "{body}");
+    assert_eq!(echoed(&body, "request"), Some("GET /through HTTP/1.1"));
+    // Caddy saw nginx (127.0.0.1) and appended it to the client's address chain.
+    assert!(
+        echoed(&body, "x-forwarded-for").is_some_and(|v| v.contains("127.0.0.1")),
+        "{body}"
+    );
+}

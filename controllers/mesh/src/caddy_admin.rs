@@ -94,6 +94,27 @@ pub async fn load(
     }
 }
 
+/// Whether the Caddy at `url` runs exactly `rendered` now: `GET /config/` compared with it
+/// as JSON values (Caddy keeps the JSON it was given; key order does not matter). `false`
+/// when Caddy cannot be asked or has something else (then a load follows and says why).
+pub async fn is_current(client: &reqwest::Client, url: &str, rendered: &Rendered) -> bool {
+    let Ok(want) = serde_json::from_slice::<serde_json::Value>(&rendered.body) else {
+        return false;
+    };
+    let response = client
+        .get(format!("{}/config/", url.trim_end_matches('/')))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await;
+    match response {
+        Ok(r) if r.status().is_success() => match r.bytes().await {
+            Ok(b) => serde_json::from_slice::<serde_json::Value>(&b).is_ok_and(|live| live == want),
+            Err(_) => false,
+        },
+        _ => false,
+    }
+}
+
 /// `HOST:PORT` of an admin URL, for the loaded config's `admin.listen`.
 pub fn admin_listen(url: &str) -> Option<String> {
     let u = url::Url::parse(url).ok()?;

@@ -10,7 +10,7 @@
 //!   is the `sha256:` of the bytes delivered.
 //! - Unchanged configuration = no write, no load: the file is compared with what is on
 //!   disk, the HTTP endpoint answers `304` to a poll with the current ETag, and Caddy is
-//!   loaded only when the hash differs from the last load this process made.
+//!   loaded only when its live configuration (`GET /config/`) differs from the rendered one.
 //! - A configuration Caddy refuses is never live: Caddy keeps the old one, `ConfigValid=False`
 //!   carries Caddy's own message, and the error is retried with backoff.
 //! - Backends: `url` as written, `guest` from the Guest's `status.addresses` (a Guest's change

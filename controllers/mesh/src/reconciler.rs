@@ -1,9 +1,8 @@
 //! The reconcile of one Mesh: resolve, render for its target, deliver only what changed,
 //! report. Cleanup (deletion) delivers an empty configuration unless `deletionPolicy: Retain`.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -34,8 +33,6 @@ pub struct MeshReconciler {
     options: MeshOptions,
     http: HttpProvider,
     caddy: reqwest::Client,
-    /// Hash of the last configuration this process loaded into each Mesh's Caddy.
-    loaded: Mutex<HashMap<String, String>>,
 }
 
 impl MeshReconciler {
@@ -45,7 +42,6 @@ impl MeshReconciler {
             http: HttpProvider::new(options.metrics.clone()),
             caddy: caddy_admin::client(),
             options,
-            loaded: Mutex::default(),
         }
     }
 
@@ -253,8 +249,9 @@ impl MeshReconciler {
         let rendered = caddy::render(plan, &options)
             .map_err(|e| config_invalid("RenderFailed", e.to_string()))?;
         metrics.rendered(name, started.elapsed(), rendered.body.len());
-        let same = self.loaded.lock().expect("loaded").get(name) == Some(&rendered.hash);
-        if same {
+        // Caddy's live configuration, not a memory of the last load, decides: a restarted
+        // Caddy (empty) is loaded again, a restarted controller loads nothing new.
+        if caddy_admin::is_current(&self.caddy, &c.url, &rendered).await {
             return Ok(Delivered {
                 rendered,
                 outcome: Outcome::Unchanged,
@@ -279,10 +276,6 @@ impl MeshReconciler {
             }
             Err(e) => return Err(unavailable(e)),
         }
-        self.loaded
-            .lock()
-            .expect("loaded")
-            .insert(name.clone(), rendered.hash.clone());
         Ok(Delivered {
             rendered,
             outcome: Outcome::Applied,
@@ -377,7 +370,6 @@ impl Reconciler for MeshReconciler {
         let name = mesh.metadata.name.clone();
         if mesh.spec.deletion_policy == DeletionPolicy::Retain {
             tracing::info!(mesh = %name, "deletionPolicy Retain: the proxy keeps its configuration");
-            self.loaded.lock().expect("loaded").remove(&name);
             return Ok(Action::done());
         }
         let delivered = self.deliver(&mesh, &Plan::default(), ctx).await?;
@@ -396,7 +388,6 @@ impl Reconciler for MeshReconciler {
                 ),
             )
             .await;
-        self.loaded.lock().expect("loaded").remove(&name);
         tracing::info!(mesh = %name, controller = NAME, "emptied before deletion");
         Ok(Action::done())
     }
