@@ -44,6 +44,9 @@ pub fn client() -> reqwest::Client {
     };
     reqwest::Client::builder()
         .tls_backend_preconfigured(config)
+        // Caddy replaces its admin server on a load and closes idle connections: a pooled
+        // one would fail the next request. Admin calls are few; each gets its own.
+        .pool_max_idle_per_host(0)
         .build()
         .expect("a client with a preconfigured TLS backend builds")
 }
@@ -95,24 +98,34 @@ pub async fn load(
 }
 
 /// Whether the Caddy at `url` runs exactly `rendered` now: `GET /config/` compared with it
-/// as JSON values (Caddy keeps the JSON it was given; key order does not matter). `false`
-/// when Caddy cannot be asked or has something else (then a load follows and says why).
-pub async fn is_current(client: &reqwest::Client, url: &str, rendered: &Rendered) -> bool {
-    let Ok(want) = serde_json::from_slice::<serde_json::Value>(&rendered.body) else {
-        return false;
+/// as JSON values (Caddy keeps the JSON it was given; key order does not matter).
+///
+/// # Errors
+/// [`CaddyAdminError::Unreachable`] when Caddy cannot be asked (e.g. its admin server is
+/// being replaced right after a load): the caller retries rather than loading blindly.
+pub async fn is_current(
+    client: &reqwest::Client,
+    url: &str,
+    rendered: &Rendered,
+) -> Result<bool, CaddyAdminError> {
+    let unreachable = |message: String| CaddyAdminError::Unreachable {
+        url: url.to_string(),
+        message,
     };
-    let response = client
+    let want = serde_json::from_slice::<serde_json::Value>(&rendered.body)
+        .map_err(|e| unreachable(format!("rendered config is not JSON: {e}")))?;
+    let r = client
         .get(format!("{}/config/", url.trim_end_matches('/')))
         .timeout(Duration::from_secs(30))
         .send()
-        .await;
-    match response {
-        Ok(r) if r.status().is_success() => match r.bytes().await {
-            Ok(b) => serde_json::from_slice::<serde_json::Value>(&b).is_ok_and(|live| live == want),
-            Err(_) => false,
-        },
-        _ => false,
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    if !r.status().is_success() {
+        return Err(unreachable(format!("GET /config/: {}", r.status())));
     }
+    let body = r.bytes().await.map_err(|e| unreachable(e.to_string()))?;
+    // `null` (a Caddy with no config) or anything else: not current.
+    Ok(serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|live| live == want))
 }
 
 /// `HOST:PORT` of an admin URL, for the loaded config's `admin.listen`.

@@ -251,7 +251,10 @@ impl MeshReconciler {
         metrics.rendered(name, started.elapsed(), rendered.body.len());
         // Caddy's live configuration, not a memory of the last load, decides: a restarted
         // Caddy (empty) is loaded again, a restarted controller loads nothing new.
-        if caddy_admin::is_current(&self.caddy, &c.url, &rendered).await {
+        if caddy_admin::is_current(&self.caddy, &c.url, &rendered)
+            .await
+            .map_err(unavailable)?
+        {
             return Ok(Delivered {
                 rendered,
                 outcome: Outcome::Unchanged,

@@ -193,6 +193,8 @@ struct Numbers {
     traefik_bytes: usize,
     caddy_load: Duration,
     caddy_change_live: Duration,
+    caddy_unchanged: Duration,
+    caddy_loads_unchanged: usize,
     caddy_bytes: usize,
 }
 
@@ -260,6 +262,7 @@ async fn run(n: usize, a: &Args, dir: &Path, http: &reqwest::Client) -> Result<N
     }
     // One-service change: s0 moves from backend A to B; timed until a request sees B.
     let mut changes = Vec::new();
+    let mut current = spec(n, live_a, &admin, port);
     for rep in 0..a.reps {
         let (from, to, want) = if rep % 2 == 0 {
             (live_a, live_b, "B")
@@ -285,8 +288,24 @@ async fn run(n: usize, a: &Args, dir: &Path, http: &reqwest::Client) -> Result<N
             }
         }
         changes.push(t.elapsed());
+        current = after;
+    }
+    // Unchanged input: render + compare with Caddy's live config (what the controller does),
+    // never a load.
+    let mut checks = Vec::new();
+    let mut loaded = 0;
+    for _ in 0..a.unchanged.min(20) {
+        let t = Instant::now();
+        let out = caddy::render(&resolve::plan(&current, &none, &certs)?, &options)?;
+        if !caddy_admin::is_current(http, &admin, &out).await? {
+            caddy_admin::load(http, &admin, &out).await?;
+            loaded += 1;
+        }
+        checks.push(t.elapsed());
     }
     Ok(Numbers {
+        caddy_unchanged: median(checks),
+        caddy_loads_unchanged: loaded,
         traefik_write: median(writes),
         traefik_unchanged: median(unchanged),
         traefik_writes_unchanged: written,
@@ -333,20 +352,36 @@ async fn main() -> Result<()> {
         base.caddy_change_live,
         big.caddy_change_live,
     );
+    row(
+        "Caddy unchanged cycle (GET, no load)",
+        base.caddy_unchanged,
+        big.caddy_unchanged,
+    );
     println!(
         "  sizes: Traefik YAML {} / {} bytes, Caddy JSON {} / {} bytes",
         base.traefik_bytes, big.traefik_bytes, base.caddy_bytes, big.caddy_bytes
     );
     println!(
-        "  unchanged cycles: {} writes of {} (baseline), {} of {} ({n} services): target 0",
-        base.traefik_writes_unchanged, a.unchanged, big.traefik_writes_unchanged, a.unchanged
+        "  unchanged cycles: Traefik {} writes of {} (baseline), {} of {} ({n} services); Caddy {} and {} loads of {}: target 0",
+        base.traefik_writes_unchanged,
+        a.unchanged,
+        big.traefik_writes_unchanged,
+        a.unchanged,
+        base.caddy_loads_unchanged,
+        big.caddy_loads_unchanged,
+        a.unchanged.min(20)
     );
     let live_ok = big.caddy_change_live <= Duration::from_secs(1);
     println!(
         "  target: one-service change live in Caddy <= 1 s at {n} services: {}",
         if live_ok { "met" } else { "NOT met" }
     );
-    if big.traefik_writes_unchanged + base.traefik_writes_unchanged > 0 {
+    if big.traefik_writes_unchanged
+        + base.traefik_writes_unchanged
+        + big.caddy_loads_unchanged
+        + base.caddy_loads_unchanged
+        > 0
+    {
         return Err("an unchanged input was written".into());
     }
     Ok(())
