@@ -342,3 +342,64 @@ async fn the_http_target_answers_polls_with_etags_per_mesh_and_token() {
     let events = r.server.ctl(&["get", "events", "-o", "yaml"]);
     assert!(!events.stdout.contains("s3cret-token"));
 }
+
+/// Deleting a Mesh whose proxy cannot be reached keeps it (the empty configuration could not
+/// be delivered) with the reason in its status; removing the finalizer by hand lets it go.
+/// With `deletionPolicy: Retain` (set before deleting) it goes at once, proxy untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_proxy_keeps_a_deleted_mesh_unless_retained() {
+    let root = tempfile::tempdir().unwrap();
+    let r = start(root.path()).await;
+    let dead = free_port();
+    let doc = |name: &str, policy: &str| {
+        format!(
+            "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Mesh\nmetadata: {{name: {name}}}\nspec:\n  provider: caddy\n  domain: internal.test\n  entryPoint: {{host: 127.0.0.1, port: {}, tlsPort: {}}}\n  target: {{caddyAdmin: {{url: \"http://127.0.0.1:{dead}\"}}}}\n  deletionPolicy: {policy}\n  services:\n    - {{name: web, backends: [{{url: \"http://10.0.0.5:80\"}}]}}\n",
+            free_port(),
+            free_port()
+        )
+    };
+    let failed = |m: &Mesh| {
+        m.status.as_ref().is_some_and(|s| {
+            find_condition(&s.conditions, READY).is_some_and(|c| {
+                c.status == ConditionStatus::False && c.reason == "TargetUnavailable"
+            })
+        })
+    };
+    apply(&r.client, &doc("held", "Delete")).await;
+    apply(&r.client, &doc("kept", "Retain")).await;
+    let failing = wait_mesh(&r.client, "held", "the failure", failed).await;
+    wait_mesh(&r.client, "kept", "the failure", failed).await;
+    let status = failing.status.unwrap();
+    let message = &find_condition(&status.conditions, READY).unwrap().message;
+    assert!(message.contains(&format!("127.0.0.1:{dead}")), "{message}");
+
+    let api = Api::<Mesh>::new(r.client.clone());
+    // Retain: gone at once, though the proxy cannot be reached.
+    api.delete("kept", None).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while api.get_opt("kept").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "Retain did not let the Mesh go");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Delete: the finalizer stays while the empty configuration cannot be delivered.
+    api.delete("held", None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut held = api.get("held").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert_eq!(held.metadata.finalizers, [phoenix_mesh::FINALIZER]);
+    // The operator's way out once deleting: remove the finalizer (again on a conflict with
+    // the controller's retries).
+    held.metadata.finalizers.clear();
+    while let Err(e) = api.update_metadata(&held).await {
+        assert!(Instant::now() < deadline, "{e}");
+        held = api.get("held").await.unwrap();
+        held.metadata.finalizers.clear();
+    }
+    while api.get_opt("held").await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the Mesh stayed without its finalizer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
