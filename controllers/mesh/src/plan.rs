@@ -18,6 +18,9 @@ pub struct Plan {
     pub services: Vec<Service>,
     /// Certificates by host, for the `tls` services.
     pub certificates: BTreeMap<RuleHost, Certificate>,
+    /// Backends left out because their Guest has no address yet (`field: why`); a service
+    /// with none left is left out whole. Empty when everything resolved.
+    pub waiting: Vec<String>,
 }
 
 /// One routed service.

@@ -306,21 +306,46 @@ impl MeshReconciler {
     }
 }
 
-fn converged(s: &mut MeshStatus, generation: Option<i64>, d: &Delivered, missing: &[String]) {
+/// `Degraded=True` of a converged Mesh: backends waiting for an address, `tls` services
+/// without a certificate.
+fn degraded(plan: &Plan, missing: &[String]) -> Option<(&'static str, String)> {
+    let mut parts = Vec::new();
+    if !plan.waiting.is_empty() {
+        parts.push(format!(
+            "left out until their Guest has an address: {}",
+            plan.waiting.join("; ")
+        ));
+    }
+    if !missing.is_empty() {
+        parts.push(format!(
+            "no certificate (no tlsSecret, none issued by the CertificateAuthority) for: {}",
+            missing.join(", ")
+        ));
+    }
+    let reason = match (plan.waiting.is_empty(), missing.is_empty()) {
+        (true, true) => return None,
+        (false, true) => "BackendUnresolved",
+        (true, false) => "NoCertificate",
+        (false, false) => "BackendUnresolvedNoCertificate",
+    };
+    Some((reason, parts.join(". ")))
+}
+
+fn converged(
+    s: &mut MeshStatus,
+    generation: Option<i64>,
+    d: &Delivered,
+    degraded: Option<&(&'static str, String)>,
+) {
     s.config_hash = Some(d.rendered.hash.clone());
     s.services = d.rendered.services;
     if d.outcome == Outcome::Applied || s.last_applied.is_none() {
         s.last_applied = Some(jiff::Timestamp::now());
     }
     let msg = format!("{} services routed ({})", d.rendered.services, d.target);
-    if missing.is_empty() {
-        mark_ready(s, generation, "Converged", &msg);
-    } else {
-        let m = format!(
-            "no certificate (no tlsSecret, none issued by the CertificateAuthority) for: {}",
-            missing.join(", ")
-        );
-        mark_ready_degraded(s, generation, "Converged", &msg, "NoCertificate", &m);
+    match degraded {
+        None => mark_ready(s, generation, "Converged", &msg),
+        Some((reason, m)) => mark_ready_degraded(s, generation, "Converged", &msg, reason, m),
     }
     set_condition(
         &mut s.conditions,
@@ -351,8 +376,11 @@ impl Reconciler for MeshReconciler {
         let applied = delivered.outcome == Outcome::Applied;
         metrics.succeeded(&name, delivered.target, applied);
         let generation = mesh.metadata.generation;
-        ctx.update_status(&mesh, |s| converged(s, generation, &delivered, &missing))
-            .await?;
+        let degraded = degraded(&plan, &missing);
+        ctx.update_status(&mesh, |s| {
+            converged(s, generation, &delivered, degraded.as_ref())
+        })
+        .await?;
         if applied {
             let message = format!(
                 "delivered {} ({} services, {} bytes) to {}",

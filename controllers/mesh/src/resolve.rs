@@ -22,7 +22,8 @@ pub enum ResolveError {
         /// Why (the value quoted and escaped).
         reason: String,
     },
-    /// A `guest` backend whose Guest reports no address (yet): its watch brings us back.
+    /// A `guest` backend whose Guest reports no address (yet): left out of the plan (listed
+    /// in [`Plan::waiting`]); the Guest's watch brings the Mesh back.
     #[error("{field}: Guest {guest:?} has no address yet")]
     NoAddress {
         /// Field path of the backend.
@@ -112,8 +113,8 @@ fn upstream(
 /// The plan of `spec`: Guests' addresses from `address_of`, `certificates` by host.
 ///
 /// # Errors
-/// [`ResolveError::Invalid`] for a value admission would have refused;
-/// [`ResolveError::NoAddress`] for a Guest without an address.
+/// [`ResolveError::Invalid`] for a value admission would have refused. A Guest without an
+/// address is no error: its backend is left out and listed in [`Plan::waiting`].
 pub fn plan(
     spec: &MeshSpec,
     address_of: &dyn Fn(&str) -> Option<IpAddr>,
@@ -135,12 +136,16 @@ pub fn plan(
         if s.backends.is_empty() {
             return Err(invalid(at("backends"), "must have at least one backend"));
         }
-        let upstreams = s
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(k, b)| upstream(b, at(&format!("backends[{k}]")), address_of))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut upstreams = Vec::new();
+        for (k, b) in s.backends.iter().enumerate() {
+            match upstream(b, at(&format!("backends[{k}]")), address_of) {
+                Ok(u) => upstreams.push(u),
+                // A DHCP guest gets its route as soon as its address is known; the other
+                // services (and this one's other backends) are not held back meanwhile.
+                Err(e @ ResolveError::NoAddress { .. }) => out.waiting.push(e.to_string()),
+                Err(e) => return Err(e),
+            }
+        }
         let health = match &s.health_check {
             None => None,
             Some(h) => Some(Health {
@@ -155,6 +160,9 @@ pub fn plan(
                     .map_err(|e| invalid(at("healthCheck.timeout"), e.to_string()))?,
             }),
         };
+        if upstreams.is_empty() {
+            continue;
+        }
         if s.tls
             && let Some(c) = certificates.get(host.as_str())
         {

@@ -11,7 +11,7 @@ use phoenix_api::kinds::mesh::MeshSpec;
 use phoenix_api::{Object, Source, load_source};
 use phoenix_mesh::caddy::{self, CaddyOptions};
 use phoenix_mesh::plan::{Certificate, Plan};
-use phoenix_mesh::resolve::{self, ResolveError};
+use phoenix_mesh::resolve;
 use phoenix_mesh::traefik::{self, Format, TraefikOptions};
 
 fn schema() -> (boon::Schemas, boon::SchemaIndex) {
@@ -301,15 +301,30 @@ fn caddy_refuses_a_service_mixing_schemes() {
 }
 
 #[test]
-fn a_guest_without_an_address_is_waited_for_not_rejected() {
+fn a_guest_without_an_address_leaves_out_only_its_backend_or_service() {
     let mut spec = mesh_spec(FEATURES);
     spec.services[0].backends[0].guest = Some("nowhere".into());
-    let e = resolve::plan(&spec, &addresses, &BTreeMap::new()).unwrap_err();
+    spec.services[1].backends[0].url = None;
+    spec.services[1].backends[0].guest = Some("dhcp".into());
+    spec.services[1].backends[0].port = Some(80);
+    let plan = resolve::plan(&spec, &addresses, &BTreeMap::new()).unwrap();
+    let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
-        e,
-        ResolveError::NoAddress {
-            field: "spec.services[0].backends[0]".into(),
-            guest: "nowhere".into()
-        }
+        names,
+        ["api", "app"],
+        "portainer waits, api keeps its other backend"
+    );
+    assert_eq!(plan.services[0].upstreams.len(), 1);
+    assert_eq!(
+        plan.waiting,
+        [
+            "spec.services[0].backends[0]: Guest \"nowhere\" has no address yet",
+            "spec.services[1].backends[0]: Guest \"dhcp\" has no address yet"
+        ]
+    );
+    check_traefik(
+        &traefik::render(&plan, &TraefikOptions::default(), Format::Yaml)
+            .unwrap()
+            .body,
     );
 }

@@ -228,8 +228,12 @@ spec:
 "#;
 
 async fn set_address(client: &Client, ip: &str) {
+    set_address_of(client, "portainer", ip).await;
+}
+
+async fn set_address_of(client: &Client, guest: &str, ip: &str) {
     let api = Api::<Guest>::new(client.clone());
-    let g = api.get("portainer").await.unwrap();
+    let g = api.get(guest).await.unwrap();
     phoenix_runtime::status::update_status(client, &g, |s| {
         s.addresses = vec![
             serde_json::from_value(serde_json::json!({"interface": "eth0", "ipv4": ip})).unwrap(),
@@ -337,6 +341,46 @@ async fn the_http_target_answers_polls_with_etags_per_mesh_and_token() {
     assert_eq!(
         doc["http"]["services"]["portainer"]["loadBalancer"]["servers"][0]["url"],
         "http://10.0.0.8:9000"
+    );
+    // A DHCP guest without an address yet: its service waits (Degraded), the others serve;
+    // it gets its route as soon as the address is known.
+    apply(&r.client, &GUEST.replace("name: portainer", "name: dhcp")).await;
+    let with_late = guest_mesh.replace(
+        "  services:\n",
+        "  services:\n    - {name: late, backends: [{guest: dhcp, port: 80}]}\n",
+    );
+    apply(&r.client, &with_late).await;
+    let waiting = wait_mesh(&r.client, "one", "the late service waits", |m| {
+        m.status.as_ref().is_some_and(|s| {
+            s.observed_generation == m.metadata.generation
+                && find_condition(&s.conditions, "Degraded")
+                    .is_some_and(|c| c.reason == "BackendUnresolved" && c.message.contains("dhcp"))
+        })
+    })
+    .await;
+    assert_eq!(waiting.status.as_ref().unwrap().services, 1);
+    set_address_of(&r.client, "dhcp", "10.0.0.99").await;
+    wait_mesh(&r.client, "one", "the late service routed", |m| {
+        m.status.as_ref().is_some_and(|s| s.services == 2)
+            && ready_with(m, None)
+            && find_condition(&m.status.as_ref().unwrap().conditions, "Degraded")
+                .is_some_and(|c| c.status == ConditionStatus::False)
+    })
+    .await;
+    let doc: serde_json::Value = serde_json::from_slice(
+        &http
+            .get(url("one"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        doc["http"]["services"]["late"]["loadBalancer"]["servers"][0]["url"],
+        "http://10.0.0.99:80"
     );
     // The token never reaches status or events.
     let events = r.server.ctl(&["get", "events", "-o", "yaml"]);
