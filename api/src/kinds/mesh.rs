@@ -96,6 +96,10 @@ pub struct HttpTarget {
     /// Secret (type `opaque`, key `token`) holding a bearer token that polls must send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_ref: Option<String>,
+    /// Secret of type `tls`: serve HTTPS with its certificate. Meshes sharing a `listen`
+    /// must name the same Secret (or none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_ref: Option<String>,
 }
 
 /// Caddy's admin API.

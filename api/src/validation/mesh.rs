@@ -68,6 +68,11 @@ pub(super) fn mesh(s: &MeshSpec, v: &mut Validator<'_>) {
             h.token_secret_ref.as_deref(),
             rules::dns_label,
         );
+        hv.opt(
+            "tlsSecretRef",
+            h.tls_secret_ref.as_deref(),
+            rules::dns_label,
+        );
     }
     if let Some(c) = &s.target.caddy_admin {
         let mut cv = t.at("caddyAdmin");

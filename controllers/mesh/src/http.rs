@@ -2,7 +2,9 @@
 //! `/meshes/NAME` for Traefik's HTTP provider to poll. Meshes with the same `listen` share
 //! one listener, kept apart by path. Every answer carries an `ETag` (the configuration's
 //! hash); a poll with a matching `If-None-Match` gets `304` and no body. A Mesh with a token
-//! answers `401` to a poll without `Authorization: Bearer TOKEN`.
+//! answers `401` to a poll without `Authorization: Bearer TOKEN`. A listener serves HTTPS
+//! when its Meshes name a `tlsSecretRef` (all the same one); a changed certificate is used
+//! from the next handshake on.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,9 +15,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest as _, Sha256};
 
+use rustls::crypto::ring::sign::any_supported_type;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
 use crate::file::Outcome;
 use crate::metrics::MeshMetrics;
-use crate::plan::Rendered;
+use crate::plan::{Certificate, Rendered};
 
 /// What one Mesh serves.
 #[derive(Clone)]
@@ -28,10 +36,73 @@ struct Served {
 
 type Table = Arc<RwLock<HashMap<String, Served>>>;
 
+/// The certificate a TLS listener serves, replaceable in place.
+#[derive(Debug)]
+struct CurrentCert(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().expect("certificate").clone())
+    }
+}
+
+struct Tls {
+    /// The Secret it comes from.
+    secret: String,
+    cert: Arc<CurrentCert>,
+}
+
 struct Listener {
     local: SocketAddr,
     meshes: Table,
+    tls: Option<Tls>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// `tokio::net::TcpListener` with a TLS handshake per connection (failed or slow handshakes
+/// are dropped; the accept loop goes on).
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let handshake = self.acceptor.accept(stream);
+            if let Ok(Ok(tls)) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), handshake).await
+            {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+fn certified_key(c: &Certificate) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(c.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|_| "tls.crt holds no readable PEM certificate".to_string())?;
+    if chain.is_empty() {
+        return Err("tls.crt holds no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes())
+        .map_err(|_| "tls.key holds no readable PEM private key".to_string())?;
+    let key =
+        any_supported_type(&key).map_err(|_| "tls.key is of an unsupported type".to_string())?;
+    Ok(CertifiedKey::new(chain, key))
 }
 
 impl Drop for Listener {
@@ -43,6 +114,24 @@ impl Drop for Listener {
 /// Why a configuration could not be published.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    /// Meshes sharing a listener disagree on TLS.
+    #[error(
+        "spec.target.http: {listen} already serves {serves}; Meshes sharing a listen must name the same tlsSecretRef"
+    )]
+    TlsMismatch {
+        /// The address.
+        listen: SocketAddr,
+        /// What it serves (`plain HTTP` or `HTTPS from Secret "x"`).
+        serves: String,
+    },
+    /// The certificate could not be used.
+    #[error("spec.target.http.tlsSecretRef: Secret {secret:?}: {reason}")]
+    Certificate {
+        /// The Secret.
+        secret: String,
+        /// Why (no key material).
+        reason: String,
+    },
     /// The listen address could not be bound.
     #[error("spec.target.http.listen: cannot listen on {listen}: {source}")]
     Bind {
@@ -151,8 +240,19 @@ impl HttpProvider {
         mesh: &str,
         rendered: &Rendered,
         token: Option<&str>,
+        tls: Option<(&str, &Certificate)>,
     ) -> Result<Outcome, HttpError> {
-        let table = self.listener(listen).await?;
+        let tls = match tls {
+            None => None,
+            Some((secret, cert)) => Some((
+                secret,
+                certified_key(cert).map_err(|reason| HttpError::Certificate {
+                    secret: secret.to_string(),
+                    reason,
+                })?,
+            )),
+        };
+        let table = self.listener(listen, tls).await?;
         self.withdraw_except(mesh, listen);
         let served = Served {
             body: Arc::new(rendered.body.clone()),
@@ -188,8 +288,30 @@ impl HttpProvider {
         }
     }
 
-    async fn listener(&self, listen: SocketAddr) -> Result<Table, HttpError> {
+    /// The listener on `listen` (bound now if new), checked to serve what `tls` asks; its
+    /// certificate replaced when the Secret's content changed.
+    async fn listener(
+        &self,
+        listen: SocketAddr,
+        tls: Option<(&str, CertifiedKey)>,
+    ) -> Result<Table, HttpError> {
         if let Some(l) = self.listeners.lock().expect("listeners").get(&listen) {
+            let serves = |t: &Option<Tls>| match t {
+                None => "plain HTTP".to_string(),
+                Some(t) => format!("HTTPS from Secret {:?}", t.secret),
+            };
+            match (&l.tls, tls) {
+                (None, None) => {}
+                (Some(have), Some((secret, key))) if have.secret == secret => {
+                    *have.cert.0.write().expect("certificate") = Arc::new(key);
+                }
+                _ => {
+                    return Err(HttpError::TlsMismatch {
+                        listen,
+                        serves: serves(&l.tls),
+                    });
+                }
+            }
             return Ok(l.meshes.clone());
         }
         let socket = tokio::net::TcpListener::bind(listen)
@@ -203,16 +325,48 @@ impl HttpProvider {
                 meshes: meshes.clone(),
                 metrics: self.metrics.clone(),
             });
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(socket, app).await {
-                tracing::warn!(%local, error = %e, "mesh HTTP provider listener ended");
+        let (task, tls) = match tls {
+            None => (
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(socket, app).await {
+                        tracing::warn!(%local, error = %e, "mesh HTTP provider listener ended");
+                    }
+                }),
+                None,
+            ),
+            Some((secret, key)) => {
+                let cert = Arc::new(CurrentCert(RwLock::new(Arc::new(key))));
+                let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_no_client_auth()
+                .with_cert_resolver(cert.clone());
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let listener = TlsListener {
+                    tcp: socket,
+                    acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+                };
+                (
+                    tokio::spawn(async move {
+                        if let Err(e) = axum::serve(listener, app).await {
+                            tracing::warn!(%local, error = %e, "mesh HTTP provider listener ended");
+                        }
+                    }),
+                    Some(Tls {
+                        secret: secret.to_string(),
+                        cert,
+                    }),
+                )
             }
-        });
+        };
         let mut listeners = self.listeners.lock().expect("listeners");
         // Two reconciles may have raced to bind: keep the first.
         let l = listeners.entry(listen).or_insert(Listener {
             local,
             meshes,
+            tls,
             task,
         });
         tracing::info!(listen = %l.local, "mesh HTTP provider listening");

@@ -92,6 +92,7 @@ pub fn secrets_of(spec: &MeshSpec) -> BTreeSet<&str> {
         .collect();
     if let Some(h) = &spec.target.http {
         out.extend(h.token_secret_ref.as_deref());
+        out.extend(h.tls_secret_ref.as_deref());
     }
     if let Some(f) = &spec.target.file {
         out.extend(f.ssh.as_ref().map(|s| s.secret_ref.as_str()));

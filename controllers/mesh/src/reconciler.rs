@@ -209,9 +209,34 @@ impl MeshReconciler {
                 Some(s) => Some(Self::token(ctx, s)?),
                 None => None,
             };
+            let certificate = match &h.tls_secret_ref {
+                None => None,
+                Some(secret) => {
+                    let field = "spec.target.http.tlsSecretRef";
+                    let found = Self::secret(ctx, secret).ok_or_else(|| {
+                        ReconcileError::transient(
+                            "SecretNotFound",
+                            format!("{field}: Secret {secret:?} not found"),
+                        )
+                    })?;
+                    let cert = certs::from_secret(&found).map_err(|reason| {
+                        ReconcileError::transient(
+                            "SecretInvalid",
+                            format!("{field}: Secret {secret:?} {reason}"),
+                        )
+                    })?;
+                    Some((secret.as_str(), cert))
+                }
+            };
             let outcome = self
                 .http
-                .publish(listen, name, &rendered, token.as_deref())
+                .publish(
+                    listen,
+                    name,
+                    &rendered,
+                    token.as_deref(),
+                    certificate.as_ref().map(|(s, c)| (*s, c)),
+                )
                 .await
                 .map_err(unavailable)?;
             return Ok(Delivered {

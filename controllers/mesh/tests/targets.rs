@@ -447,3 +447,106 @@ async fn an_unreachable_proxy_keeps_a_deleted_mesh_unless_retained() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// (CA PEM, chain PEM, key PEM) for `host`.
+fn test_certificate(host: &str) -> (String, String, String) {
+    let mut ca = rcgen::CertificateParams::default();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let mut leaf = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+fn tls_secret(name: &str, chain: &str, key: &str) -> String {
+    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(chain),
+        indent(key)
+    )
+}
+
+/// A client trusting only `ca`, resolving `provider.test` to 127.0.0.1.
+fn https_client(ca: &str) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .pool_max_idle_per_host(0)
+        .resolve("provider.test", ([127, 0, 0, 1], 0).into())
+        .build()
+        .unwrap()
+}
+
+/// `tlsSecretRef`: the HTTP provider answers over HTTPS with the Secret's certificate (the
+/// client verifies it), picks up a renewed certificate, and a Mesh that wants the same
+/// listener without TLS is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_target_serves_https_with_the_secrets_certificate() {
+    let root = tempfile::tempdir().unwrap();
+    let r = start(root.path()).await;
+    let port = free_port();
+    let (ca, chain, key) = test_certificate("provider.test");
+    apply(&r.client, &tls_secret("provider-cert", &chain, &key)).await;
+    let target = format!("{{http: {{listen: \"127.0.0.1:{port}\", tlsSecretRef: provider-cert}}}}");
+    apply(&r.client, &mesh_yaml("secure", &target, 2, "")).await;
+    wait_mesh(&r.client, "secure", "served", |m| ready_with(m, None)).await;
+    let url = format!("https://provider.test:{port}/meshes/secure");
+    let answer = https_client(&ca).get(&url).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let doc: serde_json::Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    assert_eq!(doc["http"]["routers"].as_object().unwrap().len(), 2);
+    // A client that does not trust the CA fails the handshake.
+    let (other_ca, _, _) = test_certificate("provider.test");
+    assert!(https_client(&other_ca).get(&url).send().await.is_err());
+
+    // A renewed certificate from another CA: served from the next handshake on.
+    let (ca2, chain2, key2) = test_certificate("provider.test");
+    apply(&r.client, &tls_secret("provider-cert", &chain2, &key2)).await;
+    let deadline = Instant::now() + WAIT;
+    while https_client(&ca2).get(&url).send().await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The same listener without TLS: refused, with why.
+    let plain = format!("{{http: {{listen: \"127.0.0.1:{port}\"}}}}");
+    apply(&r.client, &mesh_yaml("plain", &plain, 1, "")).await;
+    let refused = wait_mesh(&r.client, "plain", "the refusal", |m| {
+        m.status.as_ref().is_some_and(|s| {
+            find_condition(&s.conditions, READY).is_some_and(|c| {
+                c.status == ConditionStatus::False && c.message.contains("same tlsSecretRef")
+            })
+        })
+    })
+    .await;
+    let status = refused.status.unwrap();
+    let message = &find_condition(&status.conditions, READY).unwrap().message;
+    assert!(
+        message.contains("HTTPS from Secret \"provider-cert\""),
+        "{message}"
+    );
+    assert!(!message.contains("PRIVATE"), "{message}");
+}
