@@ -384,6 +384,46 @@ fn converged(
     );
 }
 
+/// What a Mesh's configuration lands in, when two Meshes could collide there: a file (by
+/// host and path) or a Caddy (by admin URL). HTTP targets share listeners by path: `None`.
+fn target_key(spec: &MeshSpec) -> Option<String> {
+    if let Some(f) = &spec.target.file {
+        let host = match &f.ssh {
+            None => "local".to_string(),
+            Some(ssh) => {
+                let h = ssh
+                    .host
+                    .clone()
+                    .or_else(|| spec.guest.as_ref().map(|g| format!("guest {g}")))
+                    .unwrap_or_default();
+                format!("{}@{h}:{}", ssh.user, ssh.port)
+            }
+        };
+        return Some(format!("file {host} {}", f.path));
+    }
+    spec.target
+        .caddy_admin
+        .as_ref()
+        .map(|c| format!("Caddy {}", c.url.trim_end_matches('/')))
+}
+
+/// The live Mesh other than `mesh` that owns `mesh`'s target: the oldest one naming the same
+/// target (by creation time, then name). `None` when `mesh` is that one, or alone there.
+fn owner_of_target(mesh: &Mesh, meshes: &phoenix_runtime::Cache<Mesh>) -> Option<String> {
+    let key = target_key(&mesh.spec)?;
+    let rank = |m: &Mesh| (m.metadata.creation_timestamp, m.metadata.name.clone());
+    meshes
+        .find(|m| {
+            m.metadata.name != mesh.metadata.name
+                && m.metadata.deletion_timestamp.is_none()
+                && target_key(&m.spec).as_ref() == Some(&key)
+        })
+        .into_iter()
+        .filter(|m| rank(m) < rank(mesh))
+        .min_by_key(|m| rank(m))
+        .map(|m| m.metadata.name.clone())
+}
+
 #[async_trait]
 impl Reconciler for MeshReconciler {
     type Kind = Mesh;
@@ -391,6 +431,19 @@ impl Reconciler for MeshReconciler {
     async fn reconcile(&self, mesh: Arc<Mesh>, ctx: &Context<Mesh>) -> ReconcileResult {
         let name = mesh.metadata.name.clone();
         let metrics = &self.options.metrics;
+        if let Some(owner) = owner_of_target(&mesh, &ctx.cache) {
+            // Two Meshes writing one file or loading one Caddy would replace each other's
+            // configuration at every reconcile: the older one keeps it.
+            metrics.failed(&name, "conflict");
+            return Err(ReconcileError::transient(
+                "TargetConflict",
+                format!(
+                    "spec.target: Mesh {owner:?} already delivers to {}; give this Mesh its own file or Caddy",
+                    target_key(&mesh.spec).unwrap_or_default()
+                ),
+            )
+            .retry_after(std::time::Duration::from_secs(30)));
+        }
         let (plan, missing) =
             Self::plan(&mesh.spec, ctx).inspect_err(|_| metrics.failed(&name, "resolve"))?;
         let delivered = self.deliver(&mesh, &plan, ctx).await.inspect_err(|e| {
@@ -426,6 +479,18 @@ impl Reconciler for MeshReconciler {
         let name = mesh.metadata.name.clone();
         if mesh.spec.deletion_policy == DeletionPolicy::Retain {
             tracing::info!(mesh = %name, "deletionPolicy Retain: the proxy keeps its configuration");
+            return Ok(Action::done());
+        }
+        let key = target_key(&mesh.spec);
+        let shared = ctx.cache.find(|m| {
+            m.metadata.name != name
+                && m.metadata.deletion_timestamp.is_none()
+                && key.is_some()
+                && target_key(&m.spec) == key
+        });
+        if let Some(other) = shared.first() {
+            // Emptying would take another live Mesh's routes away.
+            tracing::info!(mesh = %name, other = %other.metadata.name, "target shared: not emptied");
             return Ok(Action::done());
         }
         let delivered = self.deliver(&mesh, &Plan::default(), ctx).await?;

@@ -394,8 +394,8 @@ async fn the_http_target_answers_polls_with_etags_per_mesh_and_token() {
 async fn an_unreachable_proxy_keeps_a_deleted_mesh_unless_retained() {
     let root = tempfile::tempdir().unwrap();
     let r = start(root.path()).await;
-    let dead = free_port();
     let doc = |name: &str, policy: &str| {
+        let dead = free_port();
         format!(
             "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Mesh\nmetadata: {{name: {name}}}\nspec:\n  provider: caddy\n  domain: internal.test\n  entryPoint: {{host: 127.0.0.1, port: {}, tlsPort: {}}}\n  target: {{caddyAdmin: {{url: \"http://127.0.0.1:{dead}\"}}}}\n  deletionPolicy: {policy}\n  services:\n    - {{name: web, backends: [{{url: \"http://10.0.0.5:80\"}}]}}\n",
             free_port(),
@@ -415,7 +415,11 @@ async fn an_unreachable_proxy_keeps_a_deleted_mesh_unless_retained() {
     wait_mesh(&r.client, "kept", "the failure", failed).await;
     let status = failing.status.unwrap();
     let message = &find_condition(&status.conditions, READY).unwrap().message;
-    assert!(message.contains(&format!("127.0.0.1:{dead}")), "{message}");
+    let url = match &failing.spec.target.caddy_admin {
+        Some(c) => c.url.clone(),
+        None => unreachable!(),
+    };
+    assert!(message.contains(&url), "{message}");
 
     let api = Api::<Mesh>::new(r.client.clone());
     // Retain: gone at once, though the proxy cannot be reached.
@@ -549,4 +553,45 @@ async fn the_http_target_serves_https_with_the_secrets_certificate() {
         "{message}"
     );
     assert!(!message.contains("PRIVATE"), "{message}");
+}
+
+/// Two Meshes naming one file: the older keeps it, the newer says why it delivers nothing,
+/// and deleting the newer does not empty the older's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_meshes_on_one_file_do_not_overwrite_each_other() {
+    let root = tempfile::tempdir().unwrap();
+    let r = start(root.path()).await;
+    let target = "{file: {path: shared.yaml}}";
+    apply(&r.client, &mesh_yaml("first", target, 2, "")).await;
+    wait_mesh(&r.client, "first", "first written", |m| ready_with(m, None)).await;
+    let before = std::fs::read(root.path().join("shared.yaml")).unwrap();
+    apply(&r.client, &mesh_yaml("second", target, 5, "")).await;
+    let refused = wait_mesh(&r.client, "second", "the conflict", |m| {
+        m.status.as_ref().is_some_and(|s| {
+            find_condition(&s.conditions, READY)
+                .is_some_and(|c| c.status == ConditionStatus::False && c.reason == "TargetConflict")
+        })
+    })
+    .await;
+    let status = refused.status.unwrap();
+    let message = &find_condition(&status.conditions, READY).unwrap().message;
+    assert!(
+        message.contains("Mesh \"first\" already delivers to file local shared.yaml"),
+        "{message}"
+    );
+    assert_eq!(
+        std::fs::read(root.path().join("shared.yaml")).unwrap(),
+        before
+    );
+    let api = Api::<Mesh>::new(r.client.clone());
+    api.delete("second", None).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while api.get_opt("second").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the second Mesh was not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        std::fs::read(root.path().join("shared.yaml")).unwrap(),
+        before
+    );
 }
