@@ -20,6 +20,7 @@
 //!   (no routes; Caddy answers 404); `Retain` leaves the proxy as it is (ADR 0022).
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod caddy;
 pub mod plan;
