@@ -245,6 +245,21 @@ async fn caddy_serves_what_the_mesh_says() {
         Some(&*format!("web.internal.test:{}", p.http))
     );
 
+    // JSON access logs: one line per request, with its URI.
+    let deadline = Instant::now() + WAIT;
+    while !caddy
+        .log()
+        .lines()
+        .any(|l| l.contains("\"logger\":\"http.log.access") && l.contains("\"uri\":\"/api/items\""))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no JSON access log line:\n{}",
+            caddy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // Round robin over the two backends of `web`.
     let mut seen = std::collections::BTreeMap::new();
     for _ in 0..10 {
