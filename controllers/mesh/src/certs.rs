@@ -117,3 +117,90 @@ pub fn gather(
     out.missing.dedup();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use phoenix_api::ObjectMeta;
+
+    use super::*;
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+
+    fn secret(name: &str, type_: SecretType) -> Secret {
+        Secret {
+            api_version: phoenix_api::API_VERSION.into(),
+            kind: "Secret".into(),
+            metadata: ObjectMeta::named(name),
+            type_,
+            data: BTreeMap::new(),
+            string_data: BTreeMap::from([
+                ("tls.crt".into(), CERT.into()),
+                ("tls.key".into(), KEY.into()),
+            ]),
+        }
+    }
+
+    fn spec() -> MeshSpec {
+        serde_json::from_value(serde_json::json!({
+            "domain": "internal.test",
+            "target": {"file": {"path": "x.yaml"}},
+            "services": [
+                {"name": "own", "tls": true, "tlsSecret": "own-cert", "backends": [{"url": "http://10.0.0.1:80"}]},
+                {"name": "issued", "tls": true, "backends": [{"url": "http://10.0.0.1:80"}]},
+                {"name": "none", "tls": true, "backends": [{"url": "http://10.0.0.1:80"}]},
+                {"name": "plain", "backends": [{"url": "http://10.0.0.1:80"}]}
+            ]
+        }))
+        .unwrap()
+    }
+
+    fn ca() -> CertificateAuthority {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "phoenix.thinkheads.ai/v1alpha1", "kind": "CertificateAuthority",
+            "metadata": {"name": "step-ca"},
+            "spec": {"acme": {"directoryUrl": "https://ca.test/dir", "email": "a@b.test"},
+                     "challenge": {"http01": {"listen": "0.0.0.0:80"}}},
+            "status": {"certificates": [{
+                "name": "issued", "dnsNames": ["issued.internal.test"], "serial": "01",
+                "notBefore": "2026-01-01T00:00:00Z", "notAfter": "2027-01-01T00:00:00Z",
+                "renewalTime": "2026-12-01T00:00:00Z", "secret": "cert-issued"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn own_secret_then_the_cas_then_missing() {
+        let ca = ca();
+        let lookup = |n: &str| match n {
+            "own-cert" | "cert-issued" => Some(secret(n, SecretType::Tls)),
+            _ => None,
+        };
+        let g = gather(&spec(), Some(&ca), &lookup).unwrap();
+        let hosts: Vec<&str> = g.by_host.keys().map(String::as_str).collect();
+        assert_eq!(hosts, ["issued.internal.test", "own.internal.test"]);
+        assert_eq!(g.missing, ["none.internal.test"]);
+        // Without the CA, the issued one is missing too.
+        let g = gather(&spec(), None, &lookup).unwrap();
+        assert_eq!(g.missing, ["issued.internal.test", "none.internal.test"]);
+    }
+
+    #[test]
+    fn a_bad_own_secret_is_an_error_that_names_the_field_and_no_key() {
+        let missing = gather(&spec(), None, &|_| None).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "spec.services[0].tlsSecret: Secret \"own-cert\" not found"
+        );
+        let opaque = gather(&spec(), None, &|n| Some(secret(n, SecretType::Opaque))).unwrap_err();
+        assert!(opaque.to_string().contains("not tls"), "{opaque}");
+        let mut no_key = secret("own-cert", SecretType::Tls);
+        no_key
+            .string_data
+            .insert("tls.key".into(), "not a key".into());
+        let e = from_secret(&no_key).unwrap_err();
+        assert!(e.contains("tls.key") && !e.contains("not a key"), "{e}");
+    }
+}
