@@ -423,14 +423,19 @@ async fn caddy_serves_what_the_mesh_says() {
     drop(caddy);
 }
 
-/// `--mesh-file-root` reaches the controller inside `phoenix serve`: a Mesh naming a file gets
-/// it written there, and an absolute path is refused by phoenixctl apply with the flag named.
+/// `--mesh-local` and `--mesh-file-root` reach the controller inside `phoenix serve`: a Mesh
+/// naming a file gets it written there, and an absolute path is refused by phoenixctl apply
+/// with the flag named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_file_root_flag_reaches_the_controller_in_phoenix_serve() {
     let root = tempfile::tempdir().unwrap();
     let server = Server::start_opts(
         Backend::Embedded,
-        &["--mesh-file-root", root.path().to_str().unwrap()],
+        &[
+            "--mesh-local",
+            "--mesh-file-root",
+            root.path().to_str().unwrap(),
+        ],
     )
     .await;
     let api = server.client().await;

@@ -51,8 +51,11 @@ pub use metrics::MeshMetrics;
 pub use reconciler::{CONFIG_VALID, MeshReconciler};
 pub use traefik::TraefikOptions;
 
-/// The runtime finalizer: an empty configuration is delivered before a Mesh goes.
+/// The runtime finalizer of the controller that delivers remote targets (SSH files, HTTP,
+/// Caddy): an empty configuration is delivered before a Mesh goes.
 pub const FINALIZER: &str = "mesh.phoenix.thinkheads.ai/cleanup";
+/// The finalizer of a controller run with [`MeshOptions::local`] (local files).
+pub const FINALIZER_LOCAL: &str = "mesh.phoenix.thinkheads.ai/cleanup-local";
 
 /// Operator-side settings of the Mesh controller (flags of `phoenix serve` /
 /// `phoenix controller`), never a spec's: where files go, where Caddy binds.
@@ -70,6 +73,20 @@ pub struct MeshOptions {
     pub accept_any_host_key: bool,
     /// Where deliveries are counted; register it on the registry the process exports.
     pub metrics: MeshMetrics,
+    /// This process runs next to Traefik (`--mesh-local`, e.g. `phoenix controller --only
+    /// mesh` in LXC 102): it delivers the Meshes whose target is a local `file`, and only
+    /// those (lease `mesh-local`, finalizer [`FINALIZER_LOCAL`]). Without it, it delivers
+    /// every other target and leaves local files alone, so a control-plane host never writes
+    /// a Traefik file of its own by accident and the two never compete for one lease.
+    pub local: bool,
+}
+
+impl MeshOptions {
+    /// Whether this controller delivers `spec` (its target is on this controller's side).
+    pub fn delivers(&self, spec: &MeshSpec) -> bool {
+        let local_file = spec.target.file.as_ref().is_some_and(|f| f.ssh.is_none());
+        local_file == self.local
+    }
 }
 
 /// Names of the Guests `spec` uses (backends, and the guest it runs on).
@@ -123,12 +140,19 @@ fn meshes_for_secret(secret: &Secret, meshes: &Cache<Mesh>) -> Vec<String> {
     }))
 }
 
-/// The Mesh controller, ready for a [`phoenix_runtime::Manager`]: finalizer [`FINALIZER`],
+/// The Mesh controller, ready for a [`phoenix_runtime::Manager`]: finalizer [`FINALIZER`]
+/// (or [`FINALIZER_LOCAL`]), lease `mesh` (or `mesh-local`),
 /// and watches on Guests, CertificateAuthorities and Secrets that re-reconcile the Meshes
 /// using them.
 pub fn controller(options: MeshOptions) -> Controller<MeshReconciler> {
+    let (lease, finalizer) = if options.local {
+        ("mesh-local", FINALIZER_LOCAL)
+    } else {
+        (NAME, FINALIZER)
+    };
     Controller::new(NAME, MeshReconciler::new(options))
-        .finalizer(FINALIZER)
+        .leader(Some(phoenix_runtime::LeaderConfig::new(lease)))
+        .finalizer(finalizer)
         .watches::<Guest>(|g, meshes| {
             let name = g.metadata.name.as_str();
             names(meshes.find(|m| guests_of(&m.spec).contains(name)))
@@ -138,4 +162,32 @@ pub fn controller(options: MeshOptions) -> Controller<MeshReconciler> {
             names(meshes.find(|m| m.spec.certificate_authority.as_deref() == Some(name)))
         })
         .watches::<Secret>(meshes_for_secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(target: serde_json::Value) -> MeshSpec {
+        serde_json::from_value(serde_json::json!({"domain": "d.test", "target": target})).unwrap()
+    }
+
+    #[test]
+    fn each_side_delivers_only_its_own_targets() {
+        let local_file = spec(serde_json::json!({"file": {"path": "a.yaml"}}));
+        let ssh_file = spec(
+            serde_json::json!({"file": {"path": "a.yaml", "ssh": {"user": "root", "secretRef": "k"}}}),
+        );
+        let http = spec(serde_json::json!({"http": {"listen": "127.0.0.1:9180"}}));
+        let caddy = spec(serde_json::json!({"caddyAdmin": {"url": "http://127.0.0.1:2019"}}));
+        let control_plane = MeshOptions::default();
+        let next_to_traefik = MeshOptions {
+            local: true,
+            ..MeshOptions::default()
+        };
+        assert!(!control_plane.delivers(&local_file) && next_to_traefik.delivers(&local_file));
+        for remote in [&ssh_file, &http, &caddy] {
+            assert!(control_plane.delivers(remote) && !next_to_traefik.delivers(remote));
+        }
+    }
 }

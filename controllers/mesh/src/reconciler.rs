@@ -431,6 +431,12 @@ impl Reconciler for MeshReconciler {
     async fn reconcile(&self, mesh: Arc<Mesh>, ctx: &Context<Mesh>) -> ReconcileResult {
         let name = mesh.metadata.name.clone();
         let metrics = &self.options.metrics;
+        if !self.options.delivers(&mesh.spec) {
+            // The other side's controller delivers it (see `MeshOptions::local`); nothing
+            // here may write its status or touch a proxy.
+            tracing::debug!(mesh = %name, local = self.options.local, "target on the other side; skipped");
+            return Ok(Action::done());
+        }
         if let Some(owner) = owner_of_target(&mesh, &ctx.cache) {
             // Two Meshes writing one file or loading one Caddy would replace each other's
             // configuration at every reconcile: the older one keeps it.
@@ -477,6 +483,10 @@ impl Reconciler for MeshReconciler {
     /// Mesh go; an unreachable target keeps it (retried with backoff). `Retain`: nothing.
     async fn cleanup(&self, mesh: Arc<Mesh>, ctx: &Context<Mesh>) -> ReconcileResult {
         let name = mesh.metadata.name.clone();
+        if !self.options.delivers(&mesh.spec) {
+            // Only this side's finalizer goes; the other side empties its own target.
+            return Ok(Action::done());
+        }
         if mesh.spec.deletion_policy == DeletionPolicy::Retain {
             tracing::info!(mesh = %name, "deletionPolicy Retain: the proxy keeps its configuration");
             return Ok(Action::done());

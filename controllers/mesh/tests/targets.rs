@@ -74,7 +74,8 @@ struct Running {
     _manager: phoenix_runtime::Running,
 }
 
-async fn start(root: &Path) -> Running {
+/// The controller in-process; `local`: the side next to Traefik (local files only).
+async fn start(root: &Path, local: bool) -> Running {
     let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
     let client = server.client().await;
     let metrics = MeshMetrics::default();
@@ -82,6 +83,7 @@ async fn start(root: &Path) -> Running {
     manager.add(phoenix_mesh::controller(MeshOptions {
         file_root: Some(root.to_path_buf()),
         metrics: metrics.clone(),
+        local,
         ..MeshOptions::default()
     }));
     Running {
@@ -105,7 +107,7 @@ fn whole(text: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_file_target_lands_whole_and_only_when_changed() {
     let root = tempfile::tempdir().unwrap();
-    let r = start(root.path()).await;
+    let r = start(root.path(), true).await;
     let path = root.path().join("phoenix.yaml");
     let target = "{file: {path: phoenix.yaml}}";
     apply(&r.client, &mesh_yaml("internal", target, 1, "")).await;
@@ -246,7 +248,7 @@ async fn set_address_of(client: &Client, guest: &str, ip: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_target_answers_polls_with_etags_per_mesh_and_token() {
     let root = tempfile::tempdir().unwrap();
-    let r = start(root.path()).await;
+    let r = start(root.path(), false).await;
     let port = free_port();
     let listen = format!("\"127.0.0.1:{port}\"");
     apply(
@@ -393,7 +395,7 @@ async fn the_http_target_answers_polls_with_etags_per_mesh_and_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_proxy_keeps_a_deleted_mesh_unless_retained() {
     let root = tempfile::tempdir().unwrap();
-    let r = start(root.path()).await;
+    let r = start(root.path(), false).await;
     let doc = |name: &str, policy: &str| {
         let dead = free_port();
         format!(
@@ -507,7 +509,7 @@ fn https_client(ca: &str) -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_target_serves_https_with_the_secrets_certificate() {
     let root = tempfile::tempdir().unwrap();
-    let r = start(root.path()).await;
+    let r = start(root.path(), false).await;
     let port = free_port();
     let (ca, chain, key) = test_certificate("provider.test");
     apply(&r.client, &tls_secret("provider-cert", &chain, &key)).await;
@@ -560,7 +562,7 @@ async fn the_http_target_serves_https_with_the_secrets_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_meshes_on_one_file_do_not_overwrite_each_other() {
     let root = tempfile::tempdir().unwrap();
-    let r = start(root.path()).await;
+    let r = start(root.path(), true).await;
     let target = "{file: {path: shared.yaml}}";
     apply(&r.client, &mesh_yaml("first", target, 2, "")).await;
     wait_mesh(&r.client, "first", "first written", |m| ready_with(m, None)).await;

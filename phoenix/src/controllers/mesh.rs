@@ -11,9 +11,15 @@ use phoenix_mesh::{MeshMetrics, MeshOptions, TraefikOptions};
 /// `--mesh-*` flags.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct MeshArgs {
+    /// This process runs next to Traefik (e.g. `phoenix controller --only mesh` in LXC
+    /// 102): deliver the Meshes whose target is a local `file`, and only those. Without it
+    /// the controller delivers SSH files, HTTP and Caddy targets, and never writes a local
+    /// file.
+    #[arg(long)]
+    pub mesh_local: bool,
     /// Traefik's dynamic-configuration directory: a Mesh's `target.file.path` names a file
-    /// directly in it (locally, or on the `target.file.ssh` host). Without it, `file`
-    /// targets are refused.
+    /// directly in it (locally with `--mesh-local`, or on the `target.file.ssh` host).
+    /// Without it, `file` targets are refused.
     #[arg(long, value_name = "DIR")]
     pub mesh_file_root: Option<PathBuf>,
     /// Address Caddy's servers bind for `caddyAdmin` Meshes (default: every interface).
@@ -68,6 +74,7 @@ impl Hosted for MeshArgs {
             },
             accept_any_host_key: self.mesh_ssh_accept_any_host_key,
             metrics: MeshMetrics::new(host.registry),
+            local: self.mesh_local,
         };
         Ok(Prepared::ready(move |manager, common| {
             manager.add(phoenix_mesh::controller(options).options(common));
