@@ -9,6 +9,7 @@
 
 pub mod bind;
 pub mod dnsmasq;
+pub mod caddy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -110,6 +110,18 @@ pub struct CertificateAuthorityStatus {
     pub conditions: Vec<Condition>,
 }
 
+impl CertificateAuthorityStatus {
+    /// The Secret this CertificateAuthority issued for `host`: the first issued certificate
+    /// whose `dnsNames` list `host` exactly (a wildcard name matches only itself). `None`
+    /// when none does.
+    pub fn secret_for_host(&self, host: &str) -> Option<&str> {
+        self.certificates
+            .iter()
+            .find(|c| c.dns_names.iter().any(|d| d == host))
+            .map(|c| c.secret.as_str())
+    }
+}
+
 /// A certificate that was issued.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

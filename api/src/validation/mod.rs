@@ -11,6 +11,7 @@ mod event;
 mod gateway;
 mod git_sync;
 mod guest;
+pub mod injection;
 mod mesh;
 mod meta;
 pub mod rules;

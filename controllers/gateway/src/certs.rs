@@ -129,12 +129,7 @@ async fn read<K: Resource + Into<Object> + TryFrom<Object>>(
 
 /// The Secret the CertificateAuthority issued for `host`, if its status lists one.
 fn ca_secret(ca: Option<&CertificateAuthority>, host: &str) -> Option<String> {
-    ca?.status
-        .as_ref()?
-        .certificates
-        .iter()
-        .find(|c| c.dns_names.iter().any(|d| d == host))
-        .map(|c| c.secret.clone())
+    Some(ca?.status.as_ref()?.secret_for_host(host)?.to_string())
 }
 
 /// Gathers the certificate of every `tls` route of `gateway` (see the module documentation).

@@ -8,6 +8,7 @@ pub mod dnszone;
 pub mod gateway;
 pub mod gitsync;
 pub mod guest;
+pub mod mesh;
 
 use std::time::Duration;
 
@@ -60,6 +61,7 @@ controllers! {
     gateway: gateway::GatewayArgs,
     gitsync: gitsync::GitSyncArgs,
     dnszone: dnszone::DnsZoneArgs,
+    mesh: mesh::MeshArgs,
 }
 
 impl ControllerFlags {
