@@ -9,7 +9,7 @@ use super::common::{DeletionPolicy, SshTarget};
 use crate::condition::Condition;
 
 /// Desired state of a compose stack.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StackSpec {
     /// The Guest running Docker (default host of the target).
