@@ -429,6 +429,16 @@ pub struct GuestStatus {
     pub conditions: Vec<Condition>,
 }
 
+impl GuestStatus {
+    /// The address the guest is reached at: the first IPv4 address in `addresses`, else the
+    /// first IPv6 one. `None` while it reports none.
+    pub fn address(&self) -> Option<std::net::IpAddr> {
+        let parse = |a: Option<&str>| a?.parse::<std::net::IpAddr>().ok();
+        let v4 = self.addresses.iter().find_map(|a| parse(a.ipv4.as_deref()));
+        v4.or_else(|| self.addresses.iter().find_map(|a| parse(a.ipv6.as_deref())))
+    }
+}
+
 /// An address of a guest interface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

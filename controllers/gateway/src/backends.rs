@@ -12,17 +12,7 @@ use phoenix_runtime::Cache;
 /// The address a Guest is reached at: the first IPv4 address in `status.addresses`, else the
 /// first IPv6 one. `None` while the Guest reports none.
 pub fn guest_address(guest: &Guest) -> Option<IpAddr> {
-    let addresses = &guest.status.as_ref()?.addresses;
-    let v4 = addresses
-        .iter()
-        .filter_map(|a| a.ipv4.as_deref()?.parse::<IpAddr>().ok())
-        .next();
-    v4.or_else(|| {
-        addresses
-            .iter()
-            .filter_map(|a| a.ipv6.as_deref()?.parse::<IpAddr>().ok())
-            .next()
-    })
+    guest.status.as_ref()?.address()
 }
 
 /// A Mesh's entry point: `spec.entryPoint.host` when set, else its guest's address; with

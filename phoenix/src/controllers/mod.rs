@@ -7,6 +7,7 @@ pub mod common;
 pub mod gateway;
 pub mod gitsync;
 pub mod guest;
+pub mod stack;
 
 use std::time::Duration;
 
@@ -58,6 +59,7 @@ controllers! {
     guest: guest::PveArgs,
     gateway: gateway::GatewayArgs,
     gitsync: gitsync::GitSyncArgs,
+    stack: stack::StackArgs,
 }
 
 impl ControllerFlags {
