@@ -1,0 +1,473 @@
+//! The Stack controller end to end: `phoenix serve` hosting it, `phoenixctl` applying Stacks,
+//! a real dockerd (one per test binary, `phoenix_e2e::docker`) running them with compose v2.
+//! Services use `network_mode: host` and serve `busybox httpd` on 127.0.0.1 ports picked at
+//! run time.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use phoenix_api::Kind;
+use phoenix_e2e::docker::{BUSYBOX, Dockerd, compose_binary, free_port};
+use phoenix_e2e::{Backend, Server};
+use serde_json::Value;
+use tokio::sync::RwLock;
+
+/// Tests take it shared; the dockerd restart takes it alone.
+static DAEMON: RwLock<()> = RwLock::const_new(());
+
+const WAIT: Duration = Duration::from_secs(120);
+
+async fn server() -> Server {
+    let compose = compose_binary().display().to_string();
+    Server::start_opts(
+        Backend::Embedded,
+        &[
+            "--stack-compose-binary",
+            &compose,
+            "--stack-resync",
+            "2s",
+            "--stack-list-max-age",
+            "1s",
+            "--stack-forbid-privileged",
+        ],
+    )
+    .await
+}
+
+fn apply(s: &Server, yaml: &str) {
+    s.ctl_stdin(&["apply", "-f", "-"], Some(yaml)).ok();
+}
+
+fn get(s: &Server, name: &str) -> Option<Value> {
+    let run = s.ctl(&["get", "stack", name, "-o", "json"]);
+    if run.code != Some(0) {
+        return None;
+    }
+    serde_json::from_str(&run.stdout).ok()
+}
+
+fn condition<'a>(stack: &'a Value, type_: &str) -> Option<&'a Value> {
+    stack
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+fn is_true(stack: &Value, type_: &str) -> bool {
+    condition(stack, type_).is_some_and(|c| c["status"] == "True")
+}
+
+fn service<'a>(stack: &'a Value, name: &str) -> &'a Value {
+    stack
+        .pointer("/status/services")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no service {name} in status: {stack:#}"))
+}
+
+/// Polls the Stack until `done` holds; panics with the last status and the server's log.
+async fn wait_for(s: &Server, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(v) = get(s, name) {
+            if done(&v) {
+                return v;
+            }
+            last = Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "{name}: {what} did not happen within {WAIT:?}\nlast: {:#}\nserver log:\n{}",
+        last.unwrap_or_default(),
+        s.log_tail()
+    );
+}
+
+async fn wait_gone(s: &Server, name: &str) {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if get(s, name).is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{name} was not deleted\nserver log:\n{}", s.log_tail());
+}
+
+/// `GET /` on 127.0.0.1:port; the response. A running container's httpd may bind a moment
+/// after it started: connecting is retried for a few seconds.
+fn http_get(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() > deadline => panic!("connect to 127.0.0.1:{port}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    out
+}
+
+async fn events(s: &Server, stack: &str, reason: &str) -> Vec<String> {
+    s.list(Kind::Event)
+        .await
+        .into_iter()
+        .filter_map(|o| match o {
+            phoenix_api::Object::Event(e)
+                if e.involved_object.name == stack && e.reason == reason =>
+            {
+                Some(e.message)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn header(name: &str, d: &Dockerd) -> String {
+    format!(
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1
+kind: Stack
+metadata: {{name: {name}}}
+spec:
+  target: {{docker: {{endpoint: \"{}\"}}}}
+",
+        d.host()
+    )
+}
+
+/// db (healthcheck, named volume) <- web (depends_on db healthy), and a one-shot job.
+fn three_services(name: &str, d: &Dockerd, db: u16, web: u16, greeting: &str) -> String {
+    format!(
+        "{}  env: {{DB_PORT: \"{db}\", WEB_PORT: \"{web}\", GREETING: \"{greeting}\"}}
+  compose: |
+    services:
+      db:
+        image: {BUSYBOX}
+        network_mode: host
+        restart: unless-stopped
+        command: [httpd, -f, -p, \"127.0.0.1:${{DB_PORT}}\", -h, /www]
+        healthcheck:
+          test: [CMD, wget, -q, -O, /dev/null, \"http://127.0.0.1:${{DB_PORT}}/\"]
+          interval: 1s
+          timeout: 2s
+          retries: 3
+        volumes: [\"data:/data\"]
+      web:
+        image: {BUSYBOX}
+        network_mode: host
+        restart: unless-stopped
+        command: [httpd, -f, -p, \"127.0.0.1:${{WEB_PORT}}\", -h, /www]
+        environment: {{GREETING: \"${{GREETING}}\"}}
+        depends_on: {{db: {{condition: service_healthy}}}}
+      job:
+        image: {BUSYBOX}
+        network_mode: none
+        command: [\"true\"]
+    volumes: {{data: {{}}}}
+",
+        header(name, d)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_service_stack_deploys_reports_recreates_only_what_changed_heals_and_deletes() {
+    let _shared = DAEMON.read().await;
+    let d = Dockerd::shared();
+    let s = server().await;
+    let (db, web) = (free_port(), free_port());
+    apply(&s, &three_services("lc", d, db, web, "hello"));
+
+    let v = wait_for(&s, "lc", "Ready", |v| is_true(v, "Ready")).await;
+    assert!(http_get(web).contains("phoenix"), "web answers HTTP");
+    assert!(http_get(db).contains("phoenix"), "db answers HTTP");
+    let dbs = service(&v, "db");
+    assert_eq!(dbs["state"], "running");
+    assert_eq!(dbs["health"], "healthy");
+    assert_eq!(dbs["replicas"], "1/1");
+    assert_eq!(dbs["image"], BUSYBOX);
+    assert_eq!(service(&v, "web")["state"], "running");
+    let job = service(&v, "job");
+    assert_eq!(job["state"], "completed");
+    assert_eq!(job["exitCode"], 0);
+    let hash = v
+        .pointer("/status/composeHash")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(hash.starts_with("sha256:"));
+
+    // Edit only web's environment: only web's container is recreated.
+    let (db_id, web_id) = (d.container_ids("lc", "db"), d.container_ids("lc", "web"));
+    assert_eq!((db_id.len(), web_id.len()), (1, 1));
+    apply(&s, &three_services("lc", d, db, web, "changed"));
+    let v = wait_for(&s, "lc", "the new hash deployed", |v| {
+        is_true(v, "Ready") && v.pointer("/status/composeHash").unwrap() != hash.as_str()
+    })
+    .await;
+    assert_eq!(d.container_ids("lc", "db"), db_id, "db was left alone");
+    let new_web = d.container_ids("lc", "web");
+    assert_eq!(new_web.len(), 1);
+    assert_ne!(new_web, web_id, "web was recreated");
+    assert!(http_get(web).contains("phoenix"));
+
+    // Removed outside Phoenix: reported and brought back.
+    d.docker(&["rm", "-f", &new_web[0]]).ok();
+    let deadline = Instant::now() + WAIT;
+    let restored = loop {
+        let ids = d.container_ids("lc", "web");
+        if ids.len() == 1 && ids != new_web {
+            break ids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "web was not restored\n{}",
+            s.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    wait_for(&s, "lc", "Ready after the repair", |v| is_true(v, "Ready")).await;
+    assert_eq!(d.container_ids("lc", "web"), restored);
+    let drift = events(&s, "lc", "Drift").await;
+    assert!(
+        drift
+            .iter()
+            .any(|m| m.contains("web: 0/1 containers exist")),
+        "a Drift event names web: {drift:?}"
+    );
+    assert!(http_get(web).contains("phoenix"));
+    let _ = v;
+
+    // Delete: containers gone, the named volume kept.
+    s.ctl(&["delete", "stack", "lc"]).ok();
+    wait_gone(&s, "lc").await;
+    for svc in ["db", "web", "job"] {
+        assert!(d.container_ids("lc", svc).is_empty(), "{svc} removed");
+    }
+    let vols = d.docker(&["volume", "ls", "-q"]);
+    assert!(
+        vols.stdout.lines().any(|l| l == "lc_data"),
+        "named volume kept: {}",
+        vols.stdout
+    );
+    d.docker(&["volume", "rm", "lc_data"]).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_healthcheck_is_degraded_naming_the_service_and_retain_leaves_it_running() {
+    let _shared = DAEMON.read().await;
+    let d = Dockerd::shared();
+    let s = server().await;
+    let (port, wrong) = (free_port(), free_port());
+    apply(
+        &s,
+        &format!(
+            "{}  deletionPolicy: Retain
+  compose: |
+    services:
+      api:
+        image: {BUSYBOX}
+        network_mode: host
+        restart: unless-stopped
+        command: [httpd, -f, -p, \"127.0.0.1:{port}\", -h, /www]
+        healthcheck:
+          test: [CMD, wget, -q, -O, /dev/null, \"http://127.0.0.1:{wrong}/\"]
+          interval: 1s
+          timeout: 1s
+          retries: 2
+",
+            header("sick", d)
+        ),
+    );
+    let v = wait_for(&s, "sick", "Degraded", |v| is_true(v, "Degraded")).await;
+    let message = condition(&v, "Degraded").unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("api: healthcheck failing (unhealthy)"),
+        "{message}"
+    );
+    assert!(!is_true(&v, "Ready"));
+    assert_eq!(service(&v, "api")["health"], "unhealthy");
+    assert_eq!(service(&v, "api")["state"], "running");
+
+    // Retain: the Stack goes, its container stays.
+    let ids = d.container_ids("sick", "api");
+    s.ctl(&["delete", "stack", "sick"]).ok();
+    wait_gone(&s, "sick").await;
+    assert_eq!(
+        d.container_ids("sick", "api"),
+        ids,
+        "Retain leaves the container"
+    );
+    d.docker(&["rm", "-f", &ids[0]]).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_does_not_exist_is_named_in_a_condition() {
+    let _shared = DAEMON.read().await;
+    let d = Dockerd::shared();
+    let s = server().await;
+    apply(
+        &s,
+        &format!(
+            "{}  compose: |
+    services:
+      ghost:
+        image: phoenix-test/does-not-exist:1
+        network_mode: none
+        pull_policy: missing
+",
+            header("ghost", d)
+        ),
+    );
+    let v = wait_for(&s, "ghost", "ImagesPresent=False", |v| {
+        condition(v, "ImagesPresent").is_some_and(|c| c["status"] == "False")
+    })
+    .await;
+    let c = condition(&v, "ImagesPresent").unwrap();
+    assert_eq!(c["reason"], "ImageMissing");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("phoenix-test/does-not-exist:1 (service ghost)"),
+        "{c:#}"
+    );
+    assert!(!is_true(&v, "Ready"));
+    assert!(is_true(&v, "Degraded"));
+    s.ctl(&["delete", "stack", "ghost"]).ok();
+    wait_gone(&s, "ghost").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_is_refused_when_the_operator_forbids_it_and_nothing_is_deployed() {
+    let _shared = DAEMON.read().await;
+    let d = Dockerd::shared();
+    let s = server().await;
+    apply(
+        &s,
+        &format!(
+            "{}  compose: |
+    services:
+      root:
+        image: {BUSYBOX}
+        network_mode: none
+        privileged: true
+        command: [sleep, \"600\"]
+",
+            header("priv", d)
+        ),
+    );
+    let v = wait_for(&s, "priv", "Ready=False", |v| {
+        condition(v, "Ready").is_some_and(|c| c["reason"] == "PrivilegedForbidden")
+    })
+    .await;
+    let message = condition(&v, "Ready").unwrap()["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.compose.services.root.privileged"),
+        "{message}"
+    );
+    assert!(
+        d.container_ids("priv", "root").is_empty(),
+        "nothing deployed"
+    );
+    s.ctl(&["delete", "stack", "priv"]).ok();
+    wait_gone(&s, "priv").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_compose_is_rejected_with_the_field_path_and_nothing_is_stored() {
+    let d = Dockerd::shared();
+    let s = server().await;
+    let cases = [
+        (
+            "  compose: |\n    services:\n      web: {image: [broken\n",
+            "spec.compose: is not valid YAML",
+        ),
+        (
+            "  compose: |\n    services:\n      web: {image: x}\n    servics: {}\n",
+            "spec.compose.servics: is not a top-level key of the compose specification",
+        ),
+        (
+            "  compose: |\n    services:\n      web: {image: \"x:${TAG}\"}\n",
+            "spec.compose.services.web.image: variable TAG is not set in spec.env or spec.envFrom",
+        ),
+    ];
+    for (body, expect) in cases {
+        let yaml = format!("{}{body}", header("bad", d));
+        let run = s.ctl_stdin(&["apply", "-f", "-"], Some(&yaml));
+        assert_ne!(run.code, Some(0), "{yaml}");
+        assert!(
+            run.stderr.contains(expect),
+            "{expect}\n got: {}",
+            run.stderr
+        );
+        assert!(get(&s, "bad").is_none(), "nothing stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_dockerd_restarts_the_stack_converges_again_without_duplicates() {
+    let d = Dockerd::shared();
+    let s = server().await;
+    let (db, web) = (free_port(), free_port());
+    {
+        let _shared = DAEMON.read().await;
+        apply(&s, &three_services("rs", d, db, web, "hi"));
+        wait_for(&s, "rs", "Ready", |v| is_true(v, "Ready")).await;
+    }
+    {
+        let _alone = DAEMON.write().await;
+        d.restart()
+            .unwrap_or_else(|e| panic!("restarting dockerd: {e}"));
+        // Readiness needs a fresh look after the restart: wait for the containers to be
+        // running again (Phoenix starts them; nothing else restarts db's dependants).
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let ids: Vec<String> = ["db", "web"]
+                .iter()
+                .flat_map(|svc| d.container_ids("rs", svc))
+                .collect();
+            let running = d.docker(&[
+                "ps",
+                "-q",
+                "--filter",
+                "label=com.docker.compose.project=rs",
+            ]);
+            if ids.len() == 2 && running.stdout.lines().count() == 2 && http_get_ok(web) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rs did not come back\n{}",
+                s.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        wait_for(&s, "rs", "Ready", |v| is_true(v, "Ready")).await;
+        for svc in ["db", "web", "job"] {
+            assert_eq!(
+                d.container_ids("rs", svc).len(),
+                1,
+                "one {svc}, no duplicates"
+            );
+        }
+    }
+    let _shared = DAEMON.read().await;
+    s.ctl(&["delete", "stack", "rs"]).ok();
+    wait_gone(&s, "rs").await;
+    let _ = d.docker(&["volume", "rm", "rs_data"]);
+}
+
+fn http_get_ok(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && http_get(port).contains("phoenix")
+}
