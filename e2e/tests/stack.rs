@@ -12,18 +12,30 @@ use phoenix_e2e::{Backend, Server};
 use serde_json::Value;
 use tokio::sync::RwLock;
 
+#[path = "../../drivers/ssh/tests/support/mod.rs"]
+mod ssh_support;
+
 /// Tests take it shared; the dockerd restart takes it alone.
 static DAEMON: RwLock<()> = RwLock::const_new(());
 
 const WAIT: Duration = Duration::from_secs(120);
 
+/// `phoenix serve` with the Stack controller resyncing every 2 s; `ssh` targets run the docker
+/// CLI and compose against the test daemon's socket.
 async fn server() -> Server {
+    let d = Dockerd::shared();
     let compose = compose_binary().display().to_string();
+    let remote_docker = format!("docker -H {}", d.host());
+    let remote_compose = format!("env DOCKER_HOST={} {compose}", d.host());
     Server::start_opts(
         Backend::Embedded,
         &[
             "--stack-compose-binary",
             &compose,
+            "--stack-remote-docker",
+            &remote_docker,
+            "--stack-remote-compose",
+            &remote_compose,
             "--stack-resync",
             "2s",
             "--stack-list-max-age",
@@ -143,8 +155,24 @@ spec:
     )
 }
 
+/// A Stack header with an `ssh` target: the test sshd, its host key in the Secret.
+fn ssh_header(name: &str, port: u16) -> String {
+    format!(
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1
+kind: Stack
+metadata: {{name: {name}}}
+spec:
+  target: {{ssh: {{host: 127.0.0.1, port: {port}, user: root, secretRef: docker-ssh}}}}
+"
+    )
+}
+
 /// db (healthcheck, named volume) <- web (depends_on db healthy), and a one-shot job.
 fn three_services(name: &str, d: &Dockerd, db: u16, web: u16, greeting: &str) -> String {
+    three_services_with(&header(name, d), db, web, greeting)
+}
+
+fn three_services_with(header: &str, db: u16, web: u16, greeting: &str) -> String {
     format!(
         "{}  env: {{DB_PORT: \"{db}\", WEB_PORT: \"{web}\", GREETING: \"{greeting}\"}}
   compose: |
@@ -173,7 +201,7 @@ fn three_services(name: &str, d: &Dockerd, db: u16, web: u16, greeting: &str) ->
         command: [\"true\"]
     volumes: {{data: {{}}}}
 ",
-        header(name, d)
+        header
     )
 }
 
@@ -182,10 +210,42 @@ async fn a_three_service_stack_deploys_reports_recreates_only_what_changed_heals
     let _shared = DAEMON.read().await;
     let d = Dockerd::shared();
     let s = server().await;
-    let (db, web) = (free_port(), free_port());
-    apply(&s, &three_services("lc", d, db, web, "hello"));
+    let head = header("lc", d);
+    lifecycle(&s, d, "lc", &head).await;
+}
 
-    let v = wait_for(&s, "lc", "Ready", |v| is_true(v, "Ready")).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_ssh_a_three_service_stack_deploys_reports_recreates_only_what_changed_heals_and_deletes()
+ {
+    let _shared = DAEMON.read().await;
+    let d = Dockerd::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = ssh_support::Sshd::start(dir.path());
+    assert_eq!(sshd.user, "root", "the docker socket needs root here");
+    let s = server().await;
+    let secret = format!(
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1
+kind: Secret
+metadata: {{name: docker-ssh}}
+type: ssh
+stringData:
+  ssh-privatekey: {:?}
+  known_hosts: {:?}
+",
+        sshd.client_private,
+        sshd.known_hosts()
+    );
+    apply(&s, &secret);
+    let head = ssh_header("remote", sshd.port);
+    lifecycle(&s, d, "remote", &head).await;
+}
+
+/// Deploy, status, HTTP; edit one service; remove a container outside; delete.
+async fn lifecycle(s: &Server, d: &Dockerd, name: &str, head: &str) {
+    let (db, web) = (free_port(), free_port());
+    apply(s, &three_services_with(head, db, web, "hello"));
+
+    let v = wait_for(s, name, "Ready", |v| is_true(v, "Ready")).await;
     assert!(http_get(web).contains("phoenix"), "web answers HTTP");
     assert!(http_get(db).contains("phoenix"), "db answers HTTP");
     let dbs = service(&v, "db");
@@ -206,15 +266,15 @@ async fn a_three_service_stack_deploys_reports_recreates_only_what_changed_heals
     assert!(hash.starts_with("sha256:"));
 
     // Edit only web's environment: only web's container is recreated.
-    let (db_id, web_id) = (d.container_ids("lc", "db"), d.container_ids("lc", "web"));
+    let (db_id, web_id) = (d.container_ids(name, "db"), d.container_ids(name, "web"));
     assert_eq!((db_id.len(), web_id.len()), (1, 1));
-    apply(&s, &three_services("lc", d, db, web, "changed"));
-    let v = wait_for(&s, "lc", "the new hash deployed", |v| {
+    apply(s, &three_services_with(head, db, web, "changed"));
+    wait_for(s, name, "the new hash deployed", |v| {
         is_true(v, "Ready") && v.pointer("/status/composeHash").unwrap() != hash.as_str()
     })
     .await;
-    assert_eq!(d.container_ids("lc", "db"), db_id, "db was left alone");
-    let new_web = d.container_ids("lc", "web");
+    assert_eq!(d.container_ids(name, "db"), db_id, "db was left alone");
+    let new_web = d.container_ids(name, "web");
     assert_eq!(new_web.len(), 1);
     assert_ne!(new_web, web_id, "web was recreated");
     assert!(http_get(web).contains("phoenix"));
@@ -223,7 +283,7 @@ async fn a_three_service_stack_deploys_reports_recreates_only_what_changed_heals
     d.docker(&["rm", "-f", &new_web[0]]).ok();
     let deadline = Instant::now() + WAIT;
     let restored = loop {
-        let ids = d.container_ids("lc", "web");
+        let ids = d.container_ids(name, "web");
         if ids.len() == 1 && ids != new_web {
             break ids;
         }
@@ -234,9 +294,9 @@ async fn a_three_service_stack_deploys_reports_recreates_only_what_changed_heals
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    wait_for(&s, "lc", "Ready after the repair", |v| is_true(v, "Ready")).await;
-    assert_eq!(d.container_ids("lc", "web"), restored);
-    let drift = events(&s, "lc", "Drift").await;
+    wait_for(s, name, "Ready after the repair", |v| is_true(v, "Ready")).await;
+    assert_eq!(d.container_ids(name, "web"), restored);
+    let drift = events(s, name, "Drift").await;
     assert!(
         drift
             .iter()
@@ -244,21 +304,20 @@ async fn a_three_service_stack_deploys_reports_recreates_only_what_changed_heals
         "a Drift event names web: {drift:?}"
     );
     assert!(http_get(web).contains("phoenix"));
-    let _ = v;
 
     // Delete: containers gone, the named volume kept.
-    s.ctl(&["delete", "stack", "lc"]).ok();
-    wait_gone(&s, "lc").await;
+    s.ctl(&["delete", "stack", name]).ok();
+    wait_gone(s, name).await;
     for svc in ["db", "web", "job"] {
-        assert!(d.container_ids("lc", svc).is_empty(), "{svc} removed");
+        assert!(d.container_ids(name, svc).is_empty(), "{svc} removed");
     }
     let vols = d.docker(&["volume", "ls", "-q"]);
     assert!(
-        vols.stdout.lines().any(|l| l == "lc_data"),
+        vols.stdout.lines().any(|l| l == format!("{name}_data")),
         "named volume kept: {}",
         vols.stdout
     );
-    d.docker(&["volume", "rm", "lc_data"]).ok();
+    d.docker(&["volume", "rm", &format!("{name}_data")]).ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

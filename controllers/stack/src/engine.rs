@@ -262,7 +262,8 @@ impl Observer {
                 self.metrics.engine_call(host, "inspect");
                 let quoted: Vec<String> = ids.iter().map(|i| shell_quote(i)).collect();
                 let cmd = format!(
-                    "docker inspect --format '{{{{.Id}}}} {{{{.RestartCount}}}}' {}",
+                    "{} inspect --format '{{{{.Id}}}} {{{{.RestartCount}}}}' {}",
+                    remote.docker(),
                     quoted.join(" ")
                 );
                 if let Ok(text) = remote.run(&cmd, b"").await {
@@ -312,7 +313,8 @@ async fn list_now(endpoint: &Endpoint) -> Result<Vec<Container>, EngineError> {
         }
         Endpoint::Ssh(remote) => {
             let cmd = format!(
-                "docker ps -a --no-trunc --filter label={PROJECT_LABEL} --format '{{{{json .}}}}'"
+                "{} ps -a --no-trunc --filter label={PROJECT_LABEL} --format '{{{{json .}}}}'",
+                remote.docker()
             );
             let text = remote.run(&cmd, b"").await?;
             parse_ps(&text).map_err(|message| EngineError::Parse {

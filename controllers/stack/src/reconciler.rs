@@ -357,8 +357,9 @@ impl StackReconciler {
                     .map(|i| phoenix_ssh::shell_quote(i))
                     .collect();
                 let cmd = format!(
-                    "for i in {}; do docker image inspect \"$i\" >/dev/null 2>&1 || echo \"$i\"; done",
-                    list.join(" ")
+                    "for i in {}; do {} image inspect \"$i\" >/dev/null 2>&1 || echo \"$i\"; done",
+                    list.join(" "),
+                    remote.docker()
                 );
                 if let Ok(out) = remote.run(&cmd, b"").await {
                     for image in out.lines().filter(|l| !l.is_empty()) {
@@ -525,7 +526,11 @@ impl StackReconciler {
                     credentials,
                     policy,
                 );
-                let r = Arc::new(Remote::new(h, self.options.compose.timeout));
+                let r = Arc::new(Remote::new(
+                    h,
+                    self.options.compose.timeout,
+                    self.options.compose.remote_docker.clone(),
+                ));
                 self.remotes
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

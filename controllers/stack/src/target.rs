@@ -63,6 +63,7 @@ pub enum TargetError {
 pub struct Remote {
     host: Host,
     timeout: Duration,
+    docker: String,
 }
 
 impl fmt::Debug for Remote {
@@ -74,9 +75,18 @@ impl fmt::Debug for Remote {
 }
 
 impl Remote {
-    /// A remote host; commands end after `timeout`.
-    pub fn new(host: Host, timeout: Duration) -> Remote {
-        Remote { host, timeout }
+    /// A remote host where `docker` is the docker CLI command; commands end after `timeout`.
+    pub fn new(host: Host, timeout: Duration, docker: String) -> Remote {
+        Remote {
+            host,
+            timeout,
+            docker,
+        }
+    }
+
+    /// The docker CLI command on this host (`docker`, or the operator's).
+    pub fn docker(&self) -> &str {
+        &self.docker
     }
 
     /// `ssh://user@host:port`.
@@ -175,6 +185,9 @@ pub struct ComposeSettings {
     pub binary: PathBuf,
     /// The compose command on `ssh` targets (`docker compose`).
     pub remote_command: String,
+    /// The docker CLI command on `ssh` targets (`docker`), for `ps`, `inspect` and
+    /// `image inspect`.
+    pub remote_docker: String,
     /// Private directory for the compose files of `docker` targets (`DIR/STACK/compose.yaml`).
     pub work_dir: PathBuf,
     /// How long one compose command may run.

@@ -21,6 +21,9 @@ pub struct StackArgs {
     /// The compose command run on `ssh` targets (default `docker compose`).
     #[arg(long, value_name = "COMMAND")]
     pub stack_remote_compose: Option<String>,
+    /// The docker CLI command on `ssh` targets, for listing containers (default `docker`).
+    #[arg(long, value_name = "COMMAND")]
+    pub stack_remote_docker: Option<String>,
     /// Where `docker` targets' compose files are kept (`DIR/STACK/compose.yaml`). Default:
     /// `<data-dir>/stack` in `phoenix serve`; in `phoenix controller` a new private directory.
     #[arg(long, value_name = "DIR")]
@@ -85,6 +88,10 @@ impl Hosted for StackArgs {
                     .stack_remote_compose
                     .clone()
                     .unwrap_or_else(|| "docker compose".into()),
+                remote_docker: self
+                    .stack_remote_docker
+                    .clone()
+                    .unwrap_or_else(|| "docker".into()),
                 work_dir: self.work_dir(host.data_dir)?,
                 timeout: self
                     .stack_compose_timeout
