@@ -530,3 +530,25 @@ async fn after_dockerd_restarts_the_stack_converges_again_without_duplicates() {
 fn http_get_ok(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && http_get(port).contains("phoenix")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_stack_runs_on_the_test_images() {
+    let _shared = DAEMON.read().await;
+    let d = Dockerd::shared();
+    let s = server().await;
+    let sample =
+        std::fs::read_to_string(phoenix_e2e::repo("manifests/samples/stack.yaml")).unwrap();
+    let (db, web) = (free_port(), free_port());
+    let yaml = sample
+        .replace("unix:///var/run/docker.sock", &d.host())
+        .replace("DB_PORT: \"8080\"", &format!("DB_PORT: \"{db}\""))
+        .replace("WEB_PORT: \"8081\"", &format!("WEB_PORT: \"{web}\""));
+    assert_ne!(yaml, sample);
+    apply(&s, &yaml);
+    let v = wait_for(&s, "demo", "Ready", |v| is_true(v, "Ready")).await;
+    assert_eq!(service(&v, "db")["health"], "healthy");
+    assert!(http_get(web).contains("phoenix"));
+    s.ctl(&["delete", "stack", "demo"]).ok();
+    wait_gone(&s, "demo").await;
+    let _ = d.docker(&["volume", "rm", "demo_data"]);
+}
