@@ -552,3 +552,78 @@ async fn the_sample_stack_runs_on_the_test_images() {
     wait_gone(&s, "demo").await;
     let _ = d.docker(&["volume", "rm", "demo_data"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_from_a_secret_reaches_the_container_and_never_status_events_or_logs() {
+    let _shared = DAEMON.read().await;
+    let d = Dockerd::shared();
+    let s = server().await;
+    let value = "hunter2-very-secret";
+    apply(
+        &s,
+        &format!(
+            "apiVersion: phoenix.thinkheads.ai/v1alpha1
+kind: Secret
+metadata: {{name: app-secret}}
+type: Opaque
+stringData: {{token: {value}}}
+"
+        ),
+    );
+    let with_env = |name: &str, image: &str| {
+        format!(
+            "{}  envFrom: {{TOKEN: {{secretRef: app-secret, key: token}}}}
+  compose: |
+    services:
+      app:
+        image: \"{image}\"
+        network_mode: none
+        restart: unless-stopped
+        command: [sleep, \"600\"]
+        environment: {{TOKEN: \"${{TOKEN}}\"}}
+",
+            header(name, d)
+        )
+    };
+    apply(&s, &with_env("sec", BUSYBOX));
+    wait_for(&s, "sec", "Ready", |v| is_true(v, "Ready")).await;
+    let ids = d.container_ids("sec", "app");
+    let env = d.docker(&["inspect", "--format", "{{json .Config.Env}}", &ids[0]]);
+    assert!(
+        env.stdout.contains(&format!("TOKEN={value}")),
+        "the container got the value"
+    );
+
+    // The value inside an image name: the failure is reported with the value masked.
+    apply(&s, &with_env("leak", "phoenix-test/${TOKEN}:1"));
+    let v = wait_for(&s, "leak", "ImagesPresent=False", |v| {
+        condition(v, "ImagesPresent").is_some_and(|c| c["status"] == "False")
+    })
+    .await;
+    let message = condition(&v, "ImagesPresent").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("phoenix-test/***:1 (service app)"),
+        "{message}"
+    );
+
+    let stacks = s.ctl(&["get", "stacks", "-o", "yaml"]);
+    let events = s.ctl(&["get", "events", "-o", "yaml"]);
+    stacks.ok();
+    events.ok();
+    let log = std::fs::read_to_string(s.data_dir().join("server-1.log")).unwrap();
+    assert!(log.contains("ImageMissing"), "the whole log is read");
+    for (what, text) in [
+        ("stacks", &stacks.stdout),
+        ("events", &events.stdout),
+        ("server log", &log),
+    ] {
+        assert!(!text.contains(value), "{what} show the Secret's value");
+    }
+    for name in ["sec", "leak"] {
+        s.ctl(&["delete", "stack", name]).ok();
+        wait_gone(&s, name).await;
+    }
+}

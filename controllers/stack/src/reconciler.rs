@@ -113,7 +113,7 @@ impl Reconciler for StackReconciler {
         let target = self.resolve(&stack, ctx).await?;
 
         let mut view = self
-            .look(&target, &project, &services, &images)
+            .look(&target, &project, &services, &images, &secrets)
             .await
             .map_err(|e| ReconcileError::transient("DockerUnreachable", e.to_string()))?;
         let deployed_hash = stack.status.as_ref().and_then(|s| s.compose_hash.clone());
@@ -147,11 +147,13 @@ impl Reconciler for StackReconciler {
                 .compose_run(&name, "up", result.is_ok());
             if let Err(e) = result {
                 return Err(self
-                    .up_failed(&stack, ctx, &target, &project, &services, &images, e)
+                    .up_failed(
+                        &stack, ctx, &target, &project, &services, &images, &secrets, e,
+                    )
                     .await);
             }
             view = self
-                .look(&target, &project, &services, &images)
+                .look(&target, &project, &services, &images, &secrets)
                 .await
                 .map_err(|e| ReconcileError::transient("DockerUnreachable", e.to_string()))?;
             let what = if changed { "deployed" } else { "restored" };
@@ -262,6 +264,7 @@ impl StackReconciler {
         project: &str,
         services: &[Service],
         images: &HashMap<String, String>,
+        secrets: &[&str],
     ) -> Result<View, engine::EngineError> {
         let list = self.observer.list(&target.key, &target.endpoint).await?;
         let mine: Vec<&Container> = list.iter().filter(|c| c.project == project).collect();
@@ -274,7 +277,14 @@ impl StackReconciler {
             .observer
             .restarts(&target.key, &target.endpoint, &unsteady)
             .await;
-        Ok(view::observe(services, images, &mine, &restarts))
+        let mut view = view::observe(services, images, &mine, &restarts);
+        for s in &mut view.services {
+            s.image = target::scrub(&s.image, secrets);
+        }
+        for line in view.drift.iter_mut().chain(view.not_ready.iter_mut()) {
+            *line = target::scrub(line, secrets);
+        }
+        Ok(view)
     }
 
     async fn compose(&self, target: &Resolved, call: &ComposeCall<'_>) -> Result<(), TargetError> {
@@ -298,17 +308,22 @@ impl StackReconciler {
         project: &str,
         services: &[Service],
         images: &HashMap<String, String>,
+        secrets: &[&str],
         error: TargetError,
     ) -> ReconcileError {
         let missing = self.missing_images(target, images).await;
-        if let Ok(view) = self.look(target, project, services, images).await {
+        if let Ok(view) = self.look(target, project, services, images, secrets).await {
             let _ = ctx
                 .update_status(stack, |s| s.services = view.services.clone())
                 .await;
         }
         if !missing.is_empty() {
-            let message = format!("not on the host and not pulled: {}", missing.join(", "));
-            return ReconcileError::transient("ImageMissing", format!("{message}; {error}"))
+            let message = target::scrub(
+                &format!("not on the host and not pulled: {}", missing.join(", ")),
+                secrets,
+            );
+            let full = target::scrub(&format!("{message}; {error}"), secrets);
+            return ReconcileError::transient("ImageMissing", full)
                 .with_condition(
                     IMAGES_PRESENT,
                     ConditionStatus::False,
@@ -317,7 +332,7 @@ impl StackReconciler {
                 )
                 .with_condition(DEGRADED, ConditionStatus::True, "ImageMissing", &message);
         }
-        let message = error.to_string();
+        let message = target::scrub(&error.to_string(), secrets);
         ReconcileError::transient("ComposeFailed", message.clone()).with_condition(
             DEGRADED,
             ConditionStatus::True,
