@@ -301,7 +301,9 @@ async fn lifecycle(s: &Server, d: &Dockerd, name: &str, head: &str) {
         drift
             .iter()
             .any(|m| m.contains("web: 0/1 containers exist")),
-        "a Drift event names web: {drift:?}"
+        "a Drift event names web: {drift:?}\nDeployed: {:?}\nlog:\n{}",
+        events(s, name, "Deployed").await,
+        std::fs::read_to_string(s.data_dir().join("server-1.log")).unwrap_or_default()
     );
     assert!(http_get(web).contains("phoenix"));
 

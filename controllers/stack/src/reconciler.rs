@@ -119,7 +119,18 @@ impl Reconciler for StackReconciler {
         let deployed_hash = stack.status.as_ref().and_then(|s| s.compose_hash.clone());
         let changed = deployed_hash.as_deref() != Some(hash.as_str());
         if changed || !view.drift.is_empty() {
-            if !changed {
+            if changed && deployed_hash.is_some() {
+                // About to act anyway: a fresh list, so drift is not hidden by a list taken
+                // before a container went.
+                self.observer.forget(&target.key).await;
+                view = self
+                    .look(&target, &project, &services, &images, &secrets)
+                    .await
+                    .map_err(|e| ReconcileError::transient("DockerUnreachable", e.to_string()))?;
+            }
+            // Drift is reported whenever a deployed Stack lost containers, also when the spec
+            // changed too (or the cached status lags behind the last deploy).
+            if !view.drift.is_empty() && deployed_hash.is_some() {
                 self.options.metrics.drift(&name);
                 let message = format!(
                     "changed outside Phoenix, bringing back: {}",
@@ -128,7 +139,8 @@ impl Reconciler for StackReconciler {
                 ctx.recorder.warning(&*stack, "Drift", &message).await;
                 ctx.update_status(&stack, |s| s.services = view.services.clone())
                     .await?;
-            } else {
+            }
+            if changed {
                 ctx.progressing(&stack, "Deploying", &format!("compose up ({hash})"))
                     .await?;
             }
