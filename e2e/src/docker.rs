@@ -23,6 +23,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Dockerd {
     dir: PathBuf,
     storage_driver: String,
+    tcp_port: u16,
 }
 
 fn which(program: &str) -> Option<PathBuf> {
@@ -74,11 +75,14 @@ impl Dockerd {
                 .unwrap_or_default()
         ));
         std::fs::create_dir_all(&base).map_err(|e| e.to_string())?;
+        make_tls(&base)?;
+        let tcp_port = free_port();
         let mut last = String::new();
         for driver in ["overlay2", "vfs"] {
             let d = Dockerd {
                 dir: base.clone(),
                 storage_driver: driver.to_string(),
+                tcp_port,
             };
             d.spawn()?;
             match d.wait_ready() {
@@ -98,10 +102,13 @@ impl Dockerd {
     fn spawn(&self) -> Result<(), String> {
         let t = self.dir.display().to_string();
         let dockerd = format!(
-            "dockerd --host unix://{t}/docker.sock --data-root {t}/docker --exec-root {t}/exec \
+            "dockerd --host unix://{t}/docker.sock --host tcp://127.0.0.1:{port} --tlsverify \
+             --tlscacert {t}/tls/ca.pem --tlscert {t}/tls/server.pem --tlskey {t}/tls/server-key.pem \
+             --data-root {t}/docker --exec-root {t}/exec \
              --pidfile {t}/dockerd.pid --iptables=false --ip-masq=false --bridge=none \
              --storage-driver={} >>{t}/dockerd.log 2>&1",
-            self.storage_driver
+            self.storage_driver,
+            port = self.tcp_port
         );
         // The watchdog: dockerd in the background; when the test process is gone, stop it.
         let script = format!(
@@ -189,6 +196,18 @@ impl Dockerd {
         format!("unix://{}", self.socket().display())
     }
 
+    /// `tcp://127.0.0.1:PORT`: the same daemon, with client TLS required.
+    pub fn tcp_host(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.tcp_port)
+    }
+
+    /// PEM texts of the CA, a client certificate it signed, and the client's key (for a
+    /// Secret of type tls: `ca.crt`, `tls.crt`, `tls.key`).
+    pub fn client_tls(&self) -> (String, String, String) {
+        let read = |f: &str| std::fs::read_to_string(self.dir.join("tls").join(f)).unwrap();
+        (read("ca.pem"), read("client.pem"), read("client-key.pem"))
+    }
+
     /// The storage driver in use (`overlay2`, or `vfs` where overlay2 fails).
     pub fn storage_driver(&self) -> &str {
         &self.storage_driver
@@ -272,6 +291,40 @@ impl Dockerd {
         }
         Ok(())
     }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `base/tls`
+/// (openssl; EC P-256, valid 2 days).
+fn make_tls(base: &Path) -> Result<(), String> {
+    require("openssl", "openssl");
+    let tls = base.join("tls");
+    std::fs::create_dir_all(&tls).map_err(|e| e.to_string())?;
+    let script = r#"set -e
+ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+openssl req -x509 $ec -keyout ca-key.pem -out ca.pem -days 2 -subj /CN=phoenix-test-ca
+openssl req $ec -keyout server-key.pem -out server.csr -subj /CN=127.0.0.1
+printf 'subjectAltName=IP:127.0.0.1
+extendedKeyUsage=serverAuth
+' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server.pem -days 2 -extfile server.ext
+openssl req $ec -keyout client-key.pem -out client.csr -subj /CN=phoenix
+printf 'extendedKeyUsage=clientAuth
+' > client.ext
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out client.pem -days 2 -extfile client.ext
+"#;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(&tls)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "making test certificates: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the caller's service takes it next).

@@ -629,3 +629,52 @@ stringData: {{token: {value}}}
         wait_gone(&s, name).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_endpoint_with_client_tls_from_a_secret_deploys_and_deletes() {
+    let _shared = DAEMON.read().await;
+    let d = Dockerd::shared();
+    let s = server().await;
+    let (ca, cert, key) = d.client_tls();
+    apply(
+        &s,
+        &format!(
+            "apiVersion: phoenix.thinkheads.ai/v1alpha1
+kind: Secret
+metadata: {{name: docker-tls}}
+type: tls
+stringData:
+  ca.crt: {ca:?}
+  tls.crt: {cert:?}
+  tls.key: {key:?}
+"
+        ),
+    );
+    let port = free_port();
+    apply(
+        &s,
+        &format!(
+            "apiVersion: phoenix.thinkheads.ai/v1alpha1
+kind: Stack
+metadata: {{name: tcp}}
+spec:
+  target: {{docker: {{endpoint: \"{}\", secretRef: docker-tls}}}}
+  compose: |
+    services:
+      web:
+        image: {BUSYBOX}
+        network_mode: host
+        restart: unless-stopped
+        command: [httpd, -f, -p, \"127.0.0.1:{port}\", -h, /www]
+",
+            d.tcp_host()
+        ),
+    );
+    let v = wait_for(&s, "tcp", "Ready", |v| is_true(v, "Ready")).await;
+    assert_eq!(service(&v, "web")["state"], "running");
+    assert!(http_get(port).contains("phoenix"));
+    assert_eq!(d.container_ids("tcp", "web").len(), 1);
+    s.ctl(&["delete", "stack", "tcp"]).ok();
+    wait_gone(&s, "tcp").await;
+    assert!(d.container_ids("tcp", "web").is_empty());
+}

@@ -176,6 +176,31 @@ pub async fn connect_unix(endpoint: &str) -> Result<Docker, EngineError> {
     docker.negotiate_version().await.map_err(err)
 }
 
+/// Connects to a `tcp://` Engine API with client TLS (`ca.pem`, `cert.pem`, `key.pem` in
+/// `dir`) and negotiates the API version.
+///
+/// # Caveats
+/// bollard trusts the system's roots besides `ca.pem`.
+///
+/// # Errors
+/// [`EngineError::Api`] when the files do not load or the endpoint does not answer.
+pub async fn connect_tls(endpoint: &str, dir: &std::path::Path) -> Result<Docker, EngineError> {
+    let err = |source| EngineError::Api {
+        endpoint: endpoint.to_string(),
+        source,
+    };
+    let docker = Docker::connect_with_ssl(
+        endpoint,
+        &dir.join("key.pem"),
+        &dir.join("cert.pem"),
+        &dir.join("ca.pem"),
+        120,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .map_err(err)?;
+    docker.negotiate_version().await.map_err(err)
+}
+
 type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Arc<Vec<Container>>)>>>;
 
 /// The lists of every Docker host, shared by the Stacks on it.
@@ -294,7 +319,7 @@ async fn list_now(endpoint: &Endpoint) -> Result<Vec<Container>, EngineError> {
                 .list_containers(Some(options))
                 .await
                 .map_err(|source| EngineError::Api {
-                    endpoint: "unix socket".into(),
+                    endpoint: "the Docker host".into(),
                     source,
                 })?;
             Ok(list

@@ -46,6 +46,8 @@ struct Resolved {
     /// Names the Docker host (shared list key, metrics label).
     key: String,
     endpoint: Endpoint,
+    /// `tcp://` targets: the directory with `ca.pem`, `cert.pem`, `key.pem` (0600).
+    tls_dir: Option<std::path::PathBuf>,
 }
 
 /// The variables of a Stack, and which values are secret.
@@ -302,7 +304,13 @@ impl StackReconciler {
     async fn compose(&self, target: &Resolved, call: &ComposeCall<'_>) -> Result<(), TargetError> {
         match &target.endpoint {
             Endpoint::Api(_) => {
-                target::compose_local(&self.options.compose, &target.key, call).await
+                target::compose_local(
+                    &self.options.compose,
+                    &target.key,
+                    target.tls_dir.as_deref(),
+                    call,
+                )
+                .await
             }
             Endpoint::Ssh(remote) => {
                 target::compose_remote(&self.options.compose, remote, call).await
@@ -453,11 +461,16 @@ impl StackReconciler {
     ) -> Result<Resolved, ReconcileError> {
         let spec = &stack.spec;
         if let Some(d) = &spec.target.docker {
+            if d.endpoint.starts_with("tcp://") {
+                return self
+                    .resolve_tcp(stack, ctx, &d.endpoint, d.secret_ref.as_deref())
+                    .await;
+            }
             let Some(path) = d.endpoint.strip_prefix("unix://") else {
                 return Err(ReconcileError::invalid(
                     "UnsupportedEndpoint",
                     format!(
-                        "spec.target.docker.endpoint: {} is not supported by this controller yet (unix:// only; use the ssh target for remote hosts)",
+                        "spec.target.docker.endpoint: {} is neither unix:// nor tcp://",
                         d.endpoint
                     ),
                 ));
@@ -485,6 +498,7 @@ impl StackReconciler {
             return Ok(Resolved {
                 key,
                 endpoint: Endpoint::Api(docker),
+                tls_dir: None,
             });
         }
         let Some(ssh) = &spec.target.ssh else {
@@ -568,6 +582,90 @@ impl StackReconciler {
         Ok(Resolved {
             key: format!("ssh://{}@{}:{}", ssh.user, host, ssh.port),
             endpoint: Endpoint::Ssh(remote),
+            tls_dir: None,
+        })
+    }
+
+    /// A `tcp://` Engine API with client TLS: the Secret (type `tls`: `tls.crt`, `tls.key`,
+    /// `ca.crt`) is written to a private directory of the work directory, used by bollard and,
+    /// as `DOCKER_CERT_PATH`, by compose.
+    async fn resolve_tcp(
+        &self,
+        stack: &Stack,
+        ctx: &Context<Stack>,
+        endpoint: &str,
+        secret_ref: Option<&str>,
+    ) -> Result<Resolved, ReconcileError> {
+        let at = "spec.target.docker.secretRef";
+        let Some(secret_name) = secret_ref else {
+            return Err(ReconcileError::invalid(
+                "NoClientCertificate",
+                format!(
+                    "{at}: a Secret of type tls is required for {endpoint} (the Engine API over TCP is only spoken with client TLS)"
+                ),
+            ));
+        };
+        let unavailable =
+            |m: String| ReconcileError::transient("SecretUnavailable", format!("{at}: {m}"));
+        let secret = ctx
+            .api::<Secret>()
+            .get_opt(secret_name)
+            .await
+            .map_err(|e| unavailable(format!("reading Secret {secret_name:?}: {e}")))?
+            .ok_or_else(|| unavailable(format!("Secret {secret_name:?} does not exist")))?;
+        let mut files = Vec::new();
+        for (key, file) in [
+            ("ca.crt", "ca.pem"),
+            ("tls.crt", "cert.pem"),
+            ("tls.key", "key.pem"),
+        ] {
+            let bytes = secret
+                .data
+                .get(key)
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .ok_or_else(|| unavailable(format!("Secret {secret_name:?} has no {key}")))?;
+            files.push((file, bytes));
+        }
+        let mut h = Sha256::new();
+        for (_, b) in &files {
+            h.update(Sha256::digest(b));
+        }
+        let fingerprint = hex::encode(&h.finalize()[..8]);
+        let dir = self
+            .options
+            .compose
+            .work_dir
+            .join(".tls")
+            .join(format!("{}-{fingerprint}", stack.metadata.name));
+        for (file, bytes) in &files {
+            target::write_private(&dir, &dir.join(file), bytes)
+                .map_err(|e| ReconcileError::transient("WorkDirUnwritable", e.to_string()))?;
+        }
+        let cache_key = format!("{endpoint}#{fingerprint}");
+        let cached = self
+            .apis
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&cache_key)
+            .cloned();
+        let docker = match cached {
+            Some(d) => d,
+            None => {
+                let d =
+                    Arc::new(engine::connect_tls(endpoint, &dir).await.map_err(|e| {
+                        ReconcileError::transient("DockerUnreachable", e.to_string())
+                    })?);
+                self.apis
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(cache_key, d.clone());
+                d
+            }
+        };
+        Ok(Resolved {
+            key: endpoint.to_string(),
+            endpoint: Endpoint::Api(docker),
+            tls_dir: Some(dir),
         })
     }
 }

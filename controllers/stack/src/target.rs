@@ -249,6 +249,7 @@ pub struct ComposeCall<'a> {
 pub async fn compose_local(
     settings: &ComposeSettings,
     docker_host: &str,
+    tls_dir: Option<&Path>,
     call: &ComposeCall<'_>,
 ) -> Result<(), TargetError> {
     let dir = settings.work_dir.join(call.stack);
@@ -272,6 +273,10 @@ pub async fn compose_local(
         .envs(call.env)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
+    if let Some(dir) = tls_dir {
+        cmd.env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", dir);
+    }
     let what = format!("compose {}", call.verb.name());
     let out = match tokio::time::timeout(settings.timeout, cmd.output()).await {
         Err(_) => {
@@ -297,7 +302,11 @@ pub async fn compose_local(
     check(what, &out, call.secrets).map(|_| ())
 }
 
-fn write_private(dir: &Path, file: &Path, contents: &[u8]) -> Result<(), TargetError> {
+/// Writes `file` in `dir` (made 0700 when absent) with mode 0600, atomically.
+///
+/// # Errors
+/// [`TargetError::Write`].
+pub fn write_private(dir: &Path, file: &Path, contents: &[u8]) -> Result<(), TargetError> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let err = |p: &Path| {
         let p = p.display().to_string();
@@ -310,7 +319,10 @@ fn write_private(dir: &Path, file: &Path, contents: &[u8]) -> Result<(), TargetE
             .create(dir)
             .map_err(err(dir))?;
     }
-    let tmp = dir.join(".compose.yaml.tmp");
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        file.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
     {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
