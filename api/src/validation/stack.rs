@@ -136,6 +136,15 @@ fn compose(text: &str, known: &dyn Fn(&str) -> Option<String>, v: &mut Validator
             sv.error("must be a mapping");
             continue;
         };
+        for key in map.keys() {
+            if !compose::SERVICE_KEYS.contains(&key.as_str()) && !key.starts_with("x-") {
+                sv.at(key)
+                    .error("is not a service key of the compose specification");
+            }
+        }
+        if map.contains_key("label_file") {
+            sv.at("label_file").error(NO_FILES);
+        }
         if map.contains_key("build") {
             sv.at("build")
                 .error("is not supported: images are pulled or present on the host, never built (ADR 0023)");
