@@ -235,6 +235,14 @@ impl Reconciler for StackReconciler {
                 .await;
             return Ok(Action::done());
         }
+        let status = stack.status.as_ref();
+        let ever_deployed = status.is_some_and(|s| {
+            s.compose_hash.is_some() || s.services.iter().any(|svc| svc.state != "missing")
+        });
+        if !ever_deployed {
+            // Nothing was ever created (e.g. the guest never had an address): nothing to undo.
+            return Ok(Action::done());
+        }
         let target = self.resolve(&stack, ctx).await?;
         let env = self.env(&stack, ctx, true).await?;
         let secrets: Vec<&str> = env.secrets.iter().map(String::as_str).collect();

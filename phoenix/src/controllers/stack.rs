@@ -15,10 +15,12 @@ use phoenix_stack::{ComposeSettings, StackMetrics, StackOptions};
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct StackArgs {
     /// Compose v2 for `docker` targets: a standalone `docker-compose` v2 binary, or `docker`
-    /// (run as `docker compose`). Default: `docker`.
+    /// (run as `docker compose`). The stack controller runs only when this or
+    /// `--stack-remote-compose` is given (default with the latter: `docker`).
     #[arg(long, value_name = "PATH", env = "PHOENIX_STACK_COMPOSE_BINARY")]
     pub stack_compose_binary: Option<PathBuf>,
-    /// The compose command run on `ssh` targets (default `docker compose`).
+    /// The compose command run on `ssh` targets (default `docker compose` when only
+    /// `--stack-compose-binary` is given).
     #[arg(long, value_name = "COMMAND")]
     pub stack_remote_compose: Option<String>,
     /// The docker CLI command on `ssh` targets, for listing containers (default `docker`).
@@ -78,6 +80,12 @@ impl Hosted for StackArgs {
 
     /// Metrics (`phoenix_stack_*`) go to `registry`.
     fn prepare(&self, host: &mut Host<'_>) -> anyhow::Result<Prepared> {
+        if self.stack_compose_binary.is_none() && self.stack_remote_compose.is_none() {
+            return Ok(Prepared::Off(
+                "no --stack-compose-binary or --stack-remote-compose given: the operator names the compose it runs"
+                    .into(),
+            ));
+        }
         let options = StackOptions {
             compose: ComposeSettings {
                 binary: self
@@ -105,5 +113,42 @@ impl Hosted for StackArgs {
         Ok(Prepared::ready(move |manager, common| {
             manager.add(phoenix_stack::controller(options).options(common));
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stack_controller_runs_only_when_the_operator_names_the_compose_to_run() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let data = tempfile_dir();
+        let mut host = Host {
+            registry: &mut registry,
+            data_dir: Some(&data),
+        };
+        let off = StackArgs::default().prepare(&mut host).unwrap();
+        assert!(matches!(off, Prepared::Off(ref why) if why.contains("--stack-compose-binary")));
+        let on = StackArgs {
+            stack_compose_binary: Some("/usr/bin/docker".into()),
+            ..StackArgs::default()
+        }
+        .prepare(&mut host)
+        .unwrap();
+        assert!(!matches!(on, Prepared::Off(_)));
+        let work = data.join("stack");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&work).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700, "a private work directory");
+        std::fs::remove_dir_all(&data).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("phoenix-stack-args-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
     }
 }
