@@ -155,16 +155,48 @@ spec:
     )
 }
 
-/// A Stack header with an `ssh` target: the test sshd, its host key in the Secret.
+/// A Stack header with an `ssh` target on the test sshd (its host key in the Secret), whose
+/// host comes from the Guest `docker-vm`'s status.
 fn ssh_header(name: &str, port: u16) -> String {
     format!(
         "apiVersion: phoenix.thinkheads.ai/v1alpha1
 kind: Stack
 metadata: {{name: {name}}}
 spec:
-  target: {{ssh: {{host: 127.0.0.1, port: {port}, user: root, secretRef: docker-ssh}}}}
+  guest: docker-vm
+  target: {{ssh: {{port: {port}, user: root, secretRef: docker-ssh}}}}
 "
     )
+}
+
+/// The Guest `docker-vm` reporting `ip`, as the guest controller would.
+async fn docker_vm_at(s: &Server, ip: &str) {
+    apply(
+        s,
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1
+kind: Guest
+metadata: {name: docker-vm}
+spec:
+  type: lxc
+  source: {template: local:vztmpl/debian-12-standard_12.2-1_amd64.tar.zst}
+  cores: 1
+  memoryMiB: 512
+  rootfs: {storage: local-lvm, sizeGiB: 4}
+",
+    );
+    let client = s.client().await;
+    let mut g = client.get(Kind::Guest, "docker-vm").await.unwrap();
+    let phoenix_api::Object::Guest(guest) = &mut g else {
+        panic!("not a guest")
+    };
+    guest.status = Some(
+        serde_json::from_value(serde_json::json!({
+            "state": "running",
+            "addresses": [{"interface": "eth0", "ipv4": ip}]
+        }))
+        .unwrap(),
+    );
+    client.update_status(&g).await.unwrap();
 }
 
 /// db (healthcheck, named volume) <- web (depends_on db healthy), and a one-shot job.
@@ -237,6 +269,19 @@ stringData:
     );
     apply(&s, &secret);
     let head = ssh_header("remote", sshd.port);
+    // No address yet: the Stack waits for the Guest, and deploys once it reports one.
+    apply(
+        &s,
+        &three_services_with(&head, free_port(), free_port(), "early"),
+    );
+    let v = wait_for(&s, "remote", "GuestAddressUnknown", |v| {
+        condition(v, "Ready").is_some_and(|c| c["reason"] == "GuestAddressUnknown")
+    })
+    .await;
+    assert!(!is_true(&v, "Ready"));
+    s.ctl(&["delete", "stack", "remote"]).ok();
+    wait_gone(&s, "remote").await;
+    docker_vm_at(&s, "127.0.0.1").await;
     lifecycle(&s, d, "remote", &head).await;
 }
 
