@@ -10,6 +10,7 @@
 pub mod bind;
 pub mod dnsmasq;
 pub mod caddy;
+pub mod docker;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -246,8 +246,7 @@ mod tests {
             guest: None,
             target: Default::default(),
             compose: "services: {}".into(),
-            env: Default::default(),
-            project_name: None,
+            ..Default::default()
         };
         let mut s = Stack::new(name, spec);
         s.metadata.resource_version = Some(rv.into());

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod gitsync;
 pub mod guest;
 pub mod mesh;
+pub mod stack;
 
 use std::time::Duration;
 
@@ -62,6 +63,7 @@ controllers! {
     gitsync: gitsync::GitSyncArgs,
     dnszone: dnszone::DnsZoneArgs,
     mesh: mesh::MeshArgs,
+    stack: stack::StackArgs,
 }
 
 impl ControllerFlags {
