@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod pebble;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
