@@ -3,6 +3,7 @@
 //! below; its common flags (`--<name>-resync`, `--<name>-concurrency`,
 //! `--<name>-leader-ttl`) come with that line.
 
+pub mod certificate_authority;
 pub mod common;
 pub mod gateway;
 pub mod gitsync;
@@ -58,6 +59,7 @@ controllers! {
     guest: guest::PveArgs,
     gateway: gateway::GatewayArgs,
     gitsync: gitsync::GitSyncArgs,
+    ca: certificate_authority::CaArgs,
 }
 
 impl ControllerFlags {
