@@ -339,12 +339,13 @@ impl CaReconciler {
         due: &[usize],
         items: &mut [Item],
     ) -> Result<String, String> {
+        // The account first: a CA that cannot be reached binds no port.
+        let mut account = self.account(ca, ctx).await?;
         let responder = self
             .responders
             .ensure(solver, listen)
             .await
             .map_err(|e| e.to_string())?;
-        let mut account = self.account(ca, ctx).await?;
         let mut todo: Vec<usize> = due.to_vec();
         for round in 0..2 {
             let results: Vec<(usize, Result<Leaf, OrderError>)> =
