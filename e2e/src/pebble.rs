@@ -78,14 +78,15 @@ fn which(binary: &str) -> PathBuf {
     panic!("{binary} not found: install it with hack/install-deps.sh (Debian package pebble)")
 }
 
-fn wait_port(port: u16, what: &str, child: &mut Child) {
+fn wait_port(port: u16, what: &str, child: &mut Child, log: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early: {status}");
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{what} exited early: {status}\n{log}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -152,7 +153,8 @@ impl Pebble {
             .unwrap_or_else(|e| {
                 panic!("pebble-challtestsrv: {e}; install it with hack/install-deps.sh")
             });
-        wait_port(management, "pebble-challtestsrv", &mut child);
+        let log = self.dir.path().join("challtestsrv.log");
+        wait_port(management, "pebble-challtestsrv", &mut child, &log);
         self.dns = Some(child);
     }
 
@@ -204,8 +206,9 @@ impl Pebble {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("pebble: {e}; install it with hack/install-deps.sh"));
-        wait_port(self.acme_port, "pebble", &mut child);
-        wait_port(management, "pebble (management)", &mut child);
+        let log = self.dir.path().join("pebble.log");
+        wait_port(self.acme_port, "pebble", &mut child, &log);
+        wait_port(management, "pebble (management)", &mut child, &log);
         self.pebble = Some(child);
     }
 

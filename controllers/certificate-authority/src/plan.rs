@@ -273,6 +273,94 @@ mod tests {
         }
     }
 
+    fn object<T: serde::de::DeserializeOwned>(
+        kind: &str,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> Arc<T> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "phoenix.thinkheads.ai/v1alpha1", "kind": kind,
+                "metadata": {"name": name}, "spec": spec,
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn gateway_and_mesh_hosts_are_wanted_once_each_after_the_own_requests() {
+        let ca: Arc<CertificateAuthority> = object(
+            "CertificateAuthority",
+            "step",
+            serde_json::json!({
+                "acme": {"directoryUrl": "https://ca.test/dir"},
+                "challenge": {"http01": {"listen": "127.0.0.1:80"}},
+                "certificates": [{"name": "own", "dnsNames": ["a.test"], "secretName": "mine"}],
+            }),
+        );
+        let route = |host: &str, tls: bool, secret: Option<&str>| {
+            serde_json::json!({
+                "host": host, "tls": tls, "tlsSecret": secret,
+                "locations": [{"path": "/", "backends": [{"url": "http://127.0.0.1:1"}]}],
+            })
+        };
+        let gw = |name: &str, ca: &str, routes: Vec<serde_json::Value>| -> Arc<Gateway> {
+            object(
+                "Gateway",
+                name,
+                serde_json::json!({
+                    "target": {"local": {"configDir": "/tmp"}}, "certificateAuthority": ca, "routes": routes,
+                }),
+            )
+        };
+        let gateways = vec![
+            gw(
+                "z",
+                "step",
+                vec![route("b.test", true, None), route("a.test", true, None)],
+            ),
+            gw(
+                "y",
+                "step",
+                vec![
+                    route("c.test", false, None),
+                    route("d.test", true, Some("own-secret")),
+                ],
+            ),
+            gw("x", "other", vec![route("e.test", true, None)]),
+        ];
+        let mesh: Arc<Mesh> = object(
+            "Mesh",
+            "internal",
+            serde_json::json!({
+                "provider": "traefik", "domain": "internal.test", "certificateAuthority": "step",
+                "target": {"file": {"path": "phoenix.yaml"}},
+                "services": [
+                    {"name": "portainer", "backends": [{"url": "http://127.0.0.1:2"}], "tls": true},
+                    {"name": "plain", "backends": [{"url": "http://127.0.0.1:3"}]},
+                    {"name": "dup", "host": "b.test", "backends": [{"url": "http://127.0.0.1:4"}], "tls": true},
+                ],
+            }),
+        );
+        let got: Vec<(String, Vec<String>, String)> = wanted(&ca, &gateways, &[mesh])
+            .into_iter()
+            .map(|w| (w.name, w.dns_names, w.secret))
+            .collect();
+        let s = |v: &str| v.to_string();
+        assert_eq!(
+            got,
+            [
+                (s("own"), vec![s("a.test")], s("mine")),
+                (s("b-test"), vec![s("b.test")], s("cert-b-test")),
+                (
+                    s("portainer-internal-test"),
+                    vec![s("portainer.internal.test")],
+                    s("cert-portainer-internal-test")
+                ),
+            ]
+        );
+    }
+
     #[test]
     fn labels_fit_and_stay_distinct() {
         assert_eq!(

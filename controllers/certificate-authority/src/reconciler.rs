@@ -41,6 +41,9 @@ pub struct CaReconciler {
     /// The last certificate this process stored per (CA, Secret): the Secret cache may not
     /// have caught up with the write when the next reconcile runs.
     stored: Mutex<HashMap<(String, String), Leaf>>,
+    /// The certificate entries this process last wrote per CA (by uid): the cached object a
+    /// reconcile gets can lag behind that write, and failure counts must not go back.
+    written: Mutex<HashMap<String, Vec<IssuedCertificate>>>,
 }
 
 impl std::fmt::Debug for CaReconciler {
@@ -59,6 +62,7 @@ impl CaReconciler {
             responders: Responders::default(),
             accounts: Mutex::new(HashMap::new()),
             stored: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -159,16 +163,14 @@ impl Reconciler for CaReconciler {
         let meshes = ctx.cache_of::<Mesh>().map(|c| c.list()).unwrap_or_default();
         let secrets = ctx.cache_of::<Secret>();
         let wanted = plan::wanted(&ca, &gateways, &meshes);
-        let previous: HashMap<String, IssuedCertificate> = ca
-            .status
-            .as_ref()
-            .map(|s| {
-                s.certificates
-                    .iter()
-                    .map(|c| (c.name.clone(), c.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let uid = ca.metadata.uid.clone().unwrap_or_default();
+        let remembered = self.written.lock().unwrap().get(&uid).cloned();
+        let previous: HashMap<String, IssuedCertificate> = remembered
+            .or_else(|| ca.status.as_ref().map(|s| s.certificates.clone()))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect();
         let renew_before = spec.renew_before.as_ref().and_then(|d| d.parse().ok());
         let now = Timestamp::now();
 
@@ -207,6 +209,15 @@ impl Reconciler for CaReconciler {
                 },
             };
             entry.secret = w.secret.clone();
+            // A certificate the status does not know yet was issued after the failures it
+            // lists (the cached object can lag behind our own last status write).
+            if let Some(l) = &leaf
+                && entry.serial.as_ref() != Some(&l.serial)
+            {
+                entry.failed_attempts = 0;
+                entry.last_failure_time = None;
+                entry.last_failure_message = None;
+            }
             set_leaf(&mut entry, leaf.as_ref(), renew_before);
             let due = if blocked.is_some() {
                 None
@@ -640,6 +651,10 @@ impl CaReconciler {
         }
         let generation = ca.metadata.generation;
         let entries: Vec<IssuedCertificate> = items.iter().map(|i| i.entry.clone()).collect();
+        self.written
+            .lock()
+            .unwrap()
+            .insert(ca.metadata.uid.clone().unwrap_or_default(), entries.clone());
         let total = entries.len();
         let (ready, ready_reason, ready_message) = if let Some(b) = blocked.first() {
             (

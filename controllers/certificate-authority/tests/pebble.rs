@@ -509,10 +509,24 @@ async fn unreachable_challenges_and_a_stopped_ca_back_off_while_others_keep_thei
         &fine(&pebble, "    - {name: two, dnsNames: [two.test]}\n"),
     )
     .await;
+    // The backoff grows: base 1 s, so the third attempt comes at least 2 s after the second.
+    let second = wait_ca(client, "fine", "two failing twice", |ca| {
+        entry(ca, "two").is_some_and(|e| e.failed_attempts == 2)
+    })
+    .await;
     let down = wait_ca(client, "fine", "two failing three times", |ca| {
         entry(ca, "two").is_some_and(|e| e.failed_attempts >= 3)
     })
     .await;
+    let gap = entry(&down, "two")
+        .unwrap()
+        .last_failure_time
+        .unwrap()
+        .duration_since(entry(&second, "two").unwrap().last_failure_time.unwrap());
+    assert!(
+        gap.as_secs_f64() >= 2.0,
+        "retried after {gap:?}, before base × 2"
+    );
     let two = entry(&down, "two").unwrap();
     let msg = two.last_failure_message.as_deref().unwrap();
     assert!(
@@ -532,21 +546,45 @@ async fn unreachable_challenges_and_a_stopped_ca_back_off_while_others_keep_thei
 
     // Rebuilt from scratch: the account is unknown there, so it is registered again, and
     // `two` is issued.
-    let old_account = down.status.as_ref().unwrap().account_url.clone().unwrap();
+    // (Pebble's account URLs repeat across restarts, so the key tells a new account.)
+    let old_key = value(&secret(client, "fine-acme-account").await, "credentials.json");
     pebble.restart();
     let back = wait_ca(client, "fine", "two issued after the restart", |ca| {
         issued(ca, "two")
     })
     .await;
     assert_eq!(entry(&back, "two").unwrap().failed_attempts, 0);
-    let new_account = back.status.as_ref().unwrap().account_url.clone().unwrap();
-    assert_ne!(new_account, old_account, "registered again");
+    let new_key = value(&secret(client, "fine-acme-account").await, "credentials.json");
+    assert!(new_key != old_key, "registered again with a new key");
+    assert!(back.status.as_ref().unwrap().account_url.is_some());
     let root = pebble.root_pem();
     verify(
         &value(&secret(client, "cert-two").await, "tls.crt"),
         &root,
         "two.test",
     );
+
+    // DNS-01 is refused until the RFC 2136 client lands, with a reason to act on.
+    apply(
+        client,
+        &ca_yaml(
+            "dns",
+            &pebble,
+            "{dns01: {nameserver: \"127.0.0.1:53\", zone: phoenix.test}}",
+            "    - {name: d, dnsNames: [d.phoenix.test]}\n",
+        ),
+    )
+    .await;
+    let dns = wait_ca(client, "dns", "refused", |ca| {
+        ca.status.as_ref().is_some_and(|s| !s.conditions.is_empty())
+    })
+    .await;
+    let (ready, reason, message) = condition(&dns, "Ready");
+    assert_eq!(
+        (ready, reason.as_str()),
+        (ConditionStatus::False, "Dns01NotSupported")
+    );
+    assert!(message.contains("spec.challenge.dns01"), "{message}");
 
     let keys = key_material(client, &["cert-one", "cert-two"], "fine-acme-account").await;
     assert_no_keys_anywhere(&s, &pebble, &keys).await;
