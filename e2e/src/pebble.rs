@@ -28,6 +28,9 @@ pub struct PebbleConfig {
     pub nonce_reject_percent: Option<u32>,
     /// `PEBBLE_AUTHZREUSE` (default: Pebble's 50%).
     pub authz_reuse_percent: Option<u32>,
+    /// External account binding keys (`keyId` → base64url HMAC key); when set, Pebble
+    /// requires a binding on every new account.
+    pub eab_keys: Vec<(String, String)>,
 }
 
 /// A running Pebble and its DNS test server.
@@ -172,6 +175,16 @@ impl Pebble {
             "externalAccountBindingRequired": false,
             "domainBlocklist": self.config.blocklist,
         });
+        if !self.config.eab_keys.is_empty() {
+            pebble["externalAccountBindingRequired"] = true.into();
+            pebble["externalAccountMACKeys"] = self
+                .config
+                .eab_keys
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
         if let Some(v) = self.config.validity_seconds {
             pebble["certificateValidityPeriod"] = v.into();
         }

@@ -547,14 +547,20 @@ async fn unreachable_challenges_and_a_stopped_ca_back_off_while_others_keep_thei
     // Rebuilt from scratch: the account is unknown there, so it is registered again, and
     // `two` is issued.
     // (Pebble's account URLs repeat across restarts, so the key tells a new account.)
-    let old_key = value(&secret(client, "fine-acme-account").await, "credentials.json");
+    let old_key = value(
+        &secret(client, "fine-acme-account").await,
+        "credentials.json",
+    );
     pebble.restart();
     let back = wait_ca(client, "fine", "two issued after the restart", |ca| {
         issued(ca, "two")
     })
     .await;
     assert_eq!(entry(&back, "two").unwrap().failed_attempts, 0);
-    let new_key = value(&secret(client, "fine-acme-account").await, "credentials.json");
+    let new_key = value(
+        &secret(client, "fine-acme-account").await,
+        "credentials.json",
+    );
     assert!(new_key != old_key, "registered again with a new key");
     assert!(back.status.as_ref().unwrap().account_url.is_some());
     let root = pebble.root_pem();
@@ -588,4 +594,83 @@ async fn unreachable_challenges_and_a_stopped_ca_back_off_while_others_keep_thei
 
     let keys = key_material(client, &["cert-one", "cert-two"], "fine-acme-account").await;
     assert_no_keys_anywhere(&s, &pebble, &keys).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_account_binding_from_a_secret_registers_and_a_deleted_certificate_is_issued_again()
+ {
+    let hmac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let pebble = Pebble::start(PebbleConfig {
+        eab_keys: vec![("kid-1".into(), hmac.into())],
+        ..PebbleConfig::default()
+    });
+    let s = setup(Duration::from_secs(1), Duration::from_secs(4)).await;
+    let client = &s.client;
+    let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    apply(
+        client,
+        &format!(
+            "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata: {{name: eab}}\ntype: Opaque\ndata: {{keyId: {}, hmacKey: {}}}\n",
+            b64("kid-1"),
+            b64(hmac)
+        ),
+    )
+    .await;
+    let challenge = format!("{{tlsAlpn01: {{listen: 127.0.0.1:{}}}}}", pebble.tls_port);
+    // Without the binding Pebble refuses the account: the failure says so.
+    apply(
+        client,
+        &ca_yaml(
+            "bound",
+            &pebble,
+            &challenge,
+            "    - {name: b, dnsNames: [b.test]}\n",
+        ),
+    )
+    .await;
+    let refused = wait_ca(client, "bound", "refused without a binding", |ca| {
+        entry(ca, "b").is_some_and(|e| e.failed_attempts >= 1)
+    })
+    .await;
+    let why = entry(&refused, "b")
+        .unwrap()
+        .last_failure_message
+        .clone()
+        .unwrap();
+    assert!(why.contains("registering the ACME account"), "{why}");
+    let with_eab = ca_yaml(
+        "bound",
+        &pebble,
+        &challenge,
+        "    - {name: b, dnsNames: [b.test]}\n",
+    )
+    .replace(
+        "    email: ops@phoenix.test\n",
+        "    email: ops@phoenix.test\n    externalAccountSecretRef: eab\n",
+    );
+    apply(client, &with_eab).await;
+    let ca = wait_ca(client, "bound", "issued with the binding", |ca| {
+        issued(ca, "b")
+    })
+    .await;
+    let first = entry(&ca, "b").unwrap().serial.clone();
+
+    // A deleted certificate Secret is issued again.
+    Api::<Secret>::new(client.clone())
+        .delete("cert-b", None)
+        .await
+        .unwrap();
+    let again = wait_ca(client, "bound", "b issued again", |ca| {
+        entry(ca, "b").is_some_and(|e| e.serial.is_some() && e.serial != first)
+    })
+    .await;
+    assert_eq!(entry(&again, "b").unwrap().failed_attempts, 0);
+    verify(
+        &value(&secret(client, "cert-b").await, "tls.crt"),
+        &pebble.root_pem(),
+        "b.test",
+    );
+    let logs = String::from_utf8_lossy(&captured().lock().unwrap()).into_owned();
+    assert!(!logs.contains(hmac), "the HMAC key in the log");
+    assert!(!s.server.log_tail().contains(hmac));
 }
