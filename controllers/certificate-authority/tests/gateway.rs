@@ -264,6 +264,84 @@ spec:
         serial_of(&ca, "shop-test").as_deref(),
         Some(served.as_str())
     );
-    let events = server.list(Kind::Event).await;
+
+    // A new route host gets its own certificate; the existing one is not touched.
+    let with_blog = std::fs::read_to_string(&file).unwrap().replace(
+        "    - host: shop.test\n",
+        &format!(
+            "    - host: blog.test\n      tls: true\n      locations:\n        - {{path: /, backends: [{{url: \"http://127.0.0.1:{backend_port}\"}}]}}\n    - host: shop.test\n"
+        ),
+    );
+    std::fs::write(&file, with_blog).unwrap();
+    server.ctl(&["apply", "-f", file.to_str().unwrap()]).ok();
+    let start = Instant::now();
+    let ca = loop {
+        let ca = api.get("pebble").await.unwrap();
+        if serial_of(&ca, "blog-test").is_some() {
+            break ca;
+        }
+        assert!(start.elapsed() < WAIT, "blog.test never issued");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        serial_of(&ca, "shop-test").as_deref(),
+        Some(served.as_str())
+    );
+    let blog = serial_of(&ca, "blog-test").unwrap();
+    let start = Instant::now();
+    loop {
+        match served_serial(https, "blog.test", &root).await {
+            Ok(s) if s == blog => break,
+            other => assert!(start.elapsed() < WAIT, "nginx never served blog: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        served_serial(https, "shop.test", &root).await.unwrap(),
+        served,
+        "shop.test untouched"
+    );
+
+    // No key material in the server's output, events or status.
+    let events: Vec<String> = server
+        .list(Kind::Event)
+        .await
+        .iter()
+        .map(|e| e.to_json_value().to_string())
+        .collect();
     assert!(!events.is_empty());
+    let status = serde_json::to_string(&ca.status).unwrap();
+    // The whole log of the server (its CA controller logs there).
+    let log = std::fs::read_to_string(server.data_dir().join("server-1.log")).unwrap();
+    assert!(log.contains("certificate issued"), "the controller's log is captured");
+    let secrets = [
+        ("cert-shop-test", "tls.key"),
+        ("cert-blog-test", "tls.key"),
+        ("pebble-acme-account", "credentials.json"),
+    ];
+    for (name, key) in secrets {
+        let s = Api::<phoenix_api::kinds::secret::Secret>::new(client.clone())
+            .get(name)
+            .await
+            .unwrap();
+        use base64::Engine as _;
+        let text = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(&s.data[key])
+                .unwrap(),
+        )
+        .unwrap();
+        let needle: String = text
+            .lines()
+            .find(|l| !l.starts_with("-----") && l.len() >= 40)
+            .map(|l| l[..40].to_string())
+            .unwrap_or_else(|| text[text.len() - 40..].to_string());
+        for (what, hay) in [("server log", &log), ("status", &status)] {
+            assert!(!hay.contains(&needle), "{name}/{key} in the {what}");
+        }
+        assert!(
+            !events.iter().any(|e| e.contains(&needle)),
+            "{name}/{key} in an event"
+        );
+    }
 }
