@@ -29,7 +29,9 @@ const CREDENTIALS_KEY: &str = "credentials.json";
 
 /// A restored or registered account, with what it was made for.
 struct CachedAccount {
-    directory: String,
+    /// The spec's `acme` when it was made: a change of directory, roots, contact or binding
+    /// makes a new client (and, for another directory, a new account).
+    acme: phoenix_api::kinds::certificate_authority::Acme,
     account: Account,
 }
 
@@ -463,7 +465,7 @@ impl CaReconciler {
     ) -> Result<Arc<CachedAccount>, String> {
         let directory = &ca.spec.acme.directory_url;
         if let Some(a) = self.accounts.lock().unwrap().get(&ca.metadata.name)
-            && a.directory == *directory
+            && a.acme == ca.spec.acme
         {
             return Ok(a.clone());
         }
@@ -490,7 +492,7 @@ impl CaReconciler {
                 .await
                 .map_err(|e| format!("ACME directory {directory}: {}", acme::describe(&e)))?;
             let cached = Arc::new(CachedAccount {
-                directory: directory.clone(),
+                acme: ca.spec.acme.clone(),
                 account,
             });
             self.accounts
@@ -550,7 +552,10 @@ impl CaReconciler {
             .await
             .map_err(|e| format!("storing the account Secret {name:?}: {e}"))?;
         tracing::info!(ca = %ca.metadata.name, account = %account.id(), "ACME account registered");
-        let cached = Arc::new(CachedAccount { directory, account });
+        let cached = Arc::new(CachedAccount {
+            acme: ca.spec.acme.clone(),
+            account,
+        });
         self.accounts
             .lock()
             .unwrap()
