@@ -313,7 +313,10 @@ spec:
     let status = serde_json::to_string(&ca.status).unwrap();
     // The whole log of the server (its CA controller logs there).
     let log = std::fs::read_to_string(server.data_dir().join("server-1.log")).unwrap();
-    assert!(log.contains("certificate issued"), "the controller's log is captured");
+    assert!(
+        log.contains("certificate issued"),
+        "the controller's log is captured"
+    );
     let secrets = [
         ("cert-shop-test", "tls.key"),
         ("cert-blog-test", "tls.key"),

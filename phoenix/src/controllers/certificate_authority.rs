@@ -60,3 +60,51 @@ impl Hosted for CaArgs {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        ca: CaArgs,
+    }
+
+    fn prepare(args: &[&str]) -> anyhow::Result<Prepared> {
+        let cli = Cli::try_parse_from(std::iter::once("phoenix").chain(args.iter().copied()))?;
+        let mut registry = prometheus_client::registry::Registry::default();
+        cli.ca.prepare(&mut Host {
+            registry: &mut registry,
+            data_dir: None,
+        })
+    }
+
+    #[test]
+    fn defaults_are_cert_managers_and_flags_are_checked() {
+        let cli = Cli::try_parse_from(["phoenix"]).unwrap();
+        assert_eq!(cli.ca.ca_backoff_base, Duration::from_secs(3600));
+        assert_eq!(cli.ca.ca_backoff_max, Duration::from_secs(32 * 3600));
+        let cli = Cli::try_parse_from([
+            "phoenix",
+            "--ca-backoff-base",
+            "1s",
+            "--ca-backoff-max",
+            "8s",
+        ])
+        .unwrap();
+        assert_eq!(cli.ca.ca_backoff_base, Duration::from_secs(1));
+        assert!(matches!(
+            prepare(&["--ca-backoff-base", "1s"]).unwrap(),
+            Prepared::Ready(_)
+        ));
+        let e = prepare(&["--ca-backoff-base", "2h", "--ca-backoff-max", "1h"]).unwrap_err();
+        assert!(e.to_string().contains("--ca-backoff-max"), "{e}");
+        let e = prepare(&["--ca-backoff-base", "0"]).unwrap_err();
+        assert!(e.to_string().contains("--ca-backoff-base"), "{e}");
+        let e = prepare(&["--ca-parallel-orders", "0"]).unwrap_err();
+        assert!(e.to_string().contains("--ca-parallel-orders"), "{e}");
+    }
+}
