@@ -46,6 +46,18 @@ pub struct CaReconciler {
     /// The certificate entries this process last wrote per CA (by uid): the cached object a
     /// reconcile gets can lag behind that write, and failure counts must not go back.
     written: Mutex<HashMap<String, Vec<IssuedCertificate>>>,
+    /// The last failed account set-up per CA: (its `acme`, when, failures in a row, why).
+    /// While it backs off, due certificates are marked failed without an ACME request.
+    account_failures: Mutex<HashMap<String, AccountFailure>>,
+}
+
+/// A failed account set-up (see [`CaReconciler::account_failures`]).
+#[derive(Clone)]
+struct AccountFailure {
+    acme: phoenix_api::kinds::certificate_authority::Acme,
+    at: Timestamp,
+    count: u32,
+    message: String,
 }
 
 impl std::fmt::Debug for CaReconciler {
@@ -65,6 +77,7 @@ impl CaReconciler {
             accounts: Mutex::new(HashMap::new()),
             stored: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            account_failures: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -77,6 +90,8 @@ struct Item {
     due: Option<Reason>,
     /// Why it cannot be issued at all (its Secret belongs to someone else).
     blocked: Option<String>,
+    /// Failed in this reconcile without an attempt (the account is backing off): no event.
+    quiet: bool,
 }
 
 fn b64(s: &str) -> String {
@@ -235,6 +250,7 @@ impl Reconciler for CaReconciler {
                 leaf,
                 due,
                 blocked,
+                quiet: false,
             });
         }
 
@@ -283,10 +299,13 @@ impl Reconciler for CaReconciler {
                 .await
             {
                 Ok(url) => account_url = Some(url),
-                Err(message) => {
+                Err((message, attempted)) => {
                     for n in &ready_now {
                         fail(&mut items[*n].entry, &message);
-                        self.options.metrics.attempt(&ca.metadata.name, false);
+                        items[*n].quiet = !attempted;
+                        if attempted {
+                            self.options.metrics.attempt(&ca.metadata.name, false);
+                        }
                     }
                 }
             }
@@ -342,7 +361,8 @@ impl CaReconciler {
     }
 
     /// Issues the certificates `due` (indexes into `items`), each on its own; returns the
-    /// account URL, or a message when nothing could be tried (no account, no responder).
+    /// account URL, or a message when nothing could be tried (no account, no responder) and
+    /// whether anything was attempted (false while a failed account set-up backs off).
     async fn issue_all(
         &self,
         ca: &CertificateAuthority,
@@ -351,14 +371,48 @@ impl CaReconciler {
         listen: &str,
         due: &[usize],
         items: &mut [Item],
-    ) -> Result<String, String> {
+    ) -> Result<String, (String, bool)> {
+        let name = &ca.metadata.name;
+        let last = self.account_failures.lock().unwrap().get(name).cloned();
+        if let Some(f) = last.filter(|f| f.acme == ca.spec.acme) {
+            let wait = plan::backoff(f.count, self.options.backoff_base, self.options.backoff_max);
+            if let Some(until) = jiff::SignedDuration::try_from(wait)
+                .ok()
+                .and_then(|w| f.at.checked_add(w).ok())
+                .filter(|u| Timestamp::now() < *u)
+            {
+                return Err((format!("not attempted until {until}: {}", f.message), false));
+            }
+        }
         // The account first: a CA that cannot be reached binds no port.
-        let mut account = self.account(ca, ctx).await?;
+        let mut account = match self.account(ca, ctx).await {
+            Ok(a) => {
+                self.account_failures.lock().unwrap().remove(name);
+                a
+            }
+            Err(message) => {
+                let mut failures = self.account_failures.lock().unwrap();
+                let count = failures
+                    .get(name)
+                    .filter(|f| f.acme == ca.spec.acme)
+                    .map_or(1, |f| f.count.saturating_add(1));
+                failures.insert(
+                    name.clone(),
+                    AccountFailure {
+                        acme: ca.spec.acme.clone(),
+                        at: Timestamp::now(),
+                        count,
+                        message: message.clone(),
+                    },
+                );
+                return Err((message, true));
+            }
+        };
         let responder = self
             .responders
             .ensure(solver, listen)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| (e.to_string(), true))?;
         let mut todo: Vec<usize> = due.to_vec();
         for round in 0..2 {
             let results: Vec<(usize, Result<Leaf, OrderError>)> =
@@ -417,7 +471,17 @@ impl CaReconciler {
                 break;
             }
             self.accounts.lock().unwrap().remove(&ca.metadata.name);
-            account = self.register(ca, ctx).await?;
+            match self.register(ca, ctx).await {
+                Ok(a) => account = a,
+                Err(m) => {
+                    // Only those that met the unknown account fail; the others stand.
+                    for n in &gone {
+                        self.options.metrics.attempt(&ca.metadata.name, false);
+                        fail(&mut items[*n].entry, &m);
+                    }
+                    break;
+                }
+            }
             todo = gone;
         }
         Ok(account.account.id().to_string())
@@ -742,9 +806,25 @@ impl CaReconciler {
             s.observed_generation = generation;
         })
         .await?;
-        if !failures.is_empty() {
+        // One event per failed attempt of this reconcile (not per look at an old failure).
+        let failed_now: Vec<String> = items
+            .iter()
+            .filter(|i| {
+                i.entry.last_failure_time.is_some_and(|t| t >= now)
+                    && i.blocked.is_none()
+                    && !i.quiet
+            })
+            .map(|i| {
+                format!(
+                    "{}: {}",
+                    i.entry.name,
+                    i.entry.last_failure_message.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        if !failed_now.is_empty() {
             ctx.recorder
-                .warning(ca, "IssuanceFailed", &failures.join("; "))
+                .warning(ca, "IssuanceFailed", &failed_now.join("; "))
                 .await;
         }
         Ok(match next {
