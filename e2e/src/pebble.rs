@@ -245,20 +245,51 @@ impl Pebble {
         std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
     }
 
-    /// The root that signs issued certificates (`/roots/0`; new on every start), read with
-    /// `curl`.
+    /// The root that signs issued certificates (`/roots/0`; new on every start), read over
+    /// TLS verified against [`Pebble::tls_ca_pem`].
     pub fn root_pem(&self) -> String {
-        let out = Command::new("curl")
-            .args(["-sS", "--fail", "--cacert"])
-            .arg(self.dir.path().join("ca.pem"))
-            .arg(format!("{}/roots/0", self.management_url))
-            .output();
-        if let Ok(o) = &out
-            && o.status.success()
-        {
-            return String::from_utf8_lossy(&o.stdout).into_owned();
+        use rustls::pki_types::pem::PemObject;
+        use std::io::{Read, Write};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(self.tls_ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
         }
-        panic!("reading {}/roots/0 failed: {out:?}", self.management_url)
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let address = self
+            .management_url
+            .trim_start_matches("https://")
+            .to_string();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let tcp = TcpStream::connect(&address).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        write!(
+            tls,
+            "GET /roots/0 HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        // Go may close without close_notify; what was read until then is the whole answer.
+        let _ = tls.read_to_end(&mut raw);
+        let answer = String::from_utf8_lossy(&raw);
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("reading {address}/roots/0: {answer:?}"));
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "{address}/roots/0: {head}"
+        );
+        assert!(
+            body.contains("BEGIN CERTIFICATE"),
+            "{address}/roots/0: {body}"
+        );
+        body.to_string()
     }
 }
 

@@ -5,7 +5,7 @@
 //! to the controller's responder before the route's HTTPS redirect); nginx then serves the
 //! Pebble-issued certificate, and the renewed one two minutes later without a failed request.
 //!
-//! Needs nginx, pebble, pebble-challtestsrv, curl (hack/install-deps.sh) and the binaries
+//! Needs nginx, pebble and pebble-challtestsrv (hack/install-deps.sh) and the binaries
 //! (`cargo build -p phoenix -p phoenixctl`).
 
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! HTTP-01 and TLS-ALPN-01 against the controller's own responders. The controller runs
 //! in-process on a `Manager` over a real `phoenix serve --no-controllers`.
 //!
-//! Needs `pebble`, `pebble-challtestsrv`, `curl` (hack/install-deps.sh) and the binary
+//! Needs `pebble` and `pebble-challtestsrv` (hack/install-deps.sh) and the binary
 //! (`cargo build -p phoenix`).
 
 use std::io::Write;
