@@ -23,11 +23,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod accounts;
 pub mod acme;
 pub mod challenge;
 pub mod metrics;
 pub mod plan;
 mod reconciler;
+mod secrets;
 
 use std::time::Duration;
 

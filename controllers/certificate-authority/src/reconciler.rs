@@ -6,58 +6,36 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use futures::StreamExt as _;
-use instant_acme::{Account, AccountCredentials, ExternalAccountKey};
+use instant_acme::Account;
 use jiff::Timestamp;
+use phoenix_api::ConditionStatus;
 use phoenix_api::condition::{Condition, set_condition};
 use phoenix_api::kinds::certificate_authority::{CertificateAuthorityStatus, IssuedCertificate};
 use phoenix_api::kinds::secret::{Secret, SecretType};
 use phoenix_api::kinds::{CertificateAuthority, Gateway, Mesh};
-use phoenix_api::{ConditionStatus, Kind, ObjectMeta, OwnerReference, Resource};
 use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult, Reconciler};
 
-use crate::acme::{self, AcmeHttp, OrderError};
+use crate::CaOptions;
+use crate::accounts::{Accounts, Unavailable};
+use crate::acme::{self, OrderError};
 use crate::challenge::{Responder, Responders, Solver};
 use crate::plan::{self, Leaf, Reason, Wanted};
-use crate::{CA_LABEL, CaOptions};
+use crate::secrets::{b64, decode, owned_by, owned_secret};
 
 /// The `Issuing` condition type (cert-manager's).
 pub const ISSUING: &str = "Issuing";
-/// Key of the account Secret.
-const CREDENTIALS_KEY: &str = "credentials.json";
-
-/// A restored or registered account, with what it was made for.
-struct CachedAccount {
-    /// The spec's `acme` when it was made: a change of directory, roots, contact or binding
-    /// makes a new client (and, for another directory, a new account).
-    acme: phoenix_api::kinds::certificate_authority::Acme,
-    account: Account,
-}
-
 /// The reconcile logic of [`crate::controller`].
 pub struct CaReconciler {
     options: CaOptions,
     responders: Responders,
-    accounts: Mutex<HashMap<String, Arc<CachedAccount>>>,
+    accounts: Accounts,
     /// The last certificate this process stored per (CA, Secret): the Secret cache may not
     /// have caught up with the write when the next reconcile runs.
     stored: Mutex<HashMap<(String, String), Leaf>>,
     /// The certificate entries this process last wrote per CA (by uid): the cached object a
     /// reconcile gets can lag behind that write, and failure counts must not go back.
     written: Mutex<HashMap<String, Vec<IssuedCertificate>>>,
-    /// The last failed account set-up per CA: (its `acme`, when, failures in a row, why).
-    /// While it backs off, due certificates are marked failed without an ACME request.
-    account_failures: Mutex<HashMap<String, AccountFailure>>,
-}
-
-/// A failed account set-up (see [`CaReconciler::account_failures`]).
-#[derive(Clone)]
-struct AccountFailure {
-    acme: phoenix_api::kinds::certificate_authority::Acme,
-    at: Timestamp,
-    count: u32,
-    message: String,
 }
 
 impl std::fmt::Debug for CaReconciler {
@@ -72,12 +50,15 @@ impl CaReconciler {
     /// A reconciler with `options`.
     pub fn new(options: CaOptions) -> Self {
         CaReconciler {
+            accounts: Accounts::new(
+                options.metrics.clone(),
+                options.backoff_base,
+                options.backoff_max,
+            ),
             options,
             responders: Responders::default(),
-            accounts: Mutex::new(HashMap::new()),
             stored: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
-            account_failures: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -92,57 +73,6 @@ struct Item {
     blocked: Option<String>,
     /// Failed in this reconcile without an attempt (the account is backing off): no event.
     quiet: bool,
-}
-
-fn b64(s: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
-}
-
-fn decode(secret: &Secret, key: &str) -> Option<String> {
-    let raw = match secret.data.get(key) {
-        Some(v) => base64::engine::general_purpose::STANDARD
-            .decode(v.trim())
-            .ok()?,
-        None => secret.string_data.get(key)?.as_bytes().to_vec(),
-    };
-    String::from_utf8(raw).ok()
-}
-
-fn owned_by(secret: &Secret, ca: &CertificateAuthority) -> bool {
-    secret.metadata.owner_references.iter().any(|o| {
-        o.kind == CertificateAuthority::KIND.name()
-            && o.name == ca.metadata.name
-            && ca.metadata.uid.as_ref().is_none_or(|u| *u == o.uid)
-    })
-}
-
-fn owned_secret(
-    ca: &CertificateAuthority,
-    name: &str,
-    type_: SecretType,
-    data: BTreeMap<String, String>,
-) -> Secret {
-    let mut metadata = ObjectMeta::named(name);
-    metadata
-        .labels
-        .insert(CA_LABEL.into(), ca.metadata.name.clone());
-    if let Some(uid) = &ca.metadata.uid {
-        metadata.owner_references.push(OwnerReference {
-            api_version: phoenix_api::API_VERSION.into(),
-            kind: CertificateAuthority::KIND.name().into(),
-            name: ca.metadata.name.clone(),
-            uid: uid.clone(),
-            controller: true,
-        });
-    }
-    Secret {
-        api_version: phoenix_api::API_VERSION.into(),
-        kind: Kind::Secret.name().into(),
-        metadata,
-        type_,
-        data,
-        string_data: BTreeMap::new(),
-    }
 }
 
 fn seconds(t: Timestamp) -> f64 {
@@ -372,41 +302,11 @@ impl CaReconciler {
         due: &[usize],
         items: &mut [Item],
     ) -> Result<String, (String, bool)> {
-        let name = &ca.metadata.name;
-        let last = self.account_failures.lock().unwrap().get(name).cloned();
-        if let Some(f) = last.filter(|f| f.acme == ca.spec.acme) {
-            let wait = plan::backoff(f.count, self.options.backoff_base, self.options.backoff_max);
-            if let Some(until) = jiff::SignedDuration::try_from(wait)
-                .ok()
-                .and_then(|w| f.at.checked_add(w).ok())
-                .filter(|u| Timestamp::now() < *u)
-            {
-                return Err((format!("not attempted until {until}: {}", f.message), false));
-            }
-        }
         // The account first: a CA that cannot be reached binds no port.
-        let mut account = match self.account(ca, ctx).await {
-            Ok(a) => {
-                self.account_failures.lock().unwrap().remove(name);
-                a
-            }
-            Err(message) => {
-                let mut failures = self.account_failures.lock().unwrap();
-                let count = failures
-                    .get(name)
-                    .filter(|f| f.acme == ca.spec.acme)
-                    .map_or(1, |f| f.count.saturating_add(1));
-                failures.insert(
-                    name.clone(),
-                    AccountFailure {
-                        acme: ca.spec.acme.clone(),
-                        at: Timestamp::now(),
-                        count,
-                        message: message.clone(),
-                    },
-                );
-                return Err((message, true));
-            }
+        let mut account = match self.accounts.get(ca, ctx).await {
+            Ok(a) => a,
+            Err(Unavailable::Waiting(m)) => return Err((m, false)),
+            Err(Unavailable::Failed(m)) => return Err((m, true)),
         };
         let responder = self
             .responders
@@ -470,8 +370,8 @@ impl CaReconciler {
             if gone.is_empty() {
                 break;
             }
-            self.accounts.lock().unwrap().remove(&ca.metadata.name);
-            match self.register(ca, ctx).await {
+            self.accounts.forget(&ca.metadata.name);
+            match self.accounts.register(ca, ctx).await {
                 Ok(a) => account = a,
                 Err(m) => {
                     // Only those that met the unknown account fail; the others stand.
@@ -519,135 +419,6 @@ impl CaReconciler {
             .insert((ca.metadata.name.clone(), secret.to_string()), leaf.clone());
         tracing::info!(ca = %ca.metadata.name, secret, serial = %leaf.serial, not_after = %leaf.not_after, "certificate issued");
         Ok(leaf)
-    }
-
-    /// The account of `ca`: cached, else restored from its Secret, else registered.
-    async fn account(
-        &self,
-        ca: &CertificateAuthority,
-        ctx: &Context<CertificateAuthority>,
-    ) -> Result<Arc<CachedAccount>, String> {
-        let directory = &ca.spec.acme.directory_url;
-        if let Some(a) = self.accounts.lock().unwrap().get(&ca.metadata.name)
-            && a.acme == ca.spec.acme
-        {
-            return Ok(a.clone());
-        }
-        let name = plan::account_secret(&ca.metadata.name);
-        let stored = ctx
-            .api::<Secret>()
-            .get_opt(&name)
-            .await
-            .map_err(|e| format!("reading the account Secret {name:?}: {e}"))?;
-        if let Some(secret) = stored.filter(|s| owned_by(s, ca))
-            && let Some(json) = decode(&secret, CREDENTIALS_KEY)
-            && serde_json::from_str::<serde_json::Value>(&json)
-                .ok()
-                .and_then(|v| {
-                    v.get("directory")
-                        .and_then(|d| d.as_str())
-                        .map(|d| d == directory)
-                })
-                == Some(true)
-            && let Ok(credentials) = serde_json::from_str::<AccountCredentials>(&json)
-        {
-            let http = self.http(ca)?;
-            let account = acme::restore(http, credentials)
-                .await
-                .map_err(|e| format!("ACME directory {directory}: {}", acme::describe(&e)))?;
-            let cached = Arc::new(CachedAccount {
-                acme: ca.spec.acme.clone(),
-                account,
-            });
-            self.accounts
-                .lock()
-                .unwrap()
-                .insert(ca.metadata.name.clone(), cached.clone());
-            return Ok(cached);
-        }
-        self.register(ca, ctx).await
-    }
-
-    fn http(&self, ca: &CertificateAuthority) -> Result<AcmeHttp, String> {
-        AcmeHttp::new(
-            &ca.metadata.name,
-            ca.spec.acme.ca_bundle.as_deref(),
-            self.options.metrics.clone(),
-        )
-        .map_err(|e| e.to_string())
-    }
-
-    /// Registers a new account and stores its credentials in the account Secret.
-    async fn register(
-        &self,
-        ca: &CertificateAuthority,
-        ctx: &Context<CertificateAuthority>,
-    ) -> Result<Arc<CachedAccount>, String> {
-        let directory = ca.spec.acme.directory_url.clone();
-        let eab = match &ca.spec.acme.external_account_secret_ref {
-            Some(name) => Some(self.external_account(ctx, name).await?),
-            None => None,
-        };
-        let http = self.http(ca)?;
-        let (account, credentials) = acme::register(
-            http,
-            &directory,
-            ca.spec.acme.email.as_deref(),
-            eab.as_ref(),
-        )
-        .await
-        .map_err(|e| {
-            format!(
-                "registering the ACME account at {directory}: {}",
-                acme::describe(&e)
-            )
-        })?;
-        let json = serde_json::to_string(&credentials)
-            .map_err(|e| format!("encoding the account credentials: {e}"))?;
-        let name = plan::account_secret(&ca.metadata.name);
-        let secret = owned_secret(
-            ca,
-            &name,
-            SecretType::Opaque,
-            BTreeMap::from([(CREDENTIALS_KEY.into(), b64(&json))]),
-        );
-        ctx.client
-            .apply(&secret.into(), false)
-            .await
-            .map_err(|e| format!("storing the account Secret {name:?}: {e}"))?;
-        tracing::info!(ca = %ca.metadata.name, account = %account.id(), "ACME account registered");
-        let cached = Arc::new(CachedAccount {
-            acme: ca.spec.acme.clone(),
-            account,
-        });
-        self.accounts
-            .lock()
-            .unwrap()
-            .insert(ca.metadata.name.clone(), cached.clone());
-        Ok(cached)
-    }
-
-    /// The external account binding from Secret `name` (`keyId`, `hmacKey` base64url).
-    async fn external_account(
-        &self,
-        ctx: &Context<CertificateAuthority>,
-        name: &str,
-    ) -> Result<ExternalAccountKey, String> {
-        let field = "spec.acme.externalAccountSecretRef";
-        let secret = ctx
-            .api::<Secret>()
-            .get_opt(name)
-            .await
-            .map_err(|e| format!("{field}: reading Secret {name:?}: {e}"))?
-            .ok_or_else(|| format!("{field}: Secret {name:?} not found"))?;
-        let key_id = decode(&secret, "keyId")
-            .ok_or_else(|| format!("{field}: Secret {name:?} has no keyId"))?;
-        let hmac = decode(&secret, "hmacKey")
-            .ok_or_else(|| format!("{field}: Secret {name:?} has no hmacKey"))?;
-        let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(hmac.trim().trim_end_matches('='))
-            .map_err(|_| format!("{field}: Secret {name:?}: hmacKey is not base64url"))?;
-        Ok(ExternalAccountKey::new(key_id.trim().to_string(), &key))
     }
 
     /// Writes the status (entries, Ready, Issuing), the metrics and events; picks the requeue.
