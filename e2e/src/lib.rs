@@ -11,6 +11,7 @@ pub mod bind;
 pub mod dnsmasq;
 pub mod caddy;
 pub mod docker;
+pub mod pebble;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

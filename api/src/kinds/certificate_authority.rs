@@ -111,33 +111,46 @@ pub struct CertificateAuthorityStatus {
 }
 
 impl CertificateAuthorityStatus {
-    /// The Secret this CertificateAuthority issued for `host`: the first issued certificate
-    /// whose `dnsNames` list `host` exactly (a wildcard name matches only itself). `None`
-    /// when none does.
+    /// The Secret this CertificateAuthority issued for `host`: the first certificate issued
+    /// at least once (it has a `notAfter`) whose `dnsNames` list `host` exactly (a wildcard
+    /// name matches only itself). `None` when none does.
     pub fn secret_for_host(&self, host: &str) -> Option<&str> {
         self.certificates
             .iter()
-            .find(|c| c.dns_names.iter().any(|d| d == host))
+            .find(|c| c.not_after.is_some() && c.dns_names.iter().any(|d| d == host))
             .map(|c| c.secret.as_str())
     }
 }
 
-/// A certificate that was issued.
+/// Where one certificate stands: an entry per wanted certificate, issued or not yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IssuedCertificate {
-    /// Request name.
+    /// Request name (`spec.certificates[].name`, or derived from a Gateway or Mesh host).
     pub name: String,
     /// Host names covered.
     pub dns_names: Vec<String>,
-    /// Serial number (hex).
-    pub serial: String,
-    /// Start of validity.
-    pub not_before: Timestamp,
-    /// End of validity.
-    pub not_after: Timestamp,
-    /// When renewal starts.
-    pub renewal_time: Timestamp,
-    /// Secret holding it.
+    /// Serial number (hex); absent until first issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Start of validity; absent until first issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
+    /// End of validity; absent until first issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Timestamp>,
+    /// When renewal starts; absent until first issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Timestamp>,
+    /// Secret (type `tls`) holding it.
     pub secret: String,
+    /// Failed issuance attempts since the last success (drives the backoff).
+    #[serde(default)]
+    pub failed_attempts: u32,
+    /// When the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Timestamp>,
+    /// Why the last attempt failed (the ACME problem type and detail; never key material).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_message: Option<String>,
 }

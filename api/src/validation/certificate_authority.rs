@@ -1,7 +1,7 @@
 //! Rules of the `CertificateAuthority` kind.
 
 use super::Validator;
-use super::common::{exactly_one, unique};
+use super::common::{duplicates, exactly_one, unique};
 use super::rules;
 use crate::kinds::certificate_authority::CertificateAuthoritySpec;
 
@@ -62,6 +62,11 @@ pub(super) fn certificate_authority(s: &CertificateAuthoritySpec, v: &mut Valida
             cv.at("dnsNames")
                 .idx(k)
                 .check(rules::hostname_or_wildcard(n));
+            if cert.dns_names[..k].contains(n) {
+                cv.at("dnsNames")
+                    .idx(k)
+                    .error(format!("{} is a duplicate", crate::decode::quote(n)));
+            }
         }
         cv.opt("secretName", cert.secret_name.as_deref(), rules::dns_label);
     }
@@ -70,5 +75,25 @@ pub(super) fn certificate_authority(s: &CertificateAuthoritySpec, v: &mut Valida
         "certificates",
         "name",
         s.certificates.iter().map(|c| c.name.as_str()),
+    );
+    // Two requests in one Secret would overwrite each other's certificate on every issuance.
+    duplicates(
+        v,
+        "certificates",
+        "secretName",
+        s.certificates.iter().enumerate().map(|(i, c)| {
+            (
+                i,
+                c.secret_name
+                    .clone()
+                    .unwrap_or_else(|| format!("cert-{}", c.name)),
+            )
+        }),
+        |_, secret| {
+            format!(
+                "Secret {} already receives another request's certificate",
+                crate::decode::quote(secret)
+            )
+        },
     );
 }

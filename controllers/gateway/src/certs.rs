@@ -28,6 +28,30 @@ pub struct Certificates {
     pub self_signed: Vec<String>,
     /// Self-signed Secrets created by this call.
     pub created: Vec<String>,
+    /// Where the CertificateAuthority answers HTTP-01 (its `challenge.http01.listen`, an
+    /// unspecified address as loopback), for nginx to pass `/.well-known/acme-challenge/` to.
+    pub acme_http01: Option<std::net::SocketAddr>,
+}
+
+/// The HTTP-01 responder address of `ca`, if it answers HTTP-01.
+fn acme_http01(ca: Option<&CertificateAuthority>) -> Option<std::net::SocketAddr> {
+    let listen = ca?
+        .spec
+        .challenge
+        .http01
+        .as_ref()?
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .ok()?;
+    Some(match listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            (std::net::Ipv4Addr::LOCALHOST, listen.port()).into()
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            (std::net::Ipv6Addr::LOCALHOST, listen.port()).into()
+        }
+        _ => listen,
+    })
 }
 
 /// Why the certificates could not be gathered. Never carries key material.
@@ -140,6 +164,7 @@ pub async fn gather(client: &Client, gateway: &Gateway) -> Result<Certificates, 
         Some(name) => read(client, name).await?,
         None => None,
     };
+    out.acme_http01 = acme_http01(ca.as_ref());
     for (i, route) in gateway.spec.routes.iter().enumerate() {
         if !route.tls {
             continue;

@@ -31,7 +31,7 @@ pub mod ssh;
 pub mod targets;
 
 use phoenix_api::kinds::secret::Secret;
-use phoenix_api::kinds::{Guest, Mesh};
+use phoenix_api::kinds::{CertificateAuthority, Guest, Mesh};
 pub use phoenix_nginx::GatewayMetrics;
 use phoenix_runtime::{Controller, LeaderConfig};
 
@@ -91,5 +91,13 @@ pub fn controller(options: GatewayOptions) -> Controller<GatewayReconciler> {
     .watches::<Mesh>(|m, gateways| backends::gateways_for_mesh(&m.metadata.name, gateways))
     .watches::<Secret>(|s, gateways| {
         backends::gateways_for_secret(&s.metadata.name, &s.metadata.owner_references, gateways)
+    })
+    // Issued or renewed certificates, and where its HTTP-01 responder listens.
+    .watches::<CertificateAuthority>(|ca, gateways| {
+        gateways
+            .find(|g| g.spec.certificate_authority.as_deref() == Some(&ca.metadata.name))
+            .iter()
+            .map(|g| g.metadata.name.clone())
+            .collect()
     })
 }

@@ -199,7 +199,7 @@ impl Reconciler for GatewayReconciler {
             tracing::debug!(gateway = %name, local = self.settings.local, "target on the other side; skipped");
             return Ok(Action::done());
         }
-        let options = self
+        let mut options = self
             .settings
             .render_options(&name, &gateway.spec)
             .map_err(|e| ReconcileError::invalid("InvalidSpec", e.to_string()))?;
@@ -221,6 +221,7 @@ impl Reconciler for GatewayReconciler {
         let certificates = certs::gather(&ctx.client, &gateway)
             .await
             .map_err(cert_error)?;
+        options.acme_challenge = certificates.acme_http01;
         for secret in &certificates.created {
             ctx.recorder
                 .warning(

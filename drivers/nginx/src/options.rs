@@ -88,6 +88,9 @@ pub struct RenderOptions {
     pub worker_connections: u32,
     /// ModSecurity files, used when the spec asks for a WAF.
     pub waf: WafPaths,
+    /// Where ACME HTTP-01 challenges go (the CertificateAuthority's responder): every route's
+    /// plain-HTTP server passes `/.well-known/acme-challenge/` there, before any redirect.
+    pub acme_challenge: Option<std::net::SocketAddr>,
 }
 
 impl RenderOptions {
@@ -100,6 +103,7 @@ impl RenderOptions {
             worker_processes: None,
             worker_connections: 1024,
             waf: WafPaths::default(),
+            acme_challenge: None,
         }
     }
 

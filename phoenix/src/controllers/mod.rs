@@ -3,6 +3,7 @@
 //! below; its common flags (`--<name>-resync`, `--<name>-concurrency`,
 //! `--<name>-leader-ttl`) come with that line.
 
+pub mod certificate_authority;
 pub mod common;
 pub mod dnszone;
 pub mod gateway;
@@ -64,6 +65,7 @@ controllers! {
     dnszone: dnszone::DnsZoneArgs,
     mesh: mesh::MeshArgs,
     stack: stack::StackArgs,
+    ca: certificate_authority::CaArgs,
 }
 
 impl ControllerFlags {

@@ -95,6 +95,9 @@ fn site_text(s: &Site<'_>, spec: &GatewaySpec, o: &RenderOptions, headers: &Head
     c.open("server", &[]);
     c.line("listen", &[http]);
     c.line("server_name", std::slice::from_ref(&s.host));
+    if let Some(responder) = o.acme_challenge {
+        acme_challenge_location(&mut c, responder);
+    }
     if s.route.redirect_http {
         c.open("location", &[Arg::lit("/")]);
         let target = if o.listen.https_port == 443 {
@@ -132,6 +135,19 @@ fn site_text(s: &Site<'_>, spec: &GatewaySpec, o: &RenderOptions, headers: &Head
         c.close();
     }
     c.finish()
+}
+
+/// ACME HTTP-01 (RFC 8555 §8.3): `/.well-known/acme-challenge/` goes to the responder, with
+/// `^~` so that no regex location and no redirect of the route takes it.
+fn acme_challenge_location(c: &mut Conf, responder: std::net::SocketAddr) {
+    c.open(
+        "location",
+        &[Arg::lit("^~"), Arg::lit("/.well-known/acme-challenge/")],
+    );
+    let address = Arg::token(&responder.to_string()).expect("formatted from a socket address");
+    c.line("proxy_pass", &[Arg::cat([Arg::lit("http://"), address])]);
+    c.line("proxy_set_header", &[Arg::lit("Host"), Arg::lit("$host")]);
+    c.close();
 }
 
 /// `ssl_certificate` and `ssl_certificate_key` for the files `tls/STEM.crt|key`.
