@@ -8,8 +8,8 @@
 #![forbid(unsafe_code)]
 
 pub mod bind;
-pub mod dnsmasq;
 pub mod caddy;
+pub mod dnsmasq;
 pub mod docker;
 pub mod pebble;
 
