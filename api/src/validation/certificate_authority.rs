@@ -42,12 +42,18 @@ pub(super) fn certificate_authority(s: &CertificateAuthoritySpec, v: &mut Valida
         let mut dv = c.at("dns01");
         dv.at("nameserver").check(rules::host_port(&d.nameserver));
         dv.at("zone").check(rules::hostname(&d.zone));
-        dv.opt(
-            "tsigSecretRef",
-            d.tsig_secret_ref.as_deref(),
-            rules::dns_label,
-        );
+        match d.tsig_secret_ref.as_deref() {
+            Some(r) => dv.at("tsigSecretRef").check(rules::dns_label(r)),
+            None => dv
+                .at("tsigSecretRef")
+                .error("required: RFC 2136 updates are signed with a TSIG key"),
+        }
     }
+    let zone = s
+        .challenge
+        .dns01
+        .as_ref()
+        .map(|d| d.zone.trim_end_matches('.').to_ascii_lowercase());
     v.opt("renewBefore", s.renew_before.as_ref(), |d| {
         rules::duration(&d.0)
     });
@@ -62,6 +68,22 @@ pub(super) fn certificate_authority(s: &CertificateAuthoritySpec, v: &mut Valida
             cv.at("dnsNames")
                 .idx(k)
                 .check(rules::hostname_or_wildcard(n));
+            let base = n.strip_prefix("*.").unwrap_or(n).to_ascii_lowercase();
+            match &zone {
+                // ACME servers offer only dns-01 for a wildcard (RFC 8555 §7.1.3).
+                None if n.starts_with("*.") => cv.at("dnsNames").idx(k).error(format!(
+                    "{} is a wildcard, which only challenge.dns01 can prove",
+                    crate::decode::quote(n)
+                )),
+                Some(z) if base != *z && !base.ends_with(&format!(".{z}")) => {
+                    cv.at("dnsNames").idx(k).error(format!(
+                        "{} is not in spec.challenge.dns01.zone {}",
+                        crate::decode::quote(n),
+                        crate::decode::quote(z)
+                    ))
+                }
+                _ => {}
+            }
             if cert.dns_names[..k].contains(n) {
                 cv.at("dnsNames")
                     .idx(k)

@@ -21,7 +21,7 @@ use instant_acme::{
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use crate::challenge::Responder;
+use crate::challenge::Prover;
 use crate::metrics::CaMetrics;
 
 tokio::task_local! {
@@ -267,10 +267,14 @@ pub enum OrderError {
     /// Validation of an identifier failed (the challenge's problem).
     #[error("{0}")]
     Validation(String),
+    /// The answer to a challenge could not be published (the DNS server's answer for
+    /// DNS-01: BADSIG, BADKEY, NOTAUTH, REFUSED, ...).
+    #[error("{0}")]
+    Publish(String),
     /// The server offered no challenge of the configured type.
     #[error("the ACME server offered no {kind} challenge for {name}")]
     NoChallenge {
-        /// `http-01` / `tls-alpn-01`.
+        /// `http-01` / `tls-alpn-01` / `dns-01`.
         kind: &'static str,
         /// The identifier.
         name: String,
@@ -298,11 +302,12 @@ fn polling() -> RetryPolicy {
         .timeout(Duration::from_secs(60))
 }
 
-/// Orders a certificate for `dns_names`, answering the challenges with `responder`, and
+/// Orders a certificate for `dns_names`, answering the challenges with `prover`, and
 /// returns it with a new private key.
 ///
 /// # Guarantees
-/// Challenge answers are withdrawn from the responder before this returns, also on failure.
+/// Challenge answers are withdrawn (a responder's answer, a DNS-01 TXT record) before this
+/// returns, also on failure.
 ///
 /// # Errors
 /// [`OrderError::Validation`] carries the ACME problem of the failed challenge (e.g.
@@ -310,9 +315,8 @@ fn polling() -> RetryPolicy {
 pub async fn order(
     account: &Account,
     dns_names: &[String],
-    responder: &Responder,
+    prover: &Prover,
 ) -> Result<Issued, OrderError> {
-    let solver = responder.solver();
     let identifiers: Vec<Identifier> = dns_names
         .iter()
         .map(|n| Identifier::Dns(n.clone()))
@@ -337,20 +341,20 @@ pub async fn order(
                         )));
                     }
                 }
-                let kind = solver.challenge_type();
                 let name = authz.identifier().to_string();
                 let mut challenge =
                     authz
-                        .challenge(kind.clone())
+                        .challenge(prover.challenge_type())
                         .ok_or(OrderError::NoChallenge {
-                            kind: solver.label(),
+                            kind: prover.label(),
                             name: name.clone(),
                         })?;
                 let key_auth = challenge.key_authorization();
                 let token = challenge.token.clone();
-                let handle = responder
+                let handle = prover
                     .publish(&name, &token, &key_auth)
-                    .map_err(|e| OrderError::Csr(e.to_string()))?;
+                    .await
+                    .map_err(OrderError::Publish)?;
                 published.push(handle);
                 at("challenge", challenge.set_ready()).await?;
             }
@@ -374,7 +378,7 @@ pub async fn order(
     }
     .await;
     for handle in published {
-        responder.withdraw(handle);
+        prover.withdraw(handle).await;
     }
     result
 }

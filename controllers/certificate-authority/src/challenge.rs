@@ -217,6 +217,81 @@ impl Responder {
     }
 }
 
+/// How this CertificateAuthority's challenges are answered: by a listener of this process,
+/// or by a DNS-01 TXT record.
+#[derive(Debug, Clone)]
+pub enum Prover {
+    /// HTTP-01 or TLS-ALPN-01 through a [`Responder`].
+    Listen(Responder),
+    /// DNS-01 through RFC 2136.
+    Dns(crate::dns01::Dns01Solver),
+}
+
+/// An answer a [`Prover`] published, to withdraw after the order.
+#[derive(Debug)]
+pub enum Proof {
+    /// Published on a listener.
+    Listen(Published),
+    /// A TXT record in the zone.
+    Txt(phoenix_dns::Record),
+}
+
+impl Prover {
+    /// The ACME challenge type.
+    pub fn challenge_type(&self) -> ChallengeType {
+        match self {
+            Prover::Listen(r) => r.solver.challenge_type(),
+            Prover::Dns(_) => ChallengeType::Dns01,
+        }
+    }
+
+    /// `http-01` / `tls-alpn-01` / `dns-01`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Prover::Listen(r) => r.solver.label(),
+            Prover::Dns(_) => "dns-01",
+        }
+    }
+
+    /// Publishes the answer to the challenge of `identifier` (`*.` for a wildcard).
+    ///
+    /// # Errors
+    /// The text says what failed: the TLS-ALPN-01 certificate, or the DNS server's answer
+    /// (BADSIG, BADKEY, NOTAUTH, REFUSED, ...). Never key material.
+    pub async fn publish(
+        &self,
+        identifier: &str,
+        token: &str,
+        key_auth: &KeyAuthorization,
+    ) -> Result<Proof, String> {
+        match self {
+            Prover::Listen(r) => r
+                .publish(identifier, token, key_auth)
+                .map(Proof::Listen)
+                .map_err(|e| e.to_string()),
+            Prover::Dns(d) => d
+                .publish(identifier, &key_auth.dns_value())
+                .await
+                .map(Proof::Txt)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Withdraws a published answer; a TXT record that cannot be deleted is logged (its
+    /// name and the server's answer) and left behind.
+    pub async fn withdraw(&self, proof: Proof) {
+        match (self, proof) {
+            (Prover::Listen(r), Proof::Listen(p)) => r.withdraw(p),
+            (Prover::Dns(d), Proof::Txt(record)) => {
+                if let Err(e) = d.withdraw(&record).await {
+                    tracing::warn!(record = %record.name, error = %e, "DNS-01: the challenge record could not be deleted");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 async fn http01(
     State(answers): State<Arc<Mutex<Answers>>>,
     Path(token): Path<String>,

@@ -17,8 +17,9 @@
 //! - The account key lives in a Secret owned by the CertificateAuthority and never appears in
 //!   logs, events, status or errors; an account the server no longer knows is registered again.
 //! - Challenges are answered by this process: HTTP-01 on `challenge.http01.listen`,
-//!   TLS-ALPN-01 on `challenge.tlsAlpn01.listen`. DNS-01 is refused (`Dns01NotSupported`) until
-//!   the RFC 2136 client lands.
+//!   TLS-ALPN-01 on `challenge.tlsAlpn01.listen`, DNS-01 by an `_acme-challenge` TXT record
+//!   added through RFC 2136 (TSIG key from `dns01.tsigSecretRef`, never logged) and deleted
+//!   after the order, whether it succeeded or not.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -26,6 +27,7 @@
 mod accounts;
 pub mod acme;
 pub mod challenge;
+pub mod dns01;
 pub mod metrics;
 pub mod plan;
 mod reconciler;

@@ -11,7 +11,9 @@ use instant_acme::Account;
 use jiff::Timestamp;
 use phoenix_api::ConditionStatus;
 use phoenix_api::condition::{Condition, set_condition};
-use phoenix_api::kinds::certificate_authority::{CertificateAuthorityStatus, IssuedCertificate};
+use phoenix_api::kinds::certificate_authority::{
+    CertificateAuthorityStatus, Dns01, IssuedCertificate,
+};
 use phoenix_api::kinds::secret::{Secret, SecretType};
 use phoenix_api::kinds::{CertificateAuthority, Gateway, Mesh};
 use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult, Reconciler};
@@ -19,7 +21,8 @@ use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult, Reconcil
 use crate::CaOptions;
 use crate::accounts::{Accounts, Unavailable};
 use crate::acme::{self, OrderError};
-use crate::challenge::{Responder, Responders, Solver};
+use crate::challenge::{Prover, Responders, Solver};
+use crate::dns01::{Dns01Error, Dns01Solver};
 use crate::plan::{self, Leaf, Reason, Wanted};
 use crate::secrets::{b64, decode, owned_by, owned_secret};
 
@@ -63,6 +66,15 @@ impl CaReconciler {
     }
 }
 
+/// How the challenges of a CertificateAuthority are answered (from its spec).
+#[derive(Debug, Clone, Copy)]
+enum Method<'a> {
+    /// A listener of this process on `ADDRESS:PORT`.
+    Listen(Solver, &'a str),
+    /// DNS-01 through RFC 2136.
+    Dns(&'a Dns01),
+}
+
 /// One wanted certificate as this reconcile sees it.
 struct Item {
     wanted: Wanted,
@@ -93,14 +105,16 @@ impl Reconciler for CaReconciler {
         ctx: &Context<CertificateAuthority>,
     ) -> ReconcileResult {
         let spec = &ca.spec;
-        let (solver, listen) = if let Some(h) = &spec.challenge.http01 {
-            (Solver::Http01, h.listen.clone())
+        let method = if let Some(h) = &spec.challenge.http01 {
+            Method::Listen(Solver::Http01, &h.listen)
         } else if let Some(t) = &spec.challenge.tls_alpn01 {
-            (Solver::TlsAlpn01, t.listen.clone())
+            Method::Listen(Solver::TlsAlpn01, &t.listen)
+        } else if let Some(d) = &spec.challenge.dns01 {
+            Method::Dns(d)
         } else {
             return Err(ReconcileError::invalid(
-                "Dns01NotSupported",
-                "spec.challenge.dns01: DNS-01 (RFC 2136) is not supported by this controller yet; use http01 or tlsAlpn01",
+                "NoChallenge",
+                "spec.challenge: set one of http01, tlsAlpn01, dns01",
             ));
         };
         let gateways = ctx
@@ -225,7 +239,7 @@ impl Reconciler for CaReconciler {
             })
             .await?;
             match self
-                .issue_all(&ca, ctx, solver, &listen, &ready_now, &mut items)
+                .issue_all(&ca, ctx, method, &ready_now, &mut items)
                 .await
             {
                 Ok(url) => account_url = Some(url),
@@ -297,8 +311,7 @@ impl CaReconciler {
         &self,
         ca: &CertificateAuthority,
         ctx: &Context<CertificateAuthority>,
-        solver: Solver,
-        listen: &str,
+        method: Method<'_>,
         due: &[usize],
         items: &mut [Item],
     ) -> Result<String, (String, bool)> {
@@ -308,11 +321,19 @@ impl CaReconciler {
             Err(Unavailable::Waiting(m)) => return Err((m, false)),
             Err(Unavailable::Failed(m)) => return Err((m, true)),
         };
-        let responder = self
-            .responders
-            .ensure(solver, listen)
-            .await
-            .map_err(|e| (e.to_string(), true))?;
+        let prover = match method {
+            Method::Listen(solver, listen) => Prover::Listen(
+                self.responders
+                    .ensure(solver, listen)
+                    .await
+                    .map_err(|e| (e.to_string(), true))?,
+            ),
+            Method::Dns(d) => Prover::Dns(
+                dns01_solver(ctx, d)
+                    .await
+                    .map_err(|e| (e.to_string(), true))?,
+            ),
+        };
         let mut todo: Vec<usize> = due.to_vec();
         for round in 0..2 {
             let results: Vec<(usize, Result<Leaf, OrderError>)> =
@@ -321,19 +342,12 @@ impl CaReconciler {
                         let account = account.clone();
                         let names = items[n].wanted.dns_names.clone();
                         let secret = items[n].wanted.secret.clone();
-                        let responder = &responder;
+                        let prover = &prover;
                         async move {
                             (
                                 n,
-                                self.issue_one(
-                                    ca,
-                                    ctx,
-                                    &account.account,
-                                    responder,
-                                    &names,
-                                    &secret,
-                                )
-                                .await,
+                                self.issue_one(ca, ctx, &account.account, prover, &names, &secret)
+                                    .await,
                             )
                         }
                     })
@@ -393,11 +407,11 @@ impl CaReconciler {
         ca: &CertificateAuthority,
         ctx: &Context<CertificateAuthority>,
         account: &Account,
-        responder: &Responder,
+        prover: &Prover,
         names: &[String],
         secret: &str,
     ) -> Result<Leaf, OrderError> {
-        let issued = acme::order(account, names, responder).await?;
+        let issued = acme::order(account, names, prover).await?;
         let leaf = plan::parse_leaf(&issued.chain_pem)
             .map_err(|e| OrderError::Acme(format!("the issued certificate does not parse: {e}")))?;
         let object = owned_secret(
@@ -603,6 +617,31 @@ impl CaReconciler {
             None => Action::done(),
         })
     }
+}
+
+/// The DNS-01 solver of `dns01`, with the TSIG key read from its Secret now (so a rotated key
+/// is used from the next order on).
+async fn dns01_solver(
+    ctx: &Context<CertificateAuthority>,
+    dns01: &Dns01,
+) -> Result<Dns01Solver, Dns01Error> {
+    let name = dns01.tsig_secret_ref.as_deref().ok_or(Dns01Error::NoKey)?;
+    let secret = ctx
+        .api::<Secret>()
+        .get_opt(name)
+        .await
+        .map_err(|e| Dns01Error::SecretRead {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })?
+        .ok_or_else(|| Dns01Error::SecretMissing(name.to_string()))?;
+    let key = phoenix_dns::TsigKey::from_secret_data(&secret.data).map_err(|source| {
+        Dns01Error::InvalidKey {
+            name: name.to_string(),
+            source,
+        }
+    })?;
+    Dns01Solver::new(&dns01.nameserver, &dns01.zone, key).await
 }
 
 /// Copies what `leaf` says into `entry` (or clears it).

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use base64::Engine;
 use phoenix_api::condition::{DEGRADED, find_condition, mark_ready, mark_ready_degraded};
 use phoenix_api::kinds::DnsZone;
 use phoenix_api::kinds::common::DeletionPolicy;
@@ -310,21 +309,9 @@ impl DnsZoneReconciler {
                     ),
                 )
             })?;
-        let read = |key: &str| -> Option<String> {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(secret.data.get(key)?.trim())
-                .ok()?;
-            String::from_utf8(raw).ok()
-        };
-        let bad = |why: String| {
-            ReconcileError::invalid("InvalidTsigSecret", format!("Secret {secret_name}: {why}"))
-        };
-        let (Some(key_name), Some(secret_b64)) = (read("name"), read("secret")) else {
-            return Err(bad("needs the keys name and secret (and algorithm)".into()));
-        };
-        let algorithm = read("algorithm").unwrap_or_else(|| "hmac-sha256".into());
-        let key = TsigKey::new(key_name.trim(), algorithm.trim(), &secret_b64)
-            .map_err(|e| bad(e.to_string()))?;
+        let key = TsigKey::from_secret_data(&secret.data).map_err(|e| {
+            ReconcileError::invalid("InvalidTsigSecret", format!("Secret {secret_name}: {e}"))
+        })?;
         Ok(Rfc2136Client::new(server, key).with_timeout(self.options.timeout))
     }
 

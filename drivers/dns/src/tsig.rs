@@ -1,6 +1,7 @@
 //! TSIG keys (RFC 8945) as BIND's `tsig-keygen` prints them: a name, an algorithm and a
 //! base64 secret.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine;
@@ -95,6 +96,29 @@ impl TsigKey {
         })
     }
 
+    /// A key from the `data` of a Secret (values base64, as Secrets store them): `name`,
+    /// `secret` (BIND's base64 secret) and `algorithm` (default `hmac-sha256`). DnsZone's
+    /// `tsigSecretRef` and CertificateAuthority's `dns01.tsigSecretRef` both read it so.
+    ///
+    /// # Errors
+    /// [`DnsError::InvalidKey`] when `name` or `secret` is missing or not base64 text, or as
+    /// [`TsigKey::new`]. The message never contains the secret.
+    pub fn from_secret_data(data: &BTreeMap<String, String>) -> Result<Self, DnsError> {
+        let read = |key: &str| -> Option<String> {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(data.get(key)?.trim())
+                .ok()?;
+            String::from_utf8(raw).ok()
+        };
+        let (Some(name), Some(secret)) = (read("name"), read("secret")) else {
+            return Err(DnsError::InvalidKey {
+                reason: "the Secret needs the keys name and secret (and algorithm)".into(),
+            });
+        };
+        let algorithm = read("algorithm").unwrap_or_else(|| "hmac-sha256".into());
+        TsigKey::new(name.trim(), algorithm.trim(), &secret)
+    }
+
     /// The key's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -140,5 +164,25 @@ mod tests {
             assert!(e.contains(why), "{alg} {secret}: {e}");
             assert!(secret.is_empty() || !e.contains(secret), "{e}");
         }
+    }
+
+    #[test]
+    fn keys_read_from_secret_data_default_to_hmac_sha256() {
+        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+        let mut data = BTreeMap::from([
+            ("name".to_string(), b64("phoenix-key")),
+            ("secret".to_string(), b64("c2VjcmV0LWJ5dGVz")),
+        ]);
+        let k = TsigKey::from_secret_data(&data).unwrap();
+        assert_eq!(
+            (k.name(), k.algorithm()),
+            ("phoenix-key", TsigAlgorithm::HmacSha256)
+        );
+        data.insert("algorithm".into(), b64("hmac-sha512"));
+        let k = TsigKey::from_secret_data(&data).unwrap();
+        assert_eq!(k.algorithm(), TsigAlgorithm::HmacSha512);
+        data.remove("secret");
+        let e = TsigKey::from_secret_data(&data).unwrap_err().to_string();
+        assert!(e.contains("needs the keys name and secret"), "{e}");
     }
 }
