@@ -28,6 +28,10 @@ pub struct PebbleConfig {
     pub nonce_reject_percent: Option<u32>,
     /// `PEBBLE_AUTHZREUSE` (default: Pebble's 50%).
     pub authz_reuse_percent: Option<u32>,
+    /// The DNS server Pebble's VA asks (`-dnsserver`), e.g. a BIND serving the
+    /// `_acme-challenge` TXT records of DNS-01 (default: `pebble-challtestsrv`, which answers
+    /// every name with 127.0.0.1).
+    pub dns_server: Option<std::net::SocketAddr>,
     /// External account binding keys (`keyId` → base64url HMAC key); when set, Pebble
     /// requires a binding on every new account.
     pub eab_keys: Vec<(String, String)>,
@@ -190,11 +194,15 @@ impl Pebble {
         }
         let path = self.dir.path().join("pebble.json");
         std::fs::write(&path, serde_json::json!({ "pebble": pebble }).to_string()).unwrap();
+        let dns_server = self
+            .config
+            .dns_server
+            .map_or_else(|| format!("127.0.0.1:{}", self.dns_port), |a| a.to_string());
         let mut cmd = Command::new(which("pebble"));
         cmd.arg("-config")
             .arg(&path)
             .arg("-dnsserver")
-            .arg(format!("127.0.0.1:{}", self.dns_port))
+            .arg(dns_server)
             .stdout(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new()
