@@ -190,7 +190,7 @@ apiVersion: phoenix.thinkheads.ai/v1alpha1
 kind: Gateway
 metadata: {{name: edge}}
 spec:
-  target: {{local: {{configDir: {}}}}}
+  target: {{local: {{}}}}   # the tree: --gateway-config-root/edge (ADR 0021)
   certificateAuthority: pebble
   routes:
     - host: shop.test
@@ -205,7 +205,6 @@ spec:
             .lines()
             .map(|l| format!("      {l}\n"))
             .collect::<String>(),
-        d("unused"),
     );
     let file = dir.path().join("estate.yaml");
     std::fs::write(&file, manifests).unwrap();
