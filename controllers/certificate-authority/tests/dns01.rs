@@ -61,7 +61,8 @@ async fn challenge_records(bind: &Bind) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dns01_issues_a_name_and_a_wildcard_through_bind_and_a_wrong_tsig_key_is_reported() {
+async fn dns01_issues_a_name_and_a_wildcard_through_bind_reports_bad_keys_and_always_withdraws_its_records()
+ {
     let bind = Bind::start(&[ZONE]);
     let pebble = Pebble::start(PebbleConfig {
         dns_server: Some(bind.addr()),
@@ -191,9 +192,48 @@ async fn dns01_issues_a_name_and_a_wildcard_through_bind_and_a_wrong_tsig_key_is
         "records written with a wrong key: {left:?}"
     );
 
+    // Validation that fails (the records go to another server than the one Pebble asks):
+    // the ACME problem is reported and the records are deleted all the same.
+    let elsewhere = Bind::start(&[ZONE]);
+    tsig_secret(client, "tsig-elsewhere", KEY_NAME, elsewhere.secret()).await;
+    apply(
+        client,
+        &ca_yaml(
+            "elsewhere",
+            &pebble,
+            &dns01(&elsewhere, "tsig-elsewhere"),
+            &format!("    - {{name: unseen, dnsNames: [unseen.{ZONE}]}}\n"),
+        ),
+    )
+    .await;
+    let failed = wait_ca(client, "elsewhere", "a failed validation", |c| {
+        entry(c, "unseen").is_some_and(|e| e.failed_attempts >= 1)
+    })
+    .await;
+    let e = entry(&failed, "unseen").unwrap();
+    let why = e.last_failure_message.clone().unwrap();
+    assert!(e.serial.is_none());
+    assert!(
+        why.contains("urn:ietf:params:acme:error:unauthorized")
+            && why.contains(&format!("_acme-challenge.unseen.{ZONE}")),
+        "{why}"
+    );
+    let name = format!("_acme-challenge.unseen.{ZONE}");
+    let log = elsewhere.log();
+    assert!(
+        log.contains(&format!("adding an RR at '{name}' TXT")),
+        "the record was never published:\n{log}"
+    );
+    let left = challenge_records(&elsewhere).await;
+    assert!(
+        left.is_empty(),
+        "left behind after a failed validation: {left:?}"
+    );
+
     // No key material anywhere: certificate and account keys, and the TSIG secrets.
     let mut keys = key_material(client, &["cert-www", "cert-wild"], "dns-acme-account").await;
     keys.push(bind.secret().to_string());
     keys.push(wrong_secret);
+    keys.push(elsewhere.secret().to_string());
     assert_no_keys_anywhere(&s, &pebble, &keys).await;
 }
