@@ -723,3 +723,56 @@ spec:
     wait_gone(&s, "tcp").await;
     assert!(d.container_ids("tcp", "web").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_service_is_degraded_with_its_exit_code_and_restarts_unlike_a_finished_one_shot()
+{
+    let _shared = DAEMON.read().await;
+    let d = Dockerd::shared();
+    let s = server().await;
+    apply(
+        &s,
+        &format!(
+            "{}  compose: |
+    services:
+      crash:
+        image: {BUSYBOX}
+        network_mode: none
+        restart: always
+        command: [sh, -c, \"exit 3\"]
+      once:
+        image: {BUSYBOX}
+        network_mode: none
+        command: [\"true\"]
+",
+            header("crashy", d)
+        ),
+    );
+    let v = wait_for(&s, "crashy", "Degraded with restarts counted", |v| {
+        is_true(v, "Degraded")
+            && v.pointer("/status/services")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().find(|s| s["name"] == "crash"))
+                .is_some_and(|c| c["restarts"].as_u64().unwrap_or(0) >= 1)
+    })
+    .await;
+    let crash = service(&v, "crash");
+    assert_eq!(crash["exitCode"], 3, "{crash:#}");
+    assert_eq!(crash["replicas"], "0/1");
+    let message = condition(&v, "Degraded").unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("crash: 0/1 running"), "{message}");
+    assert!(
+        !message.contains("once"),
+        "a finished one-shot is no failure: {message}"
+    );
+    let once = service(&v, "once");
+    assert_eq!(
+        (once["state"].as_str(), once["exitCode"].as_i64()),
+        (Some("completed"), Some(0))
+    );
+    s.ctl(&["delete", "stack", "crashy"]).ok();
+    wait_gone(&s, "crashy").await;
+    assert!(d.container_ids("crashy", "crash").is_empty());
+}
