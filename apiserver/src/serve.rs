@@ -347,6 +347,31 @@ pub fn load_keys(dir: &Path, flag: Option<&Path>) -> anyhow::Result<Arc<Keyring>
     ))
 }
 
+/// Rewrites every Secret of a server's store with the write key of its key file (see
+/// [`crate::encryption::rewrap`]); returns the census before. The embedded store must not be
+/// in use (stop `phoenix serve` first); etcd can be rewrapped while servers run on it. The key
+/// file must exist (it is never generated here).
+pub async fn rewrap_store(
+    data_dir: Option<&Path>,
+    etcd_endpoints: &[String],
+    key_file: Option<&Path>,
+) -> anyhow::Result<crate::encryption::Census> {
+    let dir = self::data_dir(data_dir);
+    let path = crate::encryption::key_file_path(&dir, key_file);
+    let keys = Arc::new(Keyring::load(&path, false).context("loading the encryption keys")?);
+    if etcd_endpoints.is_empty() && !dir.join("store").exists() {
+        anyhow::bail!(
+            "{} holds no store (give the server's --data-dir, or --etcd-endpoints)",
+            dir.display()
+        );
+    }
+    let (raw, _) = open_store(&dir, etcd_endpoints).await.context(
+        "opening the store to rewrap (the embedded store opens only while `phoenix serve` is stopped)",
+    )?;
+    let store = EncryptedStore::new(raw, keys);
+    Ok(crate::encryption::rewrap(&store).await?)
+}
+
 /// Writes `<dir>/admin.yaml` (server URL, CA, an admin token) and, once, the user's config.
 fn write_admin_config(
     dir: &Path,

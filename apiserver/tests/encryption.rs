@@ -348,8 +348,19 @@ async fn rotation_new_write_key_rewrap_then_old_key_removed() {
         None
     );
 
-    // Rewrap: every Secret with B; a second run has nothing left to do.
-    let before = encryption::rewrap(&store).await.unwrap();
+    // Rewrap (as `phoenix secrets rewrap`): every Secret with B. Not while the embedded
+    // store is open.
+    let busy = format!(
+        "{:#}",
+        serve::rewrap_store(Some(dir.path()), &[], None)
+            .await
+            .unwrap_err()
+    );
+    assert!(busy.contains("while `phoenix serve` is stopped"), "{busy}");
+    drop(store);
+    let before = serve::rewrap_store(Some(dir.path()), &[], None)
+        .await
+        .unwrap();
     assert_eq!(
         before,
         Census {
@@ -358,6 +369,7 @@ async fn rotation_new_write_key_rewrap_then_old_key_removed() {
             plaintext: 1
         }
     );
+    let store = open(dir.path());
     let after = encryption::check(store.inner().as_ref(), &keys)
         .await
         .unwrap();
