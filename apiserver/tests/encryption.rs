@@ -15,6 +15,7 @@ use phoenix_apiserver::encryption::{self, Census, EncryptedStore, KEY_FILE, Keyr
 use phoenix_apiserver::serve::{self, Running, ServeArgs};
 use phoenix_store::Store;
 use phoenix_store::embedded::{EmbeddedConfig, EmbeddedStore};
+use phoenix_store::etcd::{EtcdConfig, EtcdStore};
 use phoenix_store::testing::EtcdCluster;
 
 fn args(dir: &Path) -> ServeArgs {
@@ -197,6 +198,46 @@ async fn etcd_holds_no_secret_value_and_servers_share_the_key_file() {
     let files = bytes_under(etcd.dir());
     assert!(contains(&files, &marker), "etcd's files hold the Guest");
     assert_absent(&files, &value, "etcd's data files");
+
+    // Rewrap on etcd while the server runs: a Secret put back in plaintext (as stored before
+    // encryption at rest) is sealed again, and the server's cache follows both writes.
+    let raw: Arc<dyn Store> = Arc::new(
+        EtcdStore::connect(EtcdConfig::new(endpoints.clone()))
+            .await
+            .unwrap(),
+    );
+    let keys = Arc::new(Keyring::load(&a_dir.path().join(KEY_FILE), false).unwrap());
+    let store = EncryptedStore::new(raw.clone(), keys.clone());
+    let key = b"/phoenix/secrets/ssh";
+    let kv = store.get(key).await.unwrap().kv.unwrap();
+    let plain_rev = raw.update(key, kv.value, kv.mod_revision).await.unwrap();
+    assert_eq!(sealed_with(raw.as_ref(), &keys, "ssh").await, None);
+    let census = serve::rewrap_store(Some(a_dir.path()), &endpoints, None)
+        .await
+        .unwrap();
+    assert_eq!(census.plaintext, 1, "{census:?}");
+    assert_eq!(
+        sealed_with(raw.as_ref(), &keys, "ssh").await.as_deref(),
+        Some(keys.write_id())
+    );
+    let rewrapped = raw.get(key).await.unwrap().kv.unwrap().mod_revision;
+    assert!(rewrapped > plain_rev);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let page = ca.list_all(Kind::Secret, "").await.unwrap();
+            if page
+                .items
+                .iter()
+                .any(|o| o.metadata().resource_version.as_deref() == Some(&rewrapped.to_string()))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the cache sees the rewrapped Secret");
+    assert_eq!(token_of(&ca, "ssh").await, value);
 
     // A second server given the first one's key file reads the Secret.
     let shared = ServeArgs {
