@@ -127,6 +127,12 @@ pub enum EncryptionError {
     /// Generating a nonce or key failed (the system's random source).
     #[error("the system random source failed")]
     Random,
+    /// The cipher refused to seal a value (larger than AES-GCM takes).
+    #[error("encrypting {object} failed (value too large)")]
+    Seal {
+        /// The object.
+        object: String,
+    },
     /// Reading or writing the store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -384,7 +390,9 @@ impl Keyring {
             Aad::from(key),
             &mut sealed,
         )
-        .map_err(|_| EncryptionError::Random)?;
+        .map_err(|_| EncryptionError::Seal {
+            object: object_of(key),
+        })?;
         let mut blob = Vec::with_capacity(NONCE_LEN + sealed.len());
         blob.extend_from_slice(&nonce);
         blob.extend_from_slice(&sealed);
@@ -568,18 +576,16 @@ impl Store for EncryptedStore {
     }
 
     async fn create_many(&self, creates: Vec<Create>) -> Vec<Result<Revision, StoreError>> {
-        let mut sealed = Vec::with_capacity(creates.len());
+        let total = creates.len();
+        let mut sealed = Vec::with_capacity(total);
         for c in creates {
             match self.seal(&c.key, c.value) {
                 Ok(value) => sealed.push(Create { value, ..c }),
-                // Only the random source can fail: nothing is written.
+                // Only the random source can fail: nothing is written, every create fails.
                 Err(e) => {
                     let msg = e.to_string();
-                    return std::iter::once(Err(e))
-                        .chain(std::iter::repeat_with(|| {
-                            Err(StoreError::WriteFailed(msg.clone()))
-                        }))
-                        .take(sealed.len() + 1)
+                    return (0..total)
+                        .map(|_| Err(StoreError::WriteFailed(msg.clone())))
                         .collect();
                 }
             }
@@ -687,9 +693,12 @@ pub struct Census {
     pub plaintext: usize,
 }
 
-/// Calls `f` with every stored Secret (as stored in `store`), page by page at one revision.
+/// Calls `f` with every stored Secret (as stored in `store`), page by page: at one revision
+/// with `pin`, else each page at the current one (a long rewrap writes more revisions than
+/// the store may retain).
 async fn each_secret(
     store: &dyn Store,
+    pin: bool,
     mut f: impl AsyncFnMut(KeyValue) -> Result<(), EncryptionError>,
 ) -> Result<(), EncryptionError> {
     let mut opts = RangeOptions {
@@ -698,7 +707,7 @@ async fn each_secret(
     };
     loop {
         let page = store.range(&SEALED_PREFIX, opts.clone()).await?;
-        opts.revision = Some(page.revision);
+        opts.revision = pin.then_some(page.revision);
         opts.start_after = page.kvs.last().map(|kv| kv.key.clone());
         for kv in page.kvs {
             f(kv).await?;
@@ -714,7 +723,7 @@ async fn each_secret(
 /// wrong or missing key fails the server before it serves.
 pub async fn check(store: &dyn Store, keys: &Keyring) -> Result<Census, EncryptionError> {
     let mut census = Census::default();
-    each_secret(store, async |kv| {
+    each_secret(store, true, async |kv| {
         match keys.sealed_with(&kv.key, &kv.value)? {
             None => census.plaintext += 1,
             Some(id) => {
@@ -739,7 +748,7 @@ pub async fn rewrap(store: &EncryptedStore) -> Result<Census, EncryptionError> {
     let keys = store.keys().clone();
     let inner = store.inner().clone();
     let mut census = Census::default();
-    each_secret(inner.as_ref(), async |kv| {
+    each_secret(inner.as_ref(), false, async |kv| {
         let mut kv = kv;
         let mut counted = false;
         loop {
