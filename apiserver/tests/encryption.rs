@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use futures::StreamExt as _;
 use phoenix_api::client::Client;
 use phoenix_api::{Kind, Object, decode};
 use phoenix_apiserver::encryption::{self, Census, EncryptedStore, KEY_FILE, Keyring};
@@ -372,6 +373,7 @@ async fn rotation_new_write_key_rewrap_then_old_key_removed() {
     assert_eq!(token_of(&c, "s1").await, v1);
     assert_eq!(token_of(&c, "legacy").await, v3);
     c.apply(&secret("s2", &v2), false).await.unwrap();
+    let before_rewrap = c.list_all(Kind::Secret, "").await.unwrap().resource_version;
     running.stop().await;
 
     let store = open(dir.path());
@@ -448,6 +450,31 @@ async fn rotation_new_write_key_rewrap_then_old_key_removed() {
     assert_eq!(token_of(&c, "s1").await, v1);
     assert_eq!(token_of(&c, "s2").await, v2);
     assert_eq!(token_of(&c, "legacy").await, v3);
+    // History from before the rewrap still holds s1 under A: a watch resuming there fails,
+    // naming the key id; a new watch works.
+    let resumed = match c.watch(Kind::Secret, "", &before_rewrap).await {
+        Err(e) => e.to_string(),
+        Ok(w) => {
+            let mut w = Box::pin(w);
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), w.next())
+                    .await
+                    .expect("the resumed watch answers")
+                {
+                    Some(Err(e)) => break e.to_string(),
+                    Some(Ok(_)) => continue,
+                    None => panic!("the resumed watch ended without an error"),
+                }
+            }
+        }
+    };
+    assert!(resumed.contains(&format!("key id {a:?}")), "{resumed}");
+    let mut fresh = Box::pin(c.watch(Kind::Secret, "", "").await.unwrap());
+    let first = tokio::time::timeout(Duration::from_secs(10), fresh.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.is_ok(), "{first:?}");
     running.stop().await;
 }
 
