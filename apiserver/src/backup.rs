@@ -3,8 +3,9 @@
 //!
 //! A backup is a directory `phoenix-<UTC time>-r<revision>` holding `store/` (a consistent copy
 //! of the embedded store, see [`EmbeddedStore::backup`]), `pki/` (the CA and server
-//! certificate, keys included) and `tokens.yaml` (hashed API tokens): restored, clients keep
-//! their configuration and tokens. It is written under a temporary name and renamed when
+//! certificate, keys included), `tokens.yaml` (hashed API tokens) and `encryption-keys.yaml`
+//! (the keys of Secrets encrypted at rest, also when given by `--encryption-key-file`):
+//! restored, clients keep their configuration and tokens, and the Secrets open. It is written under a temporary name and renamed when
 //! complete, so a directory with the final name is always whole. Backups hold the CA key:
 //! they are created 0700, like the data directory.
 
@@ -14,10 +15,11 @@ use std::time::Duration;
 
 use phoenix_store::embedded::{EmbeddedConfig, EmbeddedStore};
 
+use crate::encryption::KEY_FILE;
 use crate::metrics::{Metrics, ResultLabels};
 
 /// Files and directories of a data directory that a backup carries besides the store.
-const CARRIED: &[&str] = &["pki", "tokens.yaml"];
+const CARRIED: &[&str] = &["pki", "tokens.yaml", KEY_FILE];
 const PREFIX: &str = "phoenix-";
 
 /// Why a backup or a restore failed.
@@ -55,6 +57,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
 pub async fn backup(
     store: &EmbeddedStore,
     data_dir: &Path,
+    key_file: &Path,
     backup_dir: &Path,
     keep: usize,
 ) -> Result<PathBuf, BackupError> {
@@ -76,7 +79,7 @@ pub async fn backup(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
-    let written = write(store, data_dir, &tmp).await;
+    let written = write(store, data_dir, key_file, &tmp).await;
     let revision = match written {
         Ok(r) => r,
         Err(e) => {
@@ -93,10 +96,19 @@ pub async fn backup(
     Ok(done)
 }
 
-async fn write(store: &EmbeddedStore, data_dir: &Path, tmp: &Path) -> Result<i64, BackupError> {
+async fn write(
+    store: &EmbeddedStore,
+    data_dir: &Path,
+    key_file: &Path,
+    tmp: &Path,
+) -> Result<i64, BackupError> {
     create_private_dir(tmp)?;
+    // The keys first: a backup never holds Secrets without the key that opens them.
+    if key_file.exists() {
+        copy_tree(key_file, &tmp.join(KEY_FILE))?;
+    }
     let revision = store.backup(&tmp.join("store")).await?;
-    for name in CARRIED {
+    for name in CARRIED.iter().filter(|n| **n != KEY_FILE) {
         let from = data_dir.join(name);
         if from.exists() {
             copy_tree(&from, &tmp.join(name))?;
@@ -151,6 +163,7 @@ pub async fn restore(from: &Path, data_dir: &Path) -> Result<i64, BackupError> {
 pub async fn run_periodic(
     store: Arc<EmbeddedStore>,
     data_dir: PathBuf,
+    key_file: PathBuf,
     backup_dir: PathBuf,
     interval: Duration,
     keep: usize,
@@ -160,7 +173,7 @@ pub async fn run_periodic(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let result = backup(&store, &data_dir, &backup_dir, keep).await;
+        let result = backup(&store, &data_dir, &key_file, &backup_dir, keep).await;
         let label = |r: &str| ResultLabels { result: r.into() };
         match result {
             Ok(path) => {

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod backup;
 pub mod cache;
+pub mod encryption;
 pub mod error;
 pub mod gc;
 pub mod http;

@@ -19,6 +19,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::{Role, Tokens};
 use crate::cache::Cache;
+use crate::encryption::{EncryptedStore, Keyring};
 use crate::metrics::Metrics;
 use crate::objects::Objects;
 use crate::service::Service;
@@ -61,6 +62,11 @@ pub struct ServeArgs {
     /// How many backups to keep in --backup-dir (0: all).
     #[arg(long, default_value_t = 24)]
     pub backup_keep: usize,
+    /// Key file of Secrets encrypted at rest (YAML; the first key encrypts, every key
+    /// decrypts). Default: <data-dir>/encryption-keys.yaml, generated (0600) on first start.
+    /// Every server sharing one etcd must be given the same file; a given file must exist.
+    #[arg(long, env = "PHOENIX_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
     /// How long Events are kept.
     #[arg(long, default_value = "1h")]
     pub event_ttl: String,
@@ -157,24 +163,28 @@ pub async fn start_with_metrics(
             "--backup-dir backs up the embedded store; with --etcd-endpoints use `etcdctl snapshot save`"
         );
     }
-    let mut embedded = None;
-    let store: Arc<dyn Store> = if args.etcd_endpoints.is_empty() {
-        let path = dir.join("store");
-        tracing::info!(path = %path.display(), "opening the embedded store");
-        let opened = Arc::new(
-            EmbeddedStore::open(&path, EmbeddedConfig::default())
-                .with_context(|| format!("opening the embedded store in {}", path.display()))?,
+    let (raw, embedded) = open_store(&dir, &args.etcd_endpoints).await?;
+    let keys = load_keys(&dir, args.encryption_key_file.as_deref())?;
+    let census = crate::encryption::check(raw.as_ref(), &keys)
+        .await
+        .context("checking the encryption keys against the stored Secrets")?;
+    tracing::info!(
+        file = %keys.file().display(),
+        write_key = keys.write_id(),
+        secrets_with_write_key = census.current,
+        secrets_with_older_keys = census.older,
+        "Secrets are encrypted at rest"
+    );
+    if census.plaintext + census.older > 0 {
+        tracing::warn!(
+            plaintext = census.plaintext,
+            older_keys = census.older,
+            "some Secrets are not encrypted with the write key: run `phoenix secrets rewrap`"
         );
-        embedded = Some(opened.clone());
-        opened
-    } else {
-        tracing::info!(endpoints = ?args.etcd_endpoints, "connecting to etcd");
-        Arc::new(
-            EtcdStore::connect(EtcdConfig::new(args.etcd_endpoints.clone()))
-                .await
-                .context("connecting to etcd")?,
-        )
-    };
+    }
+    let key_file = keys.file().to_path_buf();
+    let store: Arc<dyn Store> = Arc::new(EncryptedStore::new(raw, keys));
+    let mut embedded = embedded;
 
     let mut sans = args.tls_san.clone();
     if !args.listen.ip().is_unspecified() {
@@ -199,6 +209,7 @@ pub async fn start_with_metrics(
         background.push(tokio::spawn(crate::backup::run_periodic(
             store,
             dir.clone(),
+            key_file,
             backup_dir,
             backup_interval,
             args.backup_keep,
@@ -302,6 +313,63 @@ pub async fn start_with_metrics(
         shutdown: Some(shutdown_tx),
         done,
     })
+}
+
+/// Opens the store a server uses: etcd at `etcd_endpoints` if any, else the embedded store in
+/// `<dir>/store` (also returned, for backups). Values are as stored (Secrets sealed).
+pub async fn open_store(
+    dir: &Path,
+    etcd_endpoints: &[String],
+) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<EmbeddedStore>>)> {
+    if etcd_endpoints.is_empty() {
+        let path = dir.join("store");
+        tracing::info!(path = %path.display(), "opening the embedded store");
+        let opened = Arc::new(
+            EmbeddedStore::open(&path, EmbeddedConfig::default())
+                .with_context(|| format!("opening the embedded store in {}", path.display()))?,
+        );
+        Ok((opened.clone(), Some(opened)))
+    } else {
+        tracing::info!(endpoints = ?etcd_endpoints, "connecting to etcd");
+        let store = EtcdStore::connect(EtcdConfig::new(etcd_endpoints.to_vec()))
+            .await
+            .context("connecting to etcd")?;
+        Ok((Arc::new(store), None))
+    }
+}
+
+/// Loads the keys of Secrets encrypted at rest: `flag`'s file (which must exist), else
+/// `<dir>/encryption-keys.yaml` (generated when absent).
+pub fn load_keys(dir: &Path, flag: Option<&Path>) -> anyhow::Result<Arc<Keyring>> {
+    let path = crate::encryption::key_file_path(dir, flag);
+    Ok(Arc::new(
+        Keyring::load(&path, flag.is_none()).context("loading the encryption keys")?,
+    ))
+}
+
+/// Rewrites every Secret of a server's store with the write key of its key file (see
+/// [`crate::encryption::rewrap`]); returns the census before. The embedded store must not be
+/// in use (stop `phoenix serve` first); etcd can be rewrapped while servers run on it. The key
+/// file must exist (it is never generated here).
+pub async fn rewrap_store(
+    data_dir: Option<&Path>,
+    etcd_endpoints: &[String],
+    key_file: Option<&Path>,
+) -> anyhow::Result<crate::encryption::Census> {
+    let dir = self::data_dir(data_dir);
+    let path = crate::encryption::key_file_path(&dir, key_file);
+    let keys = Arc::new(Keyring::load(&path, false).context("loading the encryption keys")?);
+    if etcd_endpoints.is_empty() && !dir.join("store").exists() {
+        anyhow::bail!(
+            "{} holds no store (give the server's --data-dir, or --etcd-endpoints)",
+            dir.display()
+        );
+    }
+    let (raw, _) = open_store(&dir, etcd_endpoints).await.context(
+        "opening the store to rewrap (the embedded store opens only while `phoenix serve` is stopped)",
+    )?;
+    let store = EncryptedStore::new(raw, keys);
+    Ok(crate::encryption::rewrap(&store).await?)
 }
 
 /// Writes `<dir>/admin.yaml` (server URL, CA, an admin token) and, once, the user's config.

@@ -21,6 +21,7 @@ fn args(dir: &std::path::Path) -> ServeArgs {
         backup_dir: None,
         backup_interval: "1h".into(),
         backup_keep: 24,
+        encryption_key_file: None,
         event_ttl: "1h".into(),
         no_user_config: true,
     }

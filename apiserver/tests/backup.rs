@@ -23,6 +23,7 @@ fn args(dir: &Path, backup_dir: Option<PathBuf>) -> ServeArgs {
         backup_dir,
         backup_interval: "300ms".into(),
         backup_keep: 2,
+        encryption_key_file: None,
         event_ttl: "1h".into(),
         no_user_config: true,
     }

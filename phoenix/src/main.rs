@@ -1,6 +1,7 @@
 //! `phoenix`: the Phoenix server binary. It composes the API server (`phoenix-apiserver`)
 //! and the controllers ([`controllers`]): `serve` runs both in one process, `apiserver` and
-//! `controller` each alone, `token` manages API tokens.
+//! `controller` each alone, `token` manages API tokens, `secrets` the keys of Secrets
+//! encrypted at rest.
 
 #![forbid(unsafe_code)]
 
@@ -61,6 +62,11 @@ enum Command {
         #[arg(long, env = "PHOENIX_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// Secrets encrypted at rest: rotate keys, rewrite Secrets with the write key.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -113,6 +119,49 @@ enum TokenCommand {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct KeyFileArgs {
+    /// Data directory of the server.
+    #[arg(long, env = "PHOENIX_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The server's --encryption-key-file (default: <data-dir>/encryption-keys.yaml).
+    #[arg(long, env = "PHOENIX_ENCRYPTION_KEY_FILE")]
+    encryption_key_file: Option<PathBuf>,
+}
+
+impl KeyFileArgs {
+    fn path(&self) -> PathBuf {
+        phoenix_apiserver::encryption::key_file_path(
+            &serve::data_dir(self.data_dir.as_deref()),
+            self.encryption_key_file.as_deref(),
+        )
+    }
+}
+
+/// Rotation: `add-key`, restart every server, `rewrap`, `remove-key` the old one.
+#[derive(Debug, Subcommand)]
+enum SecretsCommand {
+    /// Add a new random key to the key file as its write key (servers use it once restarted;
+    /// with several servers, copy the file to each).
+    AddKey(KeyFileArgs),
+    /// Rewrite every Secret with the write key (also those stored before encryption at rest).
+    /// The embedded store: stop `phoenix serve` first. etcd: while servers run.
+    Rewrap {
+        #[command(flatten)]
+        keys: KeyFileArgs,
+        /// The etcd the servers use (comma-separated client URLs); default: the embedded store.
+        #[arg(long, value_delimiter = ',')]
+        etcd_endpoints: Vec<String>,
+    },
+    /// Remove a key (not the write key) from the key file, after `rewrap`.
+    RemoveKey {
+        #[command(flatten)]
+        keys: KeyFileArgs,
+        /// The key id.
+        id: String,
+    },
+}
+
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -152,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Secrets { command } => secrets(command).await,
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,
@@ -178,6 +228,44 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn secrets(command: SecretsCommand) -> anyhow::Result<()> {
+    use phoenix_apiserver::encryption;
+    match command {
+        SecretsCommand::AddKey(keys) => {
+            let path = keys.path();
+            let id = encryption::add_key(&path)?;
+            println!(
+                "added key {id} to {} as the write key; restart the servers, then run `phoenix secrets rewrap`",
+                path.display()
+            );
+        }
+        SecretsCommand::Rewrap {
+            keys,
+            etcd_endpoints,
+        } => {
+            let census = serve::rewrap_store(
+                keys.data_dir.as_deref(),
+                &etcd_endpoints,
+                keys.encryption_key_file.as_deref(),
+            )
+            .await?;
+            println!(
+                "rewrapped {} Secrets ({} under older keys, {} unencrypted); {} already had the write key",
+                census.older + census.plaintext,
+                census.older,
+                census.plaintext,
+                census.current
+            );
+        }
+        SecretsCommand::RemoveKey { keys, id } => {
+            let path = keys.path();
+            encryption::remove_key(&path, &id)?;
+            println!("removed key {id} from {}", path.display());
+        }
+    }
+    Ok(())
 }
 
 /// `phoenix serve`: the controllers are prepared first (wrong flags fail before anything is
