@@ -90,7 +90,7 @@ async fn gateway_routes_and_dhcp_guests_reach_bind_and_dnsmasq_through_phoenixct
     let manifests = format!(
         "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata: {{name: dns-tsig}}\ntype: Opaque\nstringData: {{name: {KEY_NAME}, algorithm: hmac-sha256, secret: \"{secret}\"}}\n---\n\
          {gw}{app}{db}\
-         apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata: {{name: external}}\nspec:\n  guest: nginx-gateway\n  target: {{local: {{configDir: /nonexistent}}}}\n  routes:\n    - {{host: www.phoenix.test, locations: [{{path: /, backends: [{{guest: nginx-01, port: 80}}]}}]}}\n    - {{host: api.phoenix.test, locations: [{{path: /, backends: [{{guest: nginx-01, port: 8000}}]}}]}}\n---\n\
+         apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata: {{name: external}}\nspec:\n  guest: nginx-gateway\n  target: {{local: {{}}}}\n  routes:\n    - {{host: www.phoenix.test, locations: [{{path: /, backends: [{{guest: nginx-01, port: 80}}]}}]}}\n    - {{host: api.phoenix.test, locations: [{{path: /, backends: [{{guest: nginx-01, port: 8000}}]}}]}}\n---\n\
          apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: DnsZone\nmetadata: {{name: external}}\nspec:\n  zone: phoenix.test\n  target:\n    rfc2136: {{server: \"{server}\", tsigSecretRef: dns-tsig}}\n  ttl: 30s\n  records:\n    gateways: [external]\n    static: [{{name: pve1, type: A, value: 10.0.0.2}}]\n---\n\
          apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: DnsZone\nmetadata: {{name: prox-local}}\nspec:\n  zone: prox.local\n  target: {{hostsDir: {{path: hosts.d}}}}\n  records:\n    guests: {{selector: {{phoenix.thinkheads.ai/role: app}}}}\n",
         secret = bind.secret(),

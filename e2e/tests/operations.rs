@@ -30,6 +30,12 @@ const SIGNAL_EMPTY_HERE: &[&str] = &[
     "PhoenixBackupFailing",
     "PhoenixGuestDrifting",
     "PhoenixGitSyncFailing",
+    "PhoenixMeshConfigRejected",
+    "PhoenixMeshDeliveryFailing",
+    "PhoenixCertificateRenewalOverdue",
+    "PhoenixCertificateExpiringSoon",
+    "PhoenixStackComposeFailing",
+    "PhoenixStackDrifting",
 ];
 
 /// A running Prometheus, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -221,6 +227,9 @@ async fn prometheus_scrapes_phoenix_and_evaluates_every_alert_rule() {
     )
     .unwrap();
     let pve = format!("https://127.0.0.1:{}", free_port());
+    let (mesh_root, hosts_root) = (dir.path().join("traefik"), dir.path().join("hosts"));
+    std::fs::create_dir_all(&mesh_root).unwrap();
+    std::fs::create_dir_all(hosts_root.join("ops")).unwrap();
     // Default flags: the hosted controllers elect leaders (and export
     // `leader_election_master_status`) without any `--leader-ttl`.
     let server = Server::start_opts(
@@ -236,6 +245,11 @@ async fn prometheus_scrapes_phoenix_and_evaluates_every_alert_rule() {
             // Backups on: PhoenixBackupStale's signal has the first backup's time.
             "--backup-dir",
             dir.path().join("backups").to_str().unwrap(),
+            "--mesh-local",
+            "--mesh-file-root",
+            mesh_root.to_str().unwrap(),
+            "--dnszone-hosts-root",
+            hosts_root.to_str().unwrap(),
         ],
     )
     .await;
@@ -254,6 +268,15 @@ async fn prometheus_scrapes_phoenix_and_evaluates_every_alert_rule() {
     )
     .unwrap();
     server.ctl(&["apply", "-f", gitsync.to_str().unwrap()]).ok();
+    // A Mesh delivered as a Traefik file under --mesh-file-root and a DnsZone written as a
+    // hosts file under --dnszone-hosts-root: the Mesh and DNS panels have series.
+    let more = dir.path().join("mesh-dns.yaml");
+    std::fs::write(
+        &more,
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Mesh\nmetadata: {name: ops}\nspec:\n  domain: ops.internal\n  target: {file: {path: ops.yaml}}\n  entryPoint: {host: 127.0.0.1, port: 8081}\n  services:\n    - {name: web, backends: [{url: 'http://127.0.0.1:8080'}]}\n---\napiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: DnsZone\nmetadata: {name: ops}\nspec:\n  zone: ops.test\n  target: {hostsDir: {path: ops}}\n  records:\n    static: [{name: pve1, type: A, value: 10.0.0.2}]\n",
+    )
+    .unwrap();
+    server.ctl(&["apply", "-f", more.to_str().unwrap()]).ok();
     server.ctl(&["get", "guests"]).ok();
     server
         .ctl(&["get", "guest", "no-such-guest"])
@@ -354,9 +377,10 @@ async fn prometheus_scrapes_phoenix_and_evaluates_every_alert_rule() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // What is wrong goes pending (every rule here has a `for`): the missing controller
     // process, the guest controller's failing reconciles, the unanswered PVE requests, and
-    // the dnszone controller's failing reconciles (the example zones' DNS server does not
-    // answer here, and this server has no --dnszone-hosts-root).
+    // the dnszone controller's failing reconciles and refused updates (the example zones' DNS
+    // server does not answer here).
     let expected = [
+        "PhoenixDnsZoneUpdatesFailing",
         "PhoenixPveRequestErrors",
         "PhoenixReconcileErrors",
         "PhoenixReconcileErrors",
@@ -397,9 +421,16 @@ async fn prometheus_scrapes_phoenix_and_evaluates_every_alert_rule() {
 }
 
 /// Panels of deploy/grafana/phoenix.json whose metrics this set-up cannot produce: no Gateway
-/// is delivered (no nginx here), PVE does not answer (no task, no lock refusal), and nothing
-/// drifts. Every other panel's query must return series.
+/// is delivered (no nginx here), PVE does not answer (no task, no lock refusal), nothing
+/// drifts, no certificate is issued, no Stack runs. Every other panel's query must return
+/// series.
 const PANELS_EMPTY_HERE: &[&str] = &[
+    // No certificate is issued (the examples' step-ca does not answer) and no Stack runs (the
+    // stack controller needs --stack-compose-binary and a dockerd).
+    "Time to expiry",
+    "Stack drift and compose runs",
+    // The Mesh here is delivered (a Traefik file) without a failure.
+    "Mesh failures",
     "nginx reloads",
     "Delivery failures",
     "Since the last delivery",

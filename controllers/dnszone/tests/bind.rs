@@ -39,7 +39,7 @@ fn gateway_yaml(name: &str, guest: &str, hosts: &[&str]) -> String {
         .map(|h| format!("    - {{host: {h}, locations: [{{path: /, backends: [{{url: 'http://10.1.1.1:80'}}]}}]}}\n"))
         .collect();
     format!(
-        "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata: {{name: {name}}}\nspec:\n  guest: {guest}\n  target: {{local: {{configDir: /nonexistent}}}}\n  routes:\n{routes}---\n"
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Gateway\nmetadata: {{name: {name}}}\nspec:\n  guest: {guest}\n  target: {{local: {{}}}}\n  routes:\n{routes}---\n"
     )
 }
 
