@@ -28,6 +28,21 @@ pub struct Secret {
     pub string_data: BTreeMap<String, String>,
 }
 
+impl Secret {
+    /// The value of `key` as text: `data`'s (base64-decoded), else `stringData`'s (a Secret
+    /// not yet through admission). `None` when the key is absent, not base64, or not UTF-8.
+    pub fn text(&self, key: &str) -> Option<String> {
+        use base64::Engine as _;
+        let raw = match self.data.get(key) {
+            Some(v) => base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()?,
+            None => self.string_data.get(key)?.as_bytes().to_vec(),
+        };
+        String::from_utf8(raw).ok()
+    }
+}
+
 impl std::fmt::Debug for Secret {
     /// Never prints values: only the keys.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

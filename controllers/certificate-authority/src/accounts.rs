@@ -17,7 +17,7 @@ use phoenix_runtime::Context;
 use crate::acme::{self, AcmeHttp};
 use crate::metrics::CaMetrics;
 use crate::plan;
-use crate::secrets::{b64, decode, owned_by, owned_secret};
+use crate::secrets::{b64, owned_by, owned_secret};
 
 /// Key of the account Secret.
 const CREDENTIALS_KEY: &str = "credentials.json";
@@ -144,7 +144,7 @@ impl Accounts {
             .await
             .map_err(|e| format!("reading the account Secret {name:?}: {e}"))?;
         if let Some(secret) = stored.filter(|s| owned_by(s, ca))
-            && let Some(json) = decode(&secret, CREDENTIALS_KEY)
+            && let Some(json) = secret.text(CREDENTIALS_KEY)
             && serde_json::from_str::<serde_json::Value>(&json)
                 .ok()
                 .and_then(|v| {
@@ -244,9 +244,11 @@ impl Accounts {
             .await
             .map_err(|e| format!("{field}: reading Secret {name:?}: {e}"))?
             .ok_or_else(|| format!("{field}: Secret {name:?} not found"))?;
-        let key_id = decode(&secret, "keyId")
+        let key_id = secret
+            .text("keyId")
             .ok_or_else(|| format!("{field}: Secret {name:?} has no keyId"))?;
-        let hmac = decode(&secret, "hmacKey")
+        let hmac = secret
+            .text("hmacKey")
             .ok_or_else(|| format!("{field}: Secret {name:?} has no hmacKey"))?;
         let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(hmac.trim().trim_end_matches('='))

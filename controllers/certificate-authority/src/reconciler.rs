@@ -24,7 +24,7 @@ use crate::acme::{self, OrderError};
 use crate::challenge::{Prover, Responders, Solver};
 use crate::dns01::{Dns01Error, Dns01Solver};
 use crate::plan::{self, Leaf, Reason, Wanted};
-use crate::secrets::{b64, decode, owned_by, owned_secret};
+use crate::secrets::{b64, owned_by, owned_secret};
 
 /// The `Issuing` condition type (cert-manager's).
 pub const ISSUING: &str = "Issuing";
@@ -151,7 +151,7 @@ impl Reconciler for CaReconciler {
                 .as_ref()
                 .filter(|_| blocked.is_none())
                 .filter(|s| s.type_ == SecretType::Tls)
-                .and_then(|s| decode(s, "tls.crt"))
+                .and_then(|s| s.text("tls.crt"))
                 .and_then(|pem| plan::parse_leaf(&pem).ok());
             let leaf = self.current_leaf(&ca, ctx, &w.secret, leaf).await?;
             let mut entry = match previous.get(&w.name) {
@@ -278,7 +278,7 @@ impl CaReconciler {
                 let fresh = ctx.api::<Secret>().get_opt(secret).await?;
                 let leaf = fresh
                     .filter(|s| owned_by(s, ca) && s.type_ == SecretType::Tls)
-                    .and_then(|s| decode(&s, "tls.crt"))
+                    .and_then(|s| s.text("tls.crt"))
                     .and_then(|pem| plan::parse_leaf(&pem).ok());
                 if leaf.is_none() {
                     self.stored.lock().unwrap().remove(&key);

@@ -15,17 +15,6 @@ pub(crate) fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
 }
 
-/// The value of `key` in `secret` (`data` decoded, else `stringData`), if UTF-8.
-pub(crate) fn decode(secret: &Secret, key: &str) -> Option<String> {
-    let raw = match secret.data.get(key) {
-        Some(v) => base64::engine::general_purpose::STANDARD
-            .decode(v.trim())
-            .ok()?,
-        None => secret.string_data.get(key)?.as_bytes().to_vec(),
-    };
-    String::from_utf8(raw).ok()
-}
-
 /// Whether `secret` is owned by `ca` (by name, and by uid when both have one).
 pub(crate) fn owned_by(secret: &Secret, ca: &CertificateAuthority) -> bool {
     secret.metadata.owner_references.iter().any(|o| {

@@ -114,26 +114,13 @@ pub fn self_signed_secret_name(gateway: &str, host: &str) -> String {
     format!("{prefix}-{hash}")
 }
 
-fn decode(secret: &Secret, key: &str) -> Option<String> {
-    let raw = secret
-        .data
-        .get(key)
-        .map(|v| {
-            base64::engine::general_purpose::STANDARD
-                .decode(v.trim())
-                .ok()
-        })
-        .unwrap_or_else(|| secret.string_data.get(key).map(|s| s.as_bytes().to_vec()))?;
-    String::from_utf8(raw).ok()
-}
-
 /// The certificate in a Secret of type `tls`; `reason` for the error on failure.
 pub fn from_secret(secret: &Secret) -> Result<TlsCertificate, String> {
     if secret.type_ != SecretType::Tls {
         return Err(format!("is of type {:?}, not tls", secret.type_));
     }
-    let chain = decode(secret, "tls.crt").ok_or("has no readable tls.crt")?;
-    let key = decode(secret, "tls.key").ok_or("has no readable tls.key")?;
+    let chain = secret.text("tls.crt").ok_or("has no readable tls.crt")?;
+    let key = secret.text("tls.key").ok_or("has no readable tls.key")?;
     TlsCertificate::new(chain, key).map_err(|e| e.to_string())
 }
 

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use phoenix_api::kinds::CertificateAuthority;
 use phoenix_api::kinds::mesh::MeshSpec;
 use phoenix_api::kinds::secret::{Secret, SecretType};
@@ -45,24 +44,13 @@ pub enum CertError {
     },
 }
 
-/// The value of `key` in `secret` (`data`, base64, else `stringData`) as UTF-8 text.
-pub fn secret_value(secret: &Secret, key: &str) -> Option<String> {
-    let raw = match secret.data.get(key) {
-        Some(v) => base64::engine::general_purpose::STANDARD
-            .decode(v.trim())
-            .ok()?,
-        None => secret.string_data.get(key)?.as_bytes().to_vec(),
-    };
-    String::from_utf8(raw).ok()
-}
-
 /// The certificate in a Secret of type `tls`; the reason on failure (no key material).
 pub fn from_secret(secret: &Secret) -> Result<Certificate, String> {
     if secret.type_ != SecretType::Tls {
         return Err(format!("is of type {:?}, not tls", secret.type_));
     }
-    let chain_pem = secret_value(secret, "tls.crt").ok_or("has no readable tls.crt")?;
-    let key_pem = secret_value(secret, "tls.key").ok_or("has no readable tls.key")?;
+    let chain_pem = secret.text("tls.crt").ok_or("has no readable tls.crt")?;
+    let key_pem = secret.text("tls.key").ok_or("has no readable tls.key")?;
     if !chain_pem.contains("-----BEGIN CERTIFICATE-----") {
         return Err("has a tls.crt that is not a PEM certificate".into());
     }

@@ -98,7 +98,7 @@ impl MeshReconciler {
                 format!("spec.target.http.tokenSecretRef: Secret {name:?} not found"),
             )
         })?;
-        certs::secret_value(&s, "token").ok_or_else(|| {
+        s.text("token").ok_or_else(|| {
             ReconcileError::transient(
                 "SecretInvalid",
                 format!("spec.target.http.tokenSecretRef: Secret {name:?} has no readable token"),

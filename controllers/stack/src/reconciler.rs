@@ -37,6 +37,11 @@ pub struct StackReconciler {
     observer: Observer,
     pub(crate) apis: Mutex<HashMap<String, Arc<Docker>>>,
     pub(crate) remotes: Mutex<HashMap<String, Arc<Remote>>>,
+    /// The compose hash this process last deployed, by Stack uid: the cached object's
+    /// `status.composeHash` may lag behind the status write that follows a deploy, and a
+    /// reconcile reading the stale one would run compose again (and could restore a
+    /// container removed meanwhile without reporting it as drift).
+    deployed: Mutex<HashMap<String, String>>,
 }
 
 impl StackReconciler {
@@ -47,6 +52,7 @@ impl StackReconciler {
             options,
             apis: Mutex::new(HashMap::new()),
             remotes: Mutex::new(HashMap::new()),
+            deployed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -101,7 +107,14 @@ impl Reconciler for StackReconciler {
             .look(&target, &project, &services, &images, &secrets)
             .await
             .map_err(|e| ReconcileError::transient("DockerUnreachable", e.to_string()))?;
-        let deployed_hash = stack.status.as_ref().and_then(|s| s.compose_hash.clone());
+        let uid = stack.metadata.uid.clone().unwrap_or_default();
+        let deployed_hash = self
+            .deployed
+            .lock()
+            .expect("deployed lock")
+            .get(&uid)
+            .cloned()
+            .or_else(|| stack.status.as_ref().and_then(|s| s.compose_hash.clone()));
         let changed = deployed_hash.as_deref() != Some(hash.as_str());
         if changed || !view.drift.is_empty() {
             if changed && deployed_hash.is_some() {
@@ -153,6 +166,10 @@ impl Reconciler for StackReconciler {
                 .look(&target, &project, &services, &images, &secrets)
                 .await
                 .map_err(|e| ReconcileError::transient("DockerUnreachable", e.to_string()))?;
+            self.deployed
+                .lock()
+                .expect("deployed lock")
+                .insert(uid.clone(), hash.clone());
             let what = if changed { "deployed" } else { "restored" };
             ctx.recorder
                 .normal(
@@ -208,6 +225,9 @@ impl Reconciler for StackReconciler {
 
     async fn cleanup(&self, stack: Arc<Stack>, ctx: &Context<Stack>) -> ReconcileResult {
         let name = stack.metadata.name.clone();
+        if let Some(uid) = &stack.metadata.uid {
+            self.deployed.lock().expect("deployed lock").remove(uid);
+        }
         if stack.spec.deletion_policy == DeletionPolicy::Retain {
             ctx.recorder
                 .normal(

@@ -13,32 +13,8 @@ use std::collections::BTreeMap;
 use phoenix_api::{GatewaySpec, Object};
 use phoenix_nginx::{GatewayInput, RenderError, RenderOptions, TlsCertificate, render};
 
-/// Attempts embedded into otherwise valid values.
-const ATTACKS: &[(&str, &str)] = &[
-    ("CR/LF", "\r\nload_module /tmp/evil.so"),
-    ("LF", "\ninclude /etc/passwd"),
-    ("CR", "\r"),
-    ("semicolon", ";"),
-    ("directive", "; include /etc/passwd"),
-    ("load_module", " load_module /tmp/evil.so"),
-    ("open brace", "{"),
-    ("close brace", "}"),
-    ("block", "{ return 200; }"),
-    ("double quote", "\""),
-    ("single quote", "'"),
-    ("comment", "#"),
-    ("variable", "$host"),
-    ("variable in braces", "${request_uri}"),
-    ("backslash", "\\"),
-    ("backquote", "`"),
-    ("NUL", "\0"),
-    ("tab", "\t"),
-    ("cyrillic a", "\u{0430}"),
-    ("fullwidth semicolon", "\u{ff1b}"),
-    ("zero-width space", "\u{200b}"),
-    ("right-to-left override", "\u{202e}"),
-    ("line separator", "\u{2028}"),
-];
+/// Attempts embedded into otherwise valid values: the corpus every renderer is tested with.
+use phoenix_api::validation::injection::ATTACKS;
 
 /// Attempts that a double-quoted value may carry: they cannot leave the quotes.
 const CONTAINED: &[&str] = &[

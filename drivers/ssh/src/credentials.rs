@@ -3,7 +3,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use phoenix_api::client::{Client, ClientError};
 use phoenix_api::kinds::secret::{Secret, SecretType};
 use phoenix_api::{Kind, Object};
@@ -114,15 +113,7 @@ impl Credentials {
         if secret.type_ != SecretType::Ssh {
             return Err(invalid("is not of type ssh"));
         }
-        let read = |key: &str| -> Option<String> {
-            let raw = match secret.data.get(key) {
-                Some(v) => base64::engine::general_purpose::STANDARD
-                    .decode(v.trim())
-                    .ok()?,
-                None => secret.string_data.get(key)?.as_bytes().to_vec(),
-            };
-            String::from_utf8(raw).ok()
-        };
+        let read = |key: &str| secret.text(key);
         let private_key =
             read("ssh-privatekey").ok_or_else(|| invalid("has no readable ssh-privatekey"))?;
         Credentials::new(name, &private_key, read("known_hosts"))
