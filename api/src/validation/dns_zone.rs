@@ -187,21 +187,7 @@ fn hosts_path(s: &str) -> Check {
             quote(s)
         ));
     }
-    if s.is_empty() || s.len() > rules::MAX_PATH {
-        return Err(format!("must be 1..={} characters", rules::MAX_PATH));
-    }
-    if s.split('/').any(|seg| seg.is_empty() || seg == ".") {
-        return Err(format!(
-            "{} has an empty or '.' component (write e.g. \"hosts.d\")",
-            quote(s)
-        ));
-    }
-    rules::ensure(
-        s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b)),
-        s,
-        "is not a relative path of A-Z a-z 0-9 . _ - and '/'",
-    )
+    rules::relative_path(s)
 }
 
 /// A TTL: a duration of 1 s..=2^31-1 s, whole seconds.

@@ -22,13 +22,8 @@ fn file_name(s: &str) -> Check {
             quote(s)
         ));
     }
-    let ok = !s.is_empty()
-        && s.len() <= 255
-        && s != "."
-        && s != ".."
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    rules::ensure(ok, s, "is not a file name of A-Z a-z 0-9 . _ -")?;
+    rules::relative_path(s)?;
+    rules::ensure(s.len() <= 255, s, "is longer than a file name can be (255)")?;
     rules::ensure(
         s.ends_with(".yaml") || s.ends_with(".yml"),
         s,
