@@ -45,11 +45,12 @@ if grep -q 'kind: ServiceMonitor' "$d"; then
 fi
 e=$work/etcd-controllers.yaml
 for want in 'kind: ServiceMonitor' '--etcd-endpoints=' '--no-controllers' '--only=guest' \
-  '--only=gateway,gitsync' '--tls-ca-cert-file=' '--pve-token-file='; do
+  '--only=gateway,gitsync' '--tls-ca-cert-file=' '--pve-token-file=' '--encryption-key-file=' \
+  'kind: PersistentVolumeClaim'; do
   grep -q -e "$want" "$e" || { echo "chart with etcd and controller sets: no '$want'" >&2; exit 1; }
 done
-if grep -q -e 'kind: PersistentVolumeClaim' -e '--backup-dir' "$e"; then
-  echo "chart with etcd: a PVC or embedded-store backups although the store is etcd" >&2
+if grep -q -e '--backup-dir' "$e"; then
+  echo "chart with etcd: embedded-store backups although the store is etcd" >&2
   exit 1
 fi
 
@@ -63,7 +64,8 @@ refuses() { # expected message, then helm template arguments
   fi
   grep -q "$want" "$work/refused.log" || { echo "chart refused $* without saying '$want':" >&2; cat "$work/refused.log" >&2; exit 1; }
 }
-refuses 'needs store.etcdEndpoints' --set server.replicaCount=2
+refuses 'shared tokens are not there yet' --set server.replicaCount=2
+refuses 'shared tokens are not there yet' -f "$chart/ci/etcd-controllers-values.yaml" --api-versions monitoring.coreos.com/v1 --set server.replicaCount=3
 refuses 'need controllerConfig.secretName' --set 'controllerSets[0].name=g' --set 'controllerSets[0].only[0]=guest'
 refuses 'needs the Prometheus Operator' --set serviceMonitor.enabled=true
 echo "chart: refusals ok"
