@@ -21,7 +21,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== layering (ADR 0016): the API server depends on no controller, driver or runtime"
 if cargo tree --locked -p phoenix-apiserver -e normal --prefix none \
-  | grep -E '^phoenix-(runtime|guest|gateway|pve|nginx|ssh) '; then
+  | grep -E '^phoenix-(runtime|guest|gateway|gitsync|mesh|stack|certificate-authority|dnszone|dns|pve|nginx|ssh) '; then
   echo "phoenix-apiserver must not depend on the crates above (compose them in phoenix/)" >&2
   exit 1
 fi
