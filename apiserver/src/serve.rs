@@ -75,6 +75,28 @@ pub struct ServeArgs {
     pub no_user_config: bool,
 }
 
+impl ServeArgs {
+    /// A server in `data_dir` on 127.0.0.1 at free ports, writing no user configuration, every
+    /// other flag at its default: for embedding and tests.
+    pub fn local(data_dir: &Path) -> ServeArgs {
+        ServeArgs {
+            data_dir: Some(data_dir.to_path_buf()),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            etcd_endpoints: vec![],
+            tls_san: vec![],
+            tls_ca_cert_file: None,
+            tls_ca_key_file: None,
+            backup_dir: None,
+            backup_interval: "1h".into(),
+            backup_keep: 24,
+            encryption_key_file: None,
+            event_ttl: "1h".into(),
+            no_user_config: true,
+        }
+    }
+}
+
 /// The data directory to use.
 pub fn data_dir(flag: Option<&Path>) -> PathBuf {
     if let Some(d) = flag {

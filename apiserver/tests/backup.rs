@@ -13,19 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn args(dir: &Path, backup_dir: Option<PathBuf>) -> ServeArgs {
     ServeArgs {
-        data_dir: Some(dir.to_path_buf()),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        http_listen: "127.0.0.1:0".parse().unwrap(),
-        etcd_endpoints: vec![],
-        tls_san: vec![],
-        tls_ca_cert_file: None,
-        tls_ca_key_file: None,
         backup_dir,
         backup_interval: "300ms".into(),
         backup_keep: 2,
-        encryption_key_file: None,
-        event_ttl: "1h".into(),
-        no_user_config: true,
+        ..ServeArgs::local(dir)
     }
 }
 
