@@ -231,8 +231,6 @@ fn read_doc(path: &Path) -> Result<KeyFileDoc, EncryptionError> {
 
 /// Writes `doc` to `path` atomically, mode 0600.
 fn write_doc(path: &Path, doc: &KeyFileDoc) -> Result<(), EncryptionError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let io = |source| EncryptionError::Io {
         path: path.to_path_buf(),
         source,
@@ -241,29 +239,8 @@ fn write_doc(path: &Path, doc: &KeyFileDoc) -> Result<(), EncryptionError> {
         path: path.to_path_buf(),
         reason: format!("serializing: {e}"),
     })?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| KEY_FILE.into());
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(HEADER.as_bytes())
-        .and_then(|()| f.write_all(body.as_bytes()))
-        .and_then(|()| f.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-    }
-    Ok(())
+    let text = format!("{HEADER}{body}");
+    phoenix_api::client::write_private(path, text.as_bytes()).map_err(io)
 }
 
 /// Adds a new random key to the key file at `path` (creating it if absent) as its write key

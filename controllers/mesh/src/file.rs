@@ -3,10 +3,7 @@
 //! complete file, never a partial one), locally or over SSH (`phoenix_ssh`'s upload does the
 //! same steps on the remote host). An unchanged document is not written.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
@@ -49,8 +46,6 @@ pub enum FileError {
     },
 }
 
-static NEXT: AtomicU64 = AtomicU64::new(0);
-
 fn io<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FileError + 'a {
     move |source| FileError::Io {
         step,
@@ -76,34 +71,7 @@ pub fn write_if_changed(path: &Path, body: &[u8]) -> Result<Outcome, FileError> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io("read", path)(e)),
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp: PathBuf = dir.join(format!(
-        ".{name}.phoenix-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("write", &tmp))?;
-        f.write_all(body).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("sync", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(io("rename", path))
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    phoenix_api::client::write_private(path, body).map_err(io("write", path))?;
     Ok(Outcome::Applied)
 }
 

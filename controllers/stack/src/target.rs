@@ -307,7 +307,7 @@ pub async fn compose_local(
 /// # Errors
 /// [`TargetError::Write`].
 pub fn write_private(dir: &Path, file: &Path, contents: &[u8]) -> Result<(), TargetError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let err = |p: &Path| {
         let p = p.display().to_string();
         move |source| TargetError::Write { path: p, source }
@@ -319,22 +319,7 @@ pub fn write_private(dir: &Path, file: &Path, contents: &[u8]) -> Result<(), Tar
             .create(dir)
             .map_err(err(dir))?;
     }
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        file.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err(&tmp))?;
-        f.write_all(contents).map_err(err(&tmp))?;
-    }
-    std::fs::rename(&tmp, file).map_err(err(file))
+    phoenix_api::client::write_private(file, contents).map_err(err(file))
 }
 
 /// Runs compose on an SSH host: the compose file goes to `~/.phoenix/stacks/STACK/compose.yaml`
