@@ -127,12 +127,18 @@ async fn serve_hosts_the_gateway_controller_with_real_traffic() {
     .await;
     assert!(app2.hits() > 0);
     let good_hash = g.status.as_ref().unwrap().config_hash.clone().unwrap();
-    let events = client.list_all(Kind::Event, "").await.unwrap().items;
-    assert!(
-        events.iter().any(|e| matches!(e, Object::Event(e)
-            if e.involved_object.name == "edge" && e.reason == "Reloaded")),
-        "a Reloaded event"
-    );
+    // The event is written after the status that records the reload: poll for it.
+    support::eventually("a Reloaded event", || async {
+        let events = client.list_all(Kind::Event, "").await.ok()?.items;
+        events
+            .iter()
+            .any(|e| {
+                matches!(e, Object::Event(e)
+                    if e.involved_object.name == "edge" && e.reason == "Reloaded")
+            })
+            .then_some(())
+    })
+    .await;
 
     // 100 reconciles of an unchanged Gateway: zero reloads.
     let reloads = metric(&server, "phoenix_gateway_reloads_total", "gateway=\"edge\"").await;
