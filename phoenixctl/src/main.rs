@@ -27,6 +27,7 @@ mod diff;
 mod exit;
 mod explain;
 mod get;
+mod metadata;
 mod table;
 mod wait;
 
@@ -60,6 +61,11 @@ enum Command {
     Diff(diff::DiffArgs),
     /// Wait for a condition of an object, or for its deletion.
     Wait(wait::WaitArgs),
+    /// Set (`KEY=VALUE`) or remove (`KEY-`) annotations of an object; works while it is being
+    /// deleted, e.g. `phoenix.thinkheads.ai/deletion-policy=Retain` to free a stuck deletion.
+    Annotate(metadata::MetadataArgs),
+    /// Set (`KEY=VALUE`) or remove (`KEY-`) labels of an object.
+    Label(metadata::MetadataArgs),
     /// Show the type and documentation of a kind or field, e.g. `guest.spec.networks`.
     Explain {
         /// KIND[.field.path]
@@ -114,6 +120,8 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Delete(args) => delete::run(&args, conn).await,
         Command::Diff(args) => diff::run(&args, conn).await,
         Command::Wait(args) => wait::run(&args, conn).await,
+        Command::Annotate(args) => metadata::run(&args, metadata::Field::Annotations, conn).await,
+        Command::Label(args) => metadata::run(&args, metadata::Field::Labels, conn).await,
         Command::Explain { field } => explain::run(&field),
         Command::Version => {
             outln!("phoenixctl {}", env!("CARGO_PKG_VERSION"));

@@ -105,6 +105,18 @@ impl ReconcileError {
         self
     }
 
+    /// For a failed cleanup of a kind that honours the deletion-policy annotation: the
+    /// message says `deleting: ` and the cause, then how to let the object go anyway
+    /// (`Retain` leaves `left` as it is). Reason, kind and conditions are kept.
+    pub fn while_deleting(mut self, left: &str) -> Self {
+        self.message = format!(
+            "deleting: {} (annotation {}: Retain lets the object go and leaves {left} as it is)",
+            self.message,
+            phoenix_api::kinds::common::DELETION_POLICY_ANNOTATION
+        );
+        self
+    }
+
     /// Whether the runtime retries it (with backoff) without a change of the object.
     pub fn is_retried(&self) -> bool {
         self.kind == ErrorKind::Transient

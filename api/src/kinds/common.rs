@@ -58,6 +58,27 @@ pub enum DeletionPolicy {
     Retain,
 }
 
+/// Annotation that overrides `spec.deletionPolicy` (ADR 0022). The API server refuses spec
+/// changes to an object being deleted; annotations stay writable (`phoenixctl annotate`), so
+/// this is how an object whose cleanup cannot reach its target is let go (`Retain`).
+pub const DELETION_POLICY_ANNOTATION: &str = "phoenix.thinkheads.ai/deletion-policy";
+
+impl DeletionPolicy {
+    /// The policy in force: the annotation [`DELETION_POLICY_ANNOTATION`] of `metadata` when
+    /// it says `Delete` or `Retain`, else `spec` (any other value is ignored).
+    pub fn in_force(metadata: &crate::ObjectMeta, spec: DeletionPolicy) -> DeletionPolicy {
+        match metadata
+            .annotations
+            .get(DELETION_POLICY_ANNOTATION)
+            .map(String::as_str)
+        {
+            Some("Retain") => DeletionPolicy::Retain,
+            Some("Delete") => DeletionPolicy::Delete,
+            _ => spec,
+        }
+    }
+}
+
 /// How the controller reaches a host over SSH. Credentials come from a Secret of type `ssh`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -81,4 +102,35 @@ fn default_ssh_port() -> u16 {
 
 fn default_ssh_user() -> String {
     "root".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deletion_policy_annotation_wins_and_other_values_are_ignored() {
+        let mut meta = crate::ObjectMeta::default();
+        let spec = DeletionPolicy::Delete;
+        assert_eq!(
+            DeletionPolicy::in_force(&meta, spec),
+            DeletionPolicy::Delete
+        );
+        for (value, want) in [
+            ("Retain", DeletionPolicy::Retain),
+            ("Delete", DeletionPolicy::Delete),
+            ("retain", DeletionPolicy::Delete),
+            ("", DeletionPolicy::Delete),
+        ] {
+            meta.annotations
+                .insert(DELETION_POLICY_ANNOTATION.into(), value.into());
+            assert_eq!(DeletionPolicy::in_force(&meta, spec), want, "{value:?}");
+        }
+        meta.annotations
+            .insert(DELETION_POLICY_ANNOTATION.into(), "Delete".into());
+        assert_eq!(
+            DeletionPolicy::in_force(&meta, DeletionPolicy::Retain),
+            DeletionPolicy::Delete
+        );
+    }
 }

@@ -150,8 +150,18 @@ impl Reconciler for DnsZoneReconciler {
     }
 
     async fn cleanup(&self, dz: Arc<DnsZone>, ctx: &Context<DnsZone>) -> ReconcileResult {
+        self.remove_records(dz, ctx)
+            .await
+            .map_err(|e| e.while_deleting("the records"))
+    }
+}
+
+impl DnsZoneReconciler {
+    /// The cleanup itself; see [`Reconciler::cleanup`].
+    async fn remove_records(&self, dz: Arc<DnsZone>, ctx: &Context<DnsZone>) -> ReconcileResult {
         let name = dz.metadata.name.clone();
-        if dz.spec.deletion_policy == DeletionPolicy::Retain {
+        if DeletionPolicy::in_force(&dz.metadata, dz.spec.deletion_policy) == DeletionPolicy::Retain
+        {
             tracing::info!(dnszone = %name, "deletionPolicy Retain: records left in place");
             self.options.metrics.forget(&name);
             return Ok(Action::done());

@@ -5,23 +5,11 @@ use phoenix_api::kinds::Gateway;
 use phoenix_api::kinds::common::DeletionPolicy;
 use phoenix_api::kinds::gateway::GatewaySpec;
 
-/// Annotation that overrides `spec.deletionPolicy` while a Gateway is being deleted. The API
-/// server refuses spec changes to an object being deleted; annotations stay writable, so
-/// this is how a Gateway whose nginx cannot be reached is let go (`Retain`).
-pub const DELETION_POLICY_ANNOTATION: &str = "phoenix.thinkheads.ai/deletion-policy";
+pub use phoenix_api::kinds::common::DELETION_POLICY_ANNOTATION;
 
 /// The policy in force: the annotation when it says `Delete` or `Retain`, else the spec's.
 pub fn policy(gateway: &Gateway) -> DeletionPolicy {
-    match gateway
-        .metadata
-        .annotations
-        .get(DELETION_POLICY_ANNOTATION)
-        .map(String::as_str)
-    {
-        Some("Retain") => DeletionPolicy::Retain,
-        Some("Delete") => DeletionPolicy::Delete,
-        _ => gateway.spec.deletion_policy,
-    }
+    DeletionPolicy::in_force(&gateway.metadata, gateway.spec.deletion_policy)
 }
 
 /// `spec` with nothing to serve: same target and listen (so nginx keeps its ports and

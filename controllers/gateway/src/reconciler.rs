@@ -153,17 +153,6 @@ fn sync_error(e: SyncError) -> ReconcileError {
     }
 }
 
-/// A failure of cleanup: the same reason, and a message saying that the Gateway waits for
-/// nginx to be emptied and how to let it go without that.
-fn while_deleting(mut e: ReconcileError) -> ReconcileError {
-    e.message = format!(
-        "deleting: nginx could not be given its empty configuration, the Gateway stays until it is (annotation {}: Retain lets it go and leaves nginx as it is): {}",
-        deletion::DELETION_POLICY_ANNOTATION,
-        e.message
-    );
-    e
-}
-
 /// A Normal event when nginx reloaded onto, or was installed with, a new tree.
 async fn announce(ctx: &Context<Gateway>, gateway: &Gateway, report: &SyncReport) {
     let (reason, message) = match report.delivery.outcome {
@@ -307,7 +296,7 @@ impl Reconciler for GatewayReconciler {
                 &guests,
             )
             .await
-            .map_err(|e| while_deleting(target_error(e)))?;
+            .map_err(|e| target_error(e).while_deleting("nginx"))?;
         let input = GatewayInput {
             spec: &empty,
             backends: &BackendDirectory::default(),
@@ -316,7 +305,7 @@ impl Reconciler for GatewayReconciler {
         };
         let report = sync(&name, &input, &*delivery, &self.metrics)
             .await
-            .map_err(|e| while_deleting(sync_error(e)))?;
+            .map_err(|e| sync_error(e).while_deleting("nginx"))?;
         self.targets.forget(&name);
         ctx.recorder
             .normal(

@@ -281,12 +281,20 @@ async fn an_unreachable_target_keeps_the_object_until_retain_lets_it_go() {
     }
     assert!(exists(&client, "far").await);
 
-    // Retain (the spec cannot change while deleting; the annotation can) lets it go.
-    let mut o = client.get(Kind::Gateway, "far").await.unwrap();
-    o.metadata_mut()
-        .annotations
-        .insert(DELETION_POLICY_ANNOTATION.into(), "Retain".into());
-    client.update_metadata(&o).await.unwrap();
+    // Retain (the spec cannot change while deleting; the annotation can) lets it go, set
+    // the way the message says, with phoenixctl.
+    let run = server.ctl(&[
+        "annotate",
+        "gateway",
+        "far",
+        &format!("{DELETION_POLICY_ANNOTATION}=Retain"),
+    ]);
+    run.ok();
+    assert!(
+        run.stdout.contains("gateway/far annotated"),
+        "{}",
+        run.stdout
+    );
     let start = Instant::now();
     while exists(&client, "far").await {
         assert!(

@@ -482,12 +482,23 @@ impl Reconciler for MeshReconciler {
     /// `deletionPolicy: Delete`: delivers an empty configuration (no routes), then lets the
     /// Mesh go; an unreachable target keeps it (retried with backoff). `Retain`: nothing.
     async fn cleanup(&self, mesh: Arc<Mesh>, ctx: &Context<Mesh>) -> ReconcileResult {
+        self.empty_before_deletion(mesh, ctx)
+            .await
+            .map_err(|e| e.while_deleting("the proxy's configuration"))
+    }
+}
+
+impl MeshReconciler {
+    /// The cleanup itself; see [`Reconciler::cleanup`].
+    async fn empty_before_deletion(&self, mesh: Arc<Mesh>, ctx: &Context<Mesh>) -> ReconcileResult {
         let name = mesh.metadata.name.clone();
         if !self.options.delivers(&mesh.spec) {
             // Only this side's finalizer goes; the other side empties its own target.
             return Ok(Action::done());
         }
-        if mesh.spec.deletion_policy == DeletionPolicy::Retain {
+        if DeletionPolicy::in_force(&mesh.metadata, mesh.spec.deletion_policy)
+            == DeletionPolicy::Retain
+        {
             tracing::info!(mesh = %name, "deletionPolicy Retain: the proxy keeps its configuration");
             return Ok(Action::done());
         }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use phoenix_api::client::Client;
 use phoenix_api::condition::{READY, find_condition};
+use phoenix_api::kinds::common::DELETION_POLICY_ANNOTATION;
 use phoenix_api::kinds::{Guest, Mesh};
 use phoenix_api::{Api, ConditionStatus, Source, load_source};
 use phoenix_e2e::{Backend, Server};
@@ -431,25 +432,38 @@ async fn an_unreachable_proxy_keeps_a_deleted_mesh_unless_retained() {
         assert!(Instant::now() < deadline, "Retain did not let the Mesh go");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Delete: the finalizer stays while the empty configuration cannot be delivered.
+    // Delete: the finalizer stays while the empty configuration cannot be delivered, and
+    // the status says so and how to let it go.
     api.delete("held", None).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut held = api.get("held").await.unwrap();
+    let held = wait_mesh(&r.client, "held", "the cleanup failure", |m| {
+        m.status.as_ref().is_some_and(|s| {
+            find_condition(&s.conditions, READY)
+                .is_some_and(|c| c.message.starts_with("deleting: "))
+        })
+    })
+    .await;
     assert!(held.metadata.deletion_timestamp.is_some());
     assert_eq!(held.metadata.finalizers, [phoenix_mesh::FINALIZER]);
-    // The operator's way out once deleting: remove the finalizer (again on a conflict with
-    // the controller's retries).
-    held.metadata.finalizers.clear();
+    let status = held.status.clone().unwrap();
+    let message = &find_condition(&status.conditions, READY).unwrap().message;
+    assert!(message.contains(DELETION_POLICY_ANNOTATION), "{message}");
+    // The way out once deleting (the spec cannot change any more): the annotation, written as
+    // a metadata update (what `phoenixctl annotate` does), again on a conflict with the
+    // controller's retries.
+    let mut held = held;
+    let retain = |m: &mut Mesh| {
+        m.metadata
+            .annotations
+            .insert(DELETION_POLICY_ANNOTATION.into(), "Retain".into());
+    };
+    retain(&mut held);
     while let Err(e) = api.update_metadata(&held).await {
         assert!(Instant::now() < deadline, "{e}");
         held = api.get("held").await.unwrap();
-        held.metadata.finalizers.clear();
+        retain(&mut held);
     }
     while api.get_opt("held").await.unwrap().is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the Mesh stayed without its finalizer"
-        );
+        assert!(Instant::now() < deadline, "Retain did not let the Mesh go");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

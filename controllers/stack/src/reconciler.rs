@@ -224,11 +224,22 @@ impl Reconciler for StackReconciler {
     }
 
     async fn cleanup(&self, stack: Arc<Stack>, ctx: &Context<Stack>) -> ReconcileResult {
+        self.down(stack, ctx)
+            .await
+            .map_err(|e| e.while_deleting("the containers"))
+    }
+}
+
+impl StackReconciler {
+    /// The cleanup itself (`compose down` unless Retain); see [`Reconciler::cleanup`].
+    async fn down(&self, stack: Arc<Stack>, ctx: &Context<Stack>) -> ReconcileResult {
         let name = stack.metadata.name.clone();
         if let Some(uid) = &stack.metadata.uid {
             self.deployed.lock().expect("deployed lock").remove(uid);
         }
-        if stack.spec.deletion_policy == DeletionPolicy::Retain {
+        if DeletionPolicy::in_force(&stack.metadata, stack.spec.deletion_policy)
+            == DeletionPolicy::Retain
+        {
             ctx.recorder
                 .normal(
                     &*stack,
