@@ -187,6 +187,49 @@ async fn gateway_routes_and_dhcp_guests_reach_bind_and_dnsmasq_through_phoenixct
     .await;
     assert!(bind.dig(&["api.phoenix.test", "A"]).is_empty());
     assert_eq!(bind.dig(&["pve1.phoenix.test", "A"]), vec!["10.9.9.9"]);
+
+    // A zone whose server is gone cannot remove its records: it stays, being deleted, and
+    // says how to let it go; the deletion-policy annotation (phoenixctl annotate) does.
+    let late = format!(
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: DnsZone\nmetadata: {{name: late}}\nspec:\n  zone: phoenix.test\n  target:\n    rfc2136: {{server: \"{}\", tsigSecretRef: dns-tsig}}\n  records:\n    static: [{{name: late, type: A, value: 10.0.0.9}}]\n",
+        bind.addr()
+    );
+    server.ctl_stdin(&["apply", "-f", "-"], Some(&late)).ok();
+    until("late.phoenix.test", &["10.0.0.9"], || {
+        bind.dig(&["late.phoenix.test", "A"])
+    })
+    .await;
+    drop(bind);
+    server.ctl(&["delete", "dnszone", "late"]).ok();
+    let start = Instant::now();
+    loop {
+        let run = server.ctl(&["get", "dnszone", "late", "-o", "yaml"]);
+        if run.stdout.contains("deleting: ") {
+            assert!(
+                run.stdout.contains("phoenix.thinkheads.ai/deletion-policy"),
+                "{}",
+                run.stdout
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "no cleanup failure reported:\n{}",
+            run.stdout
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server
+        .ctl(&[
+            "annotate",
+            "dnszone",
+            "late",
+            "phoenix.thinkheads.ai/deletion-policy=Retain",
+        ])
+        .ok();
+    server
+        .ctl(&["wait", "dnszone", "late", "--for=delete", "--timeout=60s"])
+        .ok();
 }
 
 /// `GET /metrics` of the server (plain HTTP/1.1 on loopback).
