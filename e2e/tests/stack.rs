@@ -785,3 +785,59 @@ async fn a_crashing_service_is_degraded_with_its_exit_code_and_restarts_unlike_a
     wait_gone(&s, "crashy").await;
     assert!(d.container_ids("crashy", "crash").is_empty());
 }
+
+/// A one-shot (restart `no`) that fails is run again with backoff, not at every look: the
+/// status says when, and each re-run is a Warning event saying how long the next one waits.
+#[tokio::test]
+async fn a_failing_one_shot_is_run_again_with_backoff() {
+    let _shared = DAEMON.read().await;
+    let d = Dockerd::shared();
+    let s = server().await;
+    apply(
+        &s,
+        &format!(
+            "{}  compose: |
+    services:
+      migrate:
+        image: {BUSYBOX}
+        network_mode: none
+        command: [sh, -c, \"exit 4\"]
+",
+            header("failing-job", d)
+        ),
+    );
+    let v = wait_for(&s, "failing-job", "the failure held back", |v| {
+        condition(v, "Ready").is_some_and(|c| {
+            c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("run again in"))
+        })
+    })
+    .await;
+    let migrate = service(&v, "migrate");
+    assert_eq!(migrate["exitCode"], 4, "{migrate:#}");
+    let message = condition(&v, "Ready").unwrap()["message"].as_str().unwrap();
+    assert!(
+        message.contains("migrate: container exited with code 4"),
+        "{message}"
+    );
+    // The first re-run comes after the first wait and announces the doubled one.
+    let deadline = Instant::now() + WAIT;
+    let reruns = loop {
+        let e = events(&s, "failing-job", "OneShotRerun").await;
+        if !e.is_empty() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no re-run\n{}", s.log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        reruns[0].contains("migrate: container exited with code 4")
+            && reruns[0].contains("the next run waits 20s"),
+        "{reruns:?}"
+    );
+    // It is not reported as a change made outside Phoenix.
+    assert!(events(&s, "failing-job", "Drift").await.is_empty());
+    s.ctl(&["delete", "stack", "failing-job"]).ok();
+    wait_gone(&s, "failing-job").await;
+}

@@ -24,6 +24,7 @@
 pub mod engine;
 pub mod metrics;
 mod reconciler;
+pub mod rerun;
 mod resolve;
 pub mod target;
 pub mod view;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::StackOptions;
 use crate::engine::{self, Container, Endpoint, Observer};
+use crate::rerun::Reruns;
 use crate::resolve::{Env, Resolved};
 use crate::target::{self, ComposeCall, Remote, TargetError, Verb};
 use crate::view::{self, View};
@@ -42,6 +43,8 @@ pub struct StackReconciler {
     /// reconcile reading the stale one would run compose again (and could restore a
     /// container removed meanwhile without reporting it as drift).
     deployed: Mutex<HashMap<String, String>>,
+    /// Backoff of failed one-shots' re-runs, by Stack uid.
+    reruns: Reruns,
 }
 
 impl StackReconciler {
@@ -53,6 +56,7 @@ impl StackReconciler {
             apis: Mutex::new(HashMap::new()),
             remotes: Mutex::new(HashMap::new()),
             deployed: Mutex::new(HashMap::new()),
+            reruns: Reruns::default(),
         }
     }
 
@@ -116,7 +120,18 @@ impl Reconciler for StackReconciler {
             .cloned()
             .or_else(|| stack.status.as_ref().and_then(|s| s.compose_hash.clone()));
         let changed = deployed_hash.as_deref() != Some(hash.as_str());
-        if changed || !view.drift.is_empty() {
+        if changed {
+            self.reruns.forget(&uid);
+        }
+        // Failed one-shots alone are run again with backoff, not at every look.
+        let only_failed_one_shots =
+            !changed && !view.drift.is_empty() && view.drift.len() == view.failed_one_shots.len();
+        let held_back = if only_failed_one_shots {
+            self.reruns.due(&uid, &hash, Instant::now()).err()
+        } else {
+            None
+        };
+        if (changed || !view.drift.is_empty()) && held_back.is_none() {
             if changed && deployed_hash.is_some() {
                 // About to act anyway: a fresh list, so drift is not hidden by a list taken
                 // before a container went.
@@ -128,7 +143,17 @@ impl Reconciler for StackReconciler {
             }
             // Drift is reported whenever a deployed Stack lost containers, also when the spec
             // changed too (or the cached status lags behind the last deploy).
-            if !view.drift.is_empty() && deployed_hash.is_some() {
+            if only_failed_one_shots {
+                let next = self.reruns.ran(&uid, &hash, Instant::now());
+                let message = format!(
+                    "running again after it failed: {} (if it fails again, the next run waits {}s)",
+                    view.failed_one_shots.join("; "),
+                    next.as_secs()
+                );
+                ctx.recorder
+                    .warning(&*stack, "OneShotRerun", &message)
+                    .await;
+            } else if !view.drift.is_empty() && deployed_hash.is_some() {
                 self.options.metrics.drift(&name);
                 let message = format!(
                     "changed outside Phoenix, bringing back: {}",
@@ -180,8 +205,17 @@ impl Reconciler for StackReconciler {
                 .await;
         }
 
+        if view.failed_one_shots.is_empty() {
+            self.reruns.forget(&uid);
+        }
         let summary = view.summary();
-        let why = view.not_ready.join("; ");
+        let mut why = view.not_ready.join("; ");
+        if let Some(wait) = held_back {
+            why.push_str(&format!(
+                "; failed one-shots run again in {}s (backoff)",
+                wait.as_secs().max(1)
+            ));
+        }
         ctx.update_status(&stack, |s| {
             s.services = view.services.clone();
             s.compose_hash = Some(hash.clone());
@@ -218,6 +252,8 @@ impl Reconciler for StackReconciler {
             Action::done()
         } else if view.only_starting {
             Action::requeue(STARTING_RECHECK)
+        } else if let Some(wait) = held_back {
+            Action::requeue(wait)
         } else {
             Action::requeue(DEGRADED_RECHECK)
         })
@@ -236,6 +272,7 @@ impl StackReconciler {
         let name = stack.metadata.name.clone();
         if let Some(uid) = &stack.metadata.uid {
             self.deployed.lock().expect("deployed lock").remove(uid);
+            self.reruns.forget(uid);
         }
         if DeletionPolicy::in_force(&stack.metadata, stack.spec.deletion_policy)
             == DeletionPolicy::Retain

@@ -15,6 +15,9 @@ pub struct View {
     pub services: Vec<ServiceStatus>,
     /// Services that need compose `up` (containers missing, stopped, failed), with why.
     pub drift: Vec<String>,
+    /// The part of `drift` that is one-shots (restart `no` or `on-failure`) whose containers
+    /// all exited with a non-zero code: brought back with backoff ([`crate::rerun`]).
+    pub failed_one_shots: Vec<String>,
     /// Services that are not as declared (drift, unhealthy, starting), with why.
     pub not_ready: Vec<String>,
     /// Only healthchecks still starting keep the Stack from Ready.
@@ -115,7 +118,11 @@ pub fn observe(
                 .exit_code
                 .map(|n| format!(" with code {n}"))
                 .unwrap_or_default();
-            why = Some(format!("{}: container {}{code}", svc.name, c.state));
+            let w = format!("{}: container {}{code}", svc.name, c.state);
+            if svc.may_complete() && cs.iter().all(|c| c.state == "exited") {
+                view.failed_one_shots.push(w.clone());
+            }
+            why = Some(w);
         }
         if let Some(w) = &why {
             view.drift.push(w.clone());
@@ -241,5 +248,27 @@ mod tests {
         let v = observe(&services(), &HashMap::new(), &refs, &HashMap::new());
         assert!(!v.ready());
         assert!(v.only_starting);
+    }
+
+    #[test]
+    fn a_failed_one_shot_is_drift_marked_for_backoff_a_stopped_service_is_plain_drift() {
+        let cs = [
+            c("web", "exited", None, Some(137)),
+            c("db", "running", Some("healthy"), None),
+            c("job", "exited", None, Some(4)),
+        ];
+        let refs: Vec<&Container> = cs.iter().collect();
+        let v = observe(&services(), &HashMap::new(), &refs, &HashMap::new());
+        assert_eq!(
+            v.drift,
+            vec![
+                "job: container exited with code 4",
+                "web: container exited with code 137"
+            ]
+        );
+        assert_eq!(
+            v.failed_one_shots,
+            vec!["job: container exited with code 4"]
+        );
     }
 }
