@@ -539,23 +539,20 @@ async fn a_tag_over_file_url_is_applied_and_another_gitsyncs_objects_are_not_tak
         ready(&gs)
     );
 
-    // ssh:// is refused until it fetches with the spec's Secret, never with the host's keys.
-    apply_gitsync(
-        &client,
-        "viassh",
-        "ssh://git@127.0.0.1/estate.git",
-        "  ref: {branch: main}\n",
-    )
-    .await;
-    let gs = wait_gs(&client, "viassh", "refusal", |g| {
-        ready(g).is_some_and(|r| r.1 == "UnsupportedScheme")
-    })
-    .await;
-    assert!(
-        ready(&gs).unwrap().2.contains("ssh:// is not fetched"),
-        "{:?}",
-        ready(&gs)
-    );
+    // ssh:// without secretRef is an admission error: the host's own keys are never used.
+    let e = client
+        .apply(
+            &gitsync(
+                "viassh",
+                "ssh://git@127.0.0.1/estate.git",
+                "  ref: {branch: main}\n",
+            ),
+            false,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("spec.secretRef") && e.contains("ssh://"), "{e}");
 
     running.stop().await.unwrap();
 }
