@@ -191,14 +191,15 @@ pub fn fetch(
     let mut connection = remote
         .connect(Direction::Fetch)
         .map_err(|e| fetch_err(&e))?;
-    let login = match credentials {
-        Credentials::Https { login, ca } => {
-            let options = transport::http_options(ca.as_deref()).map_err(|e| setup_err(&e))?;
-            connection.set_transport_options(options);
-            login.clone()
-        }
-        _ => None,
+    let (login, ca) = match credentials {
+        Credentials::Https { login, ca } => (login.clone(), ca.as_deref()),
+        _ => (None, None),
     };
+    if url.starts_with("https://") {
+        // Always our TLS set-up: reqwest has no crypto provider of its own here.
+        let options = transport::http_options(ca).map_err(|e| setup_err(&e))?;
+        connection.set_transport_options(options);
+    }
     // Only the Secret's login, never a credential helper or a prompt.
     connection.set_credentials(move |action| {
         Ok(match (action, &login) {

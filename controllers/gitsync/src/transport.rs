@@ -29,7 +29,8 @@ pub struct SshFiles {
 impl SshFiles {
     /// Writes `private_key` and `known_hosts` into a new directory next to `cache` (mode
     /// 0700; files 0600). The name is unique to this process and moment, and an existing
-    /// directory of that name is refused.
+    /// directory of that name is refused. Directories an earlier fetch of the same cache
+    /// left behind (a crash mid-fetch) are removed first: one fetch per cache runs at a time.
     ///
     /// # Errors
     /// The directory or a file could not be made.
@@ -42,7 +43,17 @@ impl SshFiles {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let dir = cache.with_file_name(format!(".{stem}.ssh-{}-{nanos}", std::process::id()));
+        let prefix = format!(".{stem}.ssh-");
+        if let Some(parent) = cache.parent()
+            && let Ok(entries) = std::fs::read_dir(parent)
+        {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = cache.with_file_name(format!("{prefix}{}-{nanos}", std::process::id()));
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let files = SshFiles { dir };
         let mut key = private_key.to_string();
@@ -193,7 +204,10 @@ mod tests {
         let base = std::env::temp_dir().join(format!("phoenix-gs-ssh-{}", std::process::id()));
         std::fs::create_dir_all(&base).unwrap();
         let cache = base.join("it's.git");
+        let crashed = base.join(".it's.git.ssh-1-2");
+        std::fs::create_dir_all(&crashed).unwrap();
         let files = SshFiles::write(&cache, "KEY", "HOSTS").unwrap();
+        assert!(!crashed.exists(), "a crashed fetch's files are removed");
         let dir = files.dir.clone();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);

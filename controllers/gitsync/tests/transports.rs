@@ -300,6 +300,9 @@ async fn https_fetches_with_basic_auth_and_a_private_ca_and_refuses_bad_logins_a
         .unwrap_err();
     assert!(matches!(e, GitError::Fetch { .. }), "{e:?}");
     assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+    // No Secret at all (a public repository): the system's roots, refused the same way.
+    let e = fetch(&url, &cache, Credentials::None).await.unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
     // Another CA given: refused as well.
     let other = TestCa::new("Another CA");
     let e = fetch(&url, &cache, login("phoenix", password, Some(&other.pem)))
