@@ -379,7 +379,15 @@ fn classify(url: &str, e: &dyn std::error::Error, ssh: Option<&SshFiles>) -> Git
             detail: "the HTTP server asks for a login and spec.secretRef gives none".into(),
         };
     }
-    if lower.contains("401") || lower.contains("unauthorized") || lower.contains("403 forbidden") {
+    // Whole phrases only: a port or path in the message may contain "401".
+    let refused = [
+        "were not accepted by the remote",
+        "http status 401",
+        "http status 403",
+        "401 unauthorized",
+        "403 forbidden",
+    ];
+    if refused.iter().any(|p| lower.contains(p)) {
         return GitError::Authentication {
             url: url.to_string(),
             detail:
@@ -421,6 +429,33 @@ fn host_of(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct Message(&'static str);
+    impl std::fmt::Display for Message {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Message {}
+
+    #[test]
+    fn http_refusals_are_authentication_failures_and_other_errors_are_not() {
+        let url = "https://127.0.0.1:40123/estate.git";
+        let refused = Message(
+            "Credentials provided for \"https://127.0.0.1:40123/estate.git\" were not accepted by the remote: Received HTTP status 401: Unauthenticated",
+        );
+        assert!(matches!(
+            classify(url, &refused, None),
+            GitError::Authentication { .. }
+        ));
+        let tls = Message(
+            "error sending request for url (https://127.0.0.1:40123/estate.git/info/refs?service=git-upload-pack): invalid peer certificate: UnknownIssuer",
+        );
+        let e = classify(url, &tls, None);
+        assert!(matches!(e, GitError::Fetch { .. }), "{e:?}");
+        assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+    }
 
     #[test]
     fn hosts_are_named_as_known_hosts_does() {
