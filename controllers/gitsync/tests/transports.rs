@@ -112,6 +112,13 @@ fn estate(root: &Path) -> (PathBuf, String) {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), work.join("phoenix").join(entry.file_name())).unwrap();
     }
+    // A small tree for the hosted test, whose other controllers would act on the estate.
+    std::fs::create_dir_all(work.join("hosted")).unwrap();
+    std::fs::write(
+        work.join("hosted/marker.yaml"),
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata: {name: hosted-marker}\ntype: Opaque\nstringData: {k: v}\n",
+    )
+    .unwrap();
     git(&work, &["init", "-q"]);
     git(&work, &["add", "-A"]);
     git(&work, &["commit", "-q", "-m", "the estate"]);
@@ -605,4 +612,108 @@ async fn the_controller_syncs_over_https_with_basic_auth_and_never_shows_the_pas
     );
     running.stop().await.unwrap();
     let _ = std::io::stderr().flush();
+}
+
+/// `phoenix serve` hosting the controller, everything applied with `phoenixctl apply -f`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phoenix_serve_syncs_over_ssh_what_phoenixctl_applied_and_logs_no_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bare, commit) = estate(tmp.path());
+    let sshd_dir = tmp.path().join("sshd");
+    std::fs::create_dir(&sshd_dir).unwrap();
+    let sshd = Sshd::start(&sshd_dir);
+    let url = ssh_url(&sshd, &bare);
+    let cache = tmp.path().join("hosted-cache");
+    let server = Server::start_opts(
+        Backend::Embedded,
+        &["--gitsync-cache-dir", cache.to_str().unwrap()],
+    )
+    .await;
+    let manifests = tmp.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    let write_secret = |private_key: &str| {
+        let value = serde_json::json!({
+            "apiVersion": "phoenix.thinkheads.ai/v1alpha1",
+            "kind": "Secret",
+            "metadata": {"name": "git-ssh"},
+            "type": "ssh",
+            "stringData": {"ssh-privatekey": private_key, "known_hosts": sshd.known_hosts()},
+        });
+        std::fs::write(manifests.join("secret.json"), value.to_string()).unwrap();
+    };
+    write_secret(&sshd.client_private);
+    std::fs::write(
+        manifests.join("gitsync.yaml"),
+        format!(
+            "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: GitSync\nmetadata: {{name: hosted}}\nspec:\n  url: \"{url}\"\n  ref: {{branch: main}}\n  path: hosted\n  interval: 1h\n  retryInterval: 1h\n  secretRef: git-ssh\n"
+        ),
+    )
+    .unwrap();
+    server
+        .ctl(&["apply", "-f", manifests.to_str().unwrap()])
+        .ok();
+
+    let revision = format!("main@sha1:{commit}");
+    let start = Instant::now();
+    loop {
+        let run = server.ctl(&["get", "gitsyncs"]);
+        if run.stdout.contains(&revision) {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "phoenixctl get gitsyncs never showed {revision}: {run:?}\n{}",
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let client = server.client().await;
+    let marker = client.get(Kind::Secret, "hosted-marker").await.unwrap();
+    assert_eq!(
+        marker
+            .metadata()
+            .labels
+            .get(GITSYNC_LABEL)
+            .map(String::as_str),
+        Some("hosted")
+    );
+    assert!(cache.join("hosted.git").is_dir());
+
+    // A key the server refuses, applied the same way: FetchFailed at once (the Secret's
+    // watch), shown by phoenixctl; neither key is in its output or the server's log.
+    let (stranger, _) = keygen(&tmp.path().join("stranger"));
+    write_secret(&stranger);
+    server
+        .ctl(&["apply", "-f", manifests.to_str().unwrap()])
+        .ok();
+    let start = Instant::now();
+    let shown = loop {
+        let run = server.ctl(&["get", "gitsync", "hosted", "-o", "yaml"]);
+        if run.stdout.contains("FetchFailed") && run.stdout.contains("authentication failed") {
+            break run.stdout;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the refused key was never reported: {run:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut server_logs = String::new();
+    for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            server_logs.push_str(&std::fs::read_to_string(path).unwrap());
+        }
+    }
+    assert!(
+        server_logs.contains("authentication failed"),
+        "the failure is not in the server's log: {server_logs}"
+    );
+    for key in [&sshd.client_private, &stranger] {
+        let line = key.lines().nth(1).unwrap();
+        assert!(
+            !shown.contains(line) && !server_logs.contains(line),
+            "key material shown"
+        );
+    }
 }
