@@ -426,14 +426,19 @@ async fn a_branch_over_git_daemon_is_applied_updated_pruned_guarded_and_suspende
     assert_eq!(secret_value(&client, "a").await.unwrap().0, b64("v3"));
 
     // The metrics tell the same story: the applied revision, and each failure by its reason.
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    assert!(
-        text.contains(&format!(
-            "phoenix_gitsync_revision_info{{gitsync=\"estate\",revision=\"{rev5}\"}} 1"
-        )),
-        "{text}"
-    );
+    // They are counted just after the status is written: wait for the sync's series.
+    let series =
+        format!("phoenix_gitsync_revision_info{{gitsync=\"estate\",revision=\"{rev5}\"}} 1");
+    let start = Instant::now();
+    let text = loop {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        if text.contains(&series) {
+            break text;
+        }
+        assert!(start.elapsed() < WAIT, "{series} never appeared: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         !text.contains(&rev2),
         "one revision series per GitSync: {text}"
