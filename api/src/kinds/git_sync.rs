@@ -42,8 +42,9 @@ pub struct GitSyncSpec {
     /// Stop syncing; the objects applied stay as they are (default false).
     #[serde(default)]
     pub suspend: bool,
-    /// Secret with the credentials: type `ssh` or `basic-auth`.
-    /// An `ssh` Secret holds `ssh-privatekey` and `known_hosts`.
+    /// Secret with the credentials. `ssh://` needs one of type `ssh` (`ssh-privatekey`,
+    /// `known_hosts`); `https://` may take one of type `basic-auth` (`username`, `password`,
+    /// optionally `ca.crt`) or `Opaque` with only `ca.crt`; `git://` and `file://` take none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<String>,
     /// Ready only when every applied object is Ready (default false).

@@ -29,10 +29,29 @@ pub(super) fn git_sync(s: &GitSyncSpec, v: &mut Validator<'_>) {
     v.opt("retryInterval", s.retry_interval.as_ref(), positive);
     v.at("timeout").check(positive(&s.timeout));
     v.opt("secretRef", s.secret_ref.as_deref(), rules::dns_label);
+    if let Err(e) = secret_ref_fits(&s.url, s.secret_ref.is_some()) {
+        v.at("secretRef").error(e);
+    }
     if let Some(w) = &s.webhook {
         v.at("webhook")
             .at("secretRef")
             .check(rules::dns_label(&w.secret_ref));
+    }
+}
+
+/// `secretRef` must come with `ssh://` (the key and `known_hosts` are in it: the host's own
+/// are never used), may come with `https://` (basic auth and/or a CA bundle) and makes no
+/// sense with `git://` and `file://`, which take no credentials.
+fn secret_ref_fits(url: &str, has_secret: bool) -> Check {
+    match (url.split_once("://").map(|(s, _)| s), has_secret) {
+        (Some("ssh"), false) => Err(
+            "is required for ssh:// URLs: a Secret of type ssh with ssh-privatekey and known_hosts"
+                .into(),
+        ),
+        (Some(scheme @ ("git" | "file")), true) => Err(format!(
+            "is not used with {scheme}:// URLs, which take no credentials"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -196,6 +215,25 @@ mod tests {
             assert!(e.contains(why), "{bad}: {e}");
             assert!(!e.contains("pw"), "a password never echoes: {e}");
         }
+    }
+
+    #[test]
+    fn secret_ref_is_required_with_ssh_and_refused_with_git_and_file() {
+        assert!(
+            secret_ref_fits("ssh://git@h/r.git", false)
+                .unwrap_err()
+                .contains("required for ssh://")
+        );
+        assert_eq!(secret_ref_fits("ssh://git@h/r.git", true), Ok(()));
+        assert_eq!(secret_ref_fits("https://h/r.git", true), Ok(()));
+        assert_eq!(secret_ref_fits("https://h/r.git", false), Ok(()));
+        assert!(
+            secret_ref_fits("git://h/r.git", true)
+                .unwrap_err()
+                .contains("git:// URLs")
+        );
+        assert!(secret_ref_fits("file:///r.git", true).is_err());
+        assert_eq!(secret_ref_fits("file:///r.git", false), Ok(()));
     }
 
     #[test]

@@ -11,6 +11,9 @@ use gix::bstr::ByteSlice;
 use gix::remote::Direction;
 use phoenix_api::kinds::git_sync::GitRef;
 
+use crate::credentials::Credentials;
+use crate::transport::{self, SshFailure, SshFiles};
+
 /// Longest manifest file read from a repository (the API's own source limit applies after).
 const MAX_FILE_BYTES: usize = 16 << 20;
 
@@ -42,6 +45,32 @@ pub enum GitError {
         /// The repository URL.
         url: String,
         /// gix's explanation.
+        message: String,
+    },
+    /// The SSH server's host key is not in the Secret's `known_hosts`, or differs from it.
+    #[error(
+        "cannot fetch {url}: host key verification failed for {host}: its key is not in, or does not match, the known_hosts of spec.secretRef"
+    )]
+    HostKey {
+        /// The repository URL.
+        url: String,
+        /// The host (and port) whose key was refused.
+        host: String,
+    },
+    /// The server refused the credentials (SSH key refused, HTTP 401 or 403).
+    #[error("cannot fetch {url}: authentication failed ({detail}); check spec.secretRef")]
+    Authentication {
+        /// The repository URL.
+        url: String,
+        /// What the server said, without any credential.
+        detail: String,
+    },
+    /// The per-fetch SSH files or the TLS set-up could not be made.
+    #[error("cannot fetch {url}: {message}")]
+    Setup {
+        /// The repository URL.
+        url: String,
+        /// What failed.
         message: String,
     },
     /// The branch or tag does not exist on the remote.
@@ -88,31 +117,6 @@ pub enum GitError {
     },
 }
 
-/// The URL schemes this controller fetches from now.
-pub const SUPPORTED_SCHEMES: &[&str] = &["file", "git"];
-
-/// Checks that `url` uses a scheme this controller fetches from. `ssh://` and `https://`
-/// are refused until they are fetched with the GitSync's `secretRef`: gix would otherwise
-/// reach for the host's own SSH keys.
-///
-/// # Errors
-/// A message naming the scheme and the ones supported.
-pub fn check_supported(url: &str) -> Result<(), String> {
-    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
-    if SUPPORTED_SCHEMES.contains(&scheme) {
-        Ok(())
-    } else {
-        Err(format!(
-            "spec.url: {scheme}:// is not fetched by this controller yet (supported: {})",
-            SUPPORTED_SCHEMES
-                .iter()
-                .map(|s| format!("{s}://"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    }
-}
-
 /// Fetches `git_ref` of `url` into the bare cache repository `cache` (made when absent) and
 /// returns the manifests under `path` in the commit it resolves to.
 ///
@@ -121,21 +125,47 @@ pub fn check_supported(url: &str) -> Result<(), String> {
 ///   (servers need not serve unadvertised commits) and must be reachable from one of them.
 /// - The files returned are exactly those of the resolved commit, read from its tree.
 /// - Setting `interrupt` stops a fetch under way.
+/// - Only `credentials` authenticate: no git configuration of the host or its user, no
+///   credential helper, SSH agent, SSH configuration or default key is used (see
+///   [`crate::transport`]); SSH host keys must match the given `known_hosts`.
 ///
 /// # Errors
-/// [`GitError`]: one variant per step (cache, fetch, ref, commit, path, read).
+/// [`GitError`]: one variant per step (cache, set-up, fetch, host key, authentication,
+/// ref, commit, path, read).
 pub fn fetch(
     url: &str,
     git_ref: &GitRef,
     path: Option<&str>,
     cache: &Path,
+    credentials: &Credentials,
     interrupt: &AtomicBool,
 ) -> Result<Snapshot, GitError> {
-    let repo = open_cache(cache)?;
-    let fetch_err = |e: &dyn std::fmt::Display| GitError::Fetch {
+    let mut repo = open_cache(cache)?;
+    let setup_err = |e: &dyn std::fmt::Display| GitError::Setup {
         url: url.to_string(),
         message: e.to_string(),
     };
+    let ssh = match credentials {
+        Credentials::Ssh {
+            private_key,
+            known_hosts,
+        } => {
+            let files = SshFiles::write(cache, private_key, known_hosts)
+                .map_err(|e| setup_err(&format!("writing the per-fetch SSH files: {e}")))?;
+            let mut config = repo.config_snapshot_mut();
+            config
+                .set_value(
+                    &gix::config::tree::Core::SSH_COMMAND,
+                    files.command().as_str(),
+                )
+                .and_then(|_| config.set_value(&gix::config::tree::Ssh::VARIANT, "ssh"))
+                .map_err(|e| setup_err(&e))?;
+            config.commit().map_err(|e| setup_err(&e))?;
+            Some(files)
+        }
+        _ => None,
+    };
+    let fetch_err = |e: &dyn std::error::Error| classify(url, e, ssh.as_ref());
     let (specs, what): (Vec<String>, Option<String>) = match (&git_ref.branch, &git_ref.tag) {
         (Some(b), _) => (
             vec![format!("+refs/heads/{b}:refs/phoenix/target")],
@@ -158,9 +188,34 @@ pub fn fetch(
         .map_err(|e| fetch_err(&e))?
         .with_refspecs(specs.iter().map(String::as_str), Direction::Fetch)
         .map_err(|e| fetch_err(&e))?;
-    let connection = remote
+    let mut connection = remote
         .connect(Direction::Fetch)
         .map_err(|e| fetch_err(&e))?;
+    let (login, ca) = match credentials {
+        Credentials::Https { login, ca } => (login.clone(), ca.as_deref()),
+        _ => (None, None),
+    };
+    if url.starts_with("https://") {
+        // Always our TLS set-up: reqwest has no crypto provider of its own here.
+        let options = transport::http_options(ca).map_err(|e| setup_err(&e))?;
+        connection.set_transport_options(options);
+    }
+    // Only the Secret's login, never a credential helper or a prompt.
+    connection.set_credentials(move |action| {
+        Ok(match (action, &login) {
+            (gix::credentials::helper::Action::Get(ctx), Some((user, password))) => {
+                Some(gix::credentials::protocol::Outcome {
+                    identity: gix::sec::identity::Account {
+                        username: user.clone(),
+                        password: password.clone(),
+                        oauth_refresh_token: None,
+                    },
+                    next: ctx.into(),
+                })
+            }
+            _ => None,
+        })
+    });
     let mut prepare = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| fetch_err(&e))?;
@@ -261,14 +316,17 @@ fn is_manifest_name(path: &str) -> bool {
     [".yaml", ".yml", ".json"].iter().any(|e| path.ends_with(e))
 }
 
-/// Opens the bare cache repository, making it when absent or unreadable.
+/// Opens the bare cache repository, making it when absent or unreadable. Isolated: the
+/// git configuration of the system, the user and the environment (`GIT_SSH_COMMAND`,
+/// `url.*.insteadOf`, credential helpers, ...) is not read.
 fn open_cache(cache: &Path) -> Result<gix::Repository, GitError> {
     let err = |e: &dyn std::fmt::Display| GitError::Cache {
         path: cache.to_path_buf(),
         message: e.to_string(),
     };
+    let open = || gix::open_opts(cache, gix::open::Options::isolated());
     if cache.exists() {
-        if let Ok(repo) = gix::open(cache) {
+        if let Ok(repo) = open() {
             return Ok(repo);
         }
         std::fs::remove_dir_all(cache).map_err(|e| err(&e))?;
@@ -276,19 +334,137 @@ fn open_cache(cache: &Path) -> Result<gix::Repository, GitError> {
     if let Some(parent) = cache.parent() {
         std::fs::create_dir_all(parent).map_err(|e| err(&e))?;
     }
-    gix::init_bare(cache).map_err(|e| err(&e))
+    gix::init_bare(cache).map_err(|e| err(&e))?;
+    open().map_err(|e| err(&e))
+}
+
+/// `e` and its sources, each message once, joined by `: `.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// A fetch failure as [`GitError`]: host key and authentication failures named as such
+/// (from ssh's log, or the HTTP status), else gix's explanation.
+fn classify(url: &str, e: &dyn std::error::Error, ssh: Option<&SshFiles>) -> GitError {
+    let message = chain(e);
+    let log = ssh.map(SshFiles::log).unwrap_or_default();
+    match transport::ssh_failure(&log) {
+        Some(SshFailure::HostKey) => {
+            return GitError::HostKey {
+                url: url.to_string(),
+                host: host_of(url),
+            };
+        }
+        Some(SshFailure::Authentication) => {
+            return GitError::Authentication {
+                url: url.to_string(),
+                detail: "the SSH server refused the key of spec.secretRef".into(),
+            };
+        }
+        None => {}
+    }
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("no credentials were returned") {
+        return GitError::Authentication {
+            url: url.to_string(),
+            detail: "the HTTP server asks for a login and spec.secretRef gives none".into(),
+        };
+    }
+    // Whole phrases only: a port or path in the message may contain "401".
+    let refused = [
+        "were not accepted by the remote",
+        "http status 401",
+        "http status 403",
+        "401 unauthorized",
+        "403 forbidden",
+    ];
+    if refused.iter().any(|p| lower.contains(p)) {
+        return GitError::Authentication {
+            url: url.to_string(),
+            detail:
+                "the HTTP server answered 401/403 to the login of spec.secretRef (or to no login)"
+                    .into(),
+        };
+    }
+    let message = if log.is_empty() {
+        message
+    } else {
+        format!("{message} (ssh: {})", log.replace(['\r', '\n'], " "))
+    };
+    GitError::Fetch {
+        url: url.to_string(),
+        message,
+    }
+}
+
+/// `host` or `[host]:port` of `url`, as `known_hosts` names it.
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
+    match host_port.rsplit_once(':') {
+        Some((host, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']'))) =>
+        {
+            format!("[{}]:{port}", host.trim_matches(['[', ']']))
+        }
+        _ => host_port.to_string(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[derive(Debug)]
+    struct Message(&'static str);
+    impl std::fmt::Display for Message {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Message {}
+
     #[test]
-    fn only_file_and_git_urls_are_fetched_for_now() {
-        assert_eq!(check_supported("file:///srv/estate.git"), Ok(()));
-        assert_eq!(check_supported("git://127.0.0.1:9418/estate.git"), Ok(()));
-        let e = check_supported("ssh://git@host/estate.git").unwrap_err();
-        assert!(e.contains("ssh:// is not fetched"), "{e}");
-        assert!(check_supported("https://host/estate.git").is_err());
+    fn http_refusals_are_authentication_failures_and_other_errors_are_not() {
+        let url = "https://127.0.0.1:40123/estate.git";
+        let refused = Message(
+            "Credentials provided for \"https://127.0.0.1:40123/estate.git\" were not accepted by the remote: Received HTTP status 401: Unauthenticated",
+        );
+        assert!(matches!(
+            classify(url, &refused, None),
+            GitError::Authentication { .. }
+        ));
+        let tls = Message(
+            "error sending request for url (https://127.0.0.1:40123/estate.git/info/refs?service=git-upload-pack): invalid peer certificate: UnknownIssuer",
+        );
+        let e = classify(url, &tls, None);
+        assert!(matches!(e, GitError::Fetch { .. }), "{e:?}");
+        assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+    }
+
+    #[test]
+    fn hosts_are_named_as_known_hosts_does() {
+        assert_eq!(host_of("ssh://git@example.com/r.git"), "example.com");
+        assert_eq!(
+            host_of("ssh://git@127.0.0.1:2222/r.git"),
+            "[127.0.0.1]:2222"
+        );
+        assert_eq!(host_of("ssh://[::1]:22/r.git"), "[::1]:22");
+        assert_eq!(host_of("ssh://[::1]/r.git"), "[::1]");
     }
 }

@@ -22,13 +22,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod credentials;
 pub mod git;
 pub mod metrics;
 mod reconciler;
 pub mod sync;
+pub mod transport;
 
 use std::path::PathBuf;
 
+use phoenix_api::kinds::secret::Secret;
 use phoenix_runtime::Controller;
 
 pub use metrics::GitSyncMetrics;
@@ -48,7 +51,14 @@ pub struct GitSyncOptions {
     pub metrics: GitSyncMetrics,
 }
 
-/// The GitSync controller, ready for a [`phoenix_runtime::Manager`].
+/// The GitSync controller, ready for a [`phoenix_runtime::Manager`]. A Secret changing
+/// syncs the GitSyncs whose `spec.secretRef` names it.
 pub fn controller(options: GitSyncOptions) -> Controller<GitSyncReconciler> {
-    Controller::new(NAME, GitSyncReconciler::new(options))
+    Controller::new(NAME, GitSyncReconciler::new(options)).watches::<Secret>(|s, gitsyncs| {
+        gitsyncs
+            .find(|g| g.spec.secret_ref.as_deref() == Some(s.metadata.name.as_str()))
+            .iter()
+            .map(|g| g.metadata.name.clone())
+            .collect()
+    })
 }

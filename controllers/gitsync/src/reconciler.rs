@@ -71,9 +71,6 @@ impl GitSyncReconciler {
             tracing::debug!(gitsync = %name, "suspended");
             return Ok(Action::done());
         }
-        // Waits for a spec change: retrying would not help.
-        git::check_supported(&spec.url)
-            .map_err(|m| ReconcileError::invalid("UnsupportedScheme", m))?;
         let interval = spec.interval.parse().unwrap_or(FALLBACK_INTERVAL);
         let retry = spec
             .retry_interval
@@ -85,8 +82,11 @@ impl GitSyncReconciler {
             ReconcileError::transient(reason, message).retry_after(retry)
         };
 
+        let credentials = crate::credentials::read(&ctx.client, gs)
+            .await
+            .map_err(|e| fail(e.reason(), e.to_string()))?;
         let snapshot = self
-            .fetch(gs, timeout)
+            .fetch(gs, credentials, timeout)
             .await
             .map_err(|m| fail("FetchFailed", m))?;
         let revision = revision(gs, &snapshot.commit);
@@ -204,7 +204,12 @@ impl GitSyncReconciler {
     }
 
     /// Fetches on a blocking thread, stopping it at `timeout`.
-    async fn fetch(&self, gs: &GitSync, timeout: Duration) -> Result<Snapshot, String> {
+    async fn fetch(
+        &self,
+        gs: &GitSync,
+        credentials: crate::credentials::Credentials,
+        timeout: Duration,
+    ) -> Result<Snapshot, String> {
         let spec = gs.spec.clone();
         let cache = self
             .options
@@ -218,6 +223,7 @@ impl GitSyncReconciler {
                 &spec.git_ref,
                 spec.path.as_deref(),
                 &cache,
+                &credentials,
                 &stop,
             )
         });

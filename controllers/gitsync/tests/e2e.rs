@@ -426,14 +426,19 @@ async fn a_branch_over_git_daemon_is_applied_updated_pruned_guarded_and_suspende
     assert_eq!(secret_value(&client, "a").await.unwrap().0, b64("v3"));
 
     // The metrics tell the same story: the applied revision, and each failure by its reason.
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    assert!(
-        text.contains(&format!(
-            "phoenix_gitsync_revision_info{{gitsync=\"estate\",revision=\"{rev5}\"}} 1"
-        )),
-        "{text}"
-    );
+    // They are counted just after the status is written: wait for the sync's series.
+    let series =
+        format!("phoenix_gitsync_revision_info{{gitsync=\"estate\",revision=\"{rev5}\"}} 1");
+    let start = Instant::now();
+    let text = loop {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        if text.contains(&series) {
+            break text;
+        }
+        assert!(start.elapsed() < WAIT, "{series} never appeared: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         !text.contains(&rev2),
         "one revision series per GitSync: {text}"
@@ -539,23 +544,20 @@ async fn a_tag_over_file_url_is_applied_and_another_gitsyncs_objects_are_not_tak
         ready(&gs)
     );
 
-    // ssh:// is refused until it fetches with the spec's Secret, never with the host's keys.
-    apply_gitsync(
-        &client,
-        "viassh",
-        "ssh://git@127.0.0.1/estate.git",
-        "  ref: {branch: main}\n",
-    )
-    .await;
-    let gs = wait_gs(&client, "viassh", "refusal", |g| {
-        ready(g).is_some_and(|r| r.1 == "UnsupportedScheme")
-    })
-    .await;
-    assert!(
-        ready(&gs).unwrap().2.contains("ssh:// is not fetched"),
-        "{:?}",
-        ready(&gs)
-    );
+    // ssh:// without secretRef is an admission error: the host's own keys are never used.
+    let e = client
+        .apply(
+            &gitsync(
+                "viassh",
+                "ssh://git@127.0.0.1/estate.git",
+                "  ref: {branch: main}\n",
+            ),
+            false,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("spec.secretRef") && e.contains("ssh://"), "{e}");
 
     running.stop().await.unwrap();
 }
