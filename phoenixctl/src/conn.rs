@@ -61,6 +61,7 @@ impl ConnArgs {
                 Context {
                     name: "flags".into(),
                     server: server.clone(),
+                    servers: vec![],
                     certificate_authority_data: None,
                     token: String::new(),
                 }
