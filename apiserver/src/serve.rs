@@ -43,9 +43,10 @@ pub struct ServeArgs {
     /// Extra names or addresses for the server certificate (repeatable).
     #[arg(long)]
     pub tls_san: Vec<String>,
-    /// CA certificate (PEM) that signs the server certificate, instead of the CA generated into
-    /// `<data-dir>/pki/` (with --tls-ca-key-file). Servers given the same CA are trusted by the
-    /// same clients, e.g. several `phoenix serve` on one etcd, or a CA from a Kubernetes Secret.
+    /// CA certificate (PEM) that signs the server certificate (with --tls-ca-key-file),
+    /// instead of the CA generated into `<data-dir>/pki/` or, with --etcd-endpoints, the
+    /// cluster CA kept in etcd (shared by every server on it). For a CA of your own, e.g. from a
+    /// Kubernetes Secret.
     #[arg(long, requires = "tls_ca_key_file")]
     pub tls_ca_cert_file: Option<PathBuf>,
     /// Private key (PEM) of --tls-ca-cert-file. Keep it readable by this server only.
@@ -208,6 +209,24 @@ pub async fn start_with_metrics(
         );
     }
     let key_file = keys.file().to_path_buf();
+    // The CA: given by flag; on etcd the cluster CA every server on it shares; else this
+    // server's own in <data-dir>/pki/.
+    let ca = match (&args.tls_ca_cert_file, &args.tls_ca_key_file) {
+        (Some(cert), Some(key)) => Some(
+            crate::pki::CaFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }
+            .read()
+            .context("reading the CA given by --tls-ca-cert-file/--tls-ca-key-file")?,
+        ),
+        _ if !args.etcd_endpoints.is_empty() => Some(
+            crate::pki::cluster_ca(raw.as_ref(), &keys, &dir)
+                .await
+                .context("loading the cluster CA (every server on one etcd needs the same --encryption-key-file)")?,
+        ),
+        _ => None,
+    };
     let store: Arc<dyn Store> = Arc::new(EncryptedStore::new(raw, keys));
     let mut embedded = embedded;
 
@@ -215,14 +234,7 @@ pub async fn start_with_metrics(
     if !args.listen.ip().is_unspecified() {
         sans.push(args.listen.ip().to_string());
     }
-    let given_ca = match (&args.tls_ca_cert_file, &args.tls_ca_key_file) {
-        (Some(cert), Some(key)) => Some(crate::pki::CaFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        }),
-        _ => None,
-    };
-    let pki = crate::pki::load_or_create(&dir, &sans, given_ca.as_ref())
+    let pki = crate::pki::load_or_create(&dir, &sans, ca.as_ref())
         .context("loading the server's TLS material")?;
     let (tokens, token_task) = Tokens::start(store.clone(), &dir)
         .await
