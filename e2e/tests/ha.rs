@@ -2,7 +2,7 @@
 //! `phoenix serve --etcd-endpoints` (the second given the first one's encryption key file; the
 //! CA and the tokens come from the store), fakepve, and phoenixctl whose context lists both
 //! servers. 20 Guests are applied; while they are being created the server whose guest
-//! controller leads is killed with SIGKILL and one etcd member too. The other server's guest
+//! controller leads is killed with SIGKILL, and etcd's leader member too. The other server's guest
 //! controller takes over once the dead leader's lease expired; every Guest is created exactly
 //! once (fakepve's tasks), all become Ready; phoenixctl (one-shot commands and a `get -w`)
 //! keeps working throughout, failing over to the surviving server.
@@ -30,7 +30,10 @@ const FIRST_VMID: u32 = 900;
 const WAIT: Duration = Duration::from_secs(120);
 /// The guest controllers' lease TTL: a standby takes over this long after the leader died
 /// (plus an etcd leader election, which resets lease TTLs, if one happens meanwhile).
-const LEADER_TTL: &str = "3s";
+/// `PHOENIX_HA_LEADER_TTL=15s` measures the default.
+fn leader_ttl() -> String {
+    std::env::var("PHOENIX_HA_LEADER_TTL").unwrap_or_else(|_| "3s".into())
+}
 const LEADING: &str = "leader_election_master_status{name=\"guest\"} 1";
 
 /// A `phoenix serve` process; killed (SIGKILL) on drop.
@@ -53,7 +56,7 @@ impl Serve {
             .args(["--listen", &format!("127.0.0.1:{grpc}")])
             .args(["--http-listen", &format!("127.0.0.1:{http}")])
             .args(["--etcd-endpoints", &etcd.endpoints().join(",")])
-            .args(["--leader-ttl", LEADER_TTL])
+            .args(["--leader-ttl", &leader_ttl()])
             .args(["--pve-endpoint", &fake.info().url])
             .arg("--pve-token-file")
             .arg(fake.write_token_file())
@@ -173,6 +176,33 @@ async fn creates(fake: &FakePve) -> BTreeMap<String, usize> {
     by_id
 }
 
+/// The index of etcd's current leader among its members.
+async fn etcd_leader(etcd: &EtcdCluster) -> usize {
+    let start = Instant::now();
+    loop {
+        let mut ids = Vec::new();
+        let mut leader = 0;
+        for ep in etcd.endpoints() {
+            let status = async {
+                let mut c = etcd_client::Client::connect([ep], None).await.ok()?;
+                c.status().await.ok()
+            }
+            .await;
+            if let Some(st) = status {
+                ids.push(st.header().map_or(0, |h| h.member_id()));
+                leader = st.leader();
+            }
+        }
+        if let Some(i) = ids.iter().position(|id| *id == leader && leader != 0)
+            && ids.len() == etcd.len()
+        {
+            return i;
+        }
+        assert!(start.elapsed() < WAIT, "etcd has no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn ctl(config: &Path, args: &[&str]) -> phoenix_e2e::Run {
     let mut cmd = Command::new(phoenixctl_bin());
     cmd.arg("--config")
@@ -282,12 +312,15 @@ async fn the_guest_controller_fails_over_and_phoenixctl_follows() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // etcd's leader, the harshest member to lose: its successor's election resets the
+    // leases' TTLs, so the takeover can take the TTL plus the election.
+    let etcd_leader = etcd_leader(&etcd).await;
     let killed_at = Instant::now();
     leader.kill();
-    etcd.kill(2);
+    etcd.kill(etcd_leader);
     let created_before = creates(&fake).await.len();
     eprintln!(
-        "killed the leading server with {created_before}/{GUESTS} creates begun, and etcd member 2"
+        "killed the leading server with {created_before}/{GUESTS} creates begun, and etcd's leader (member {etcd_leader})"
     );
 
     // The survivor takes over; phoenixctl keeps answering meanwhile (every invocation).
@@ -324,7 +357,8 @@ async fn the_guest_controller_fails_over_and_phoenixctl_follows() {
     let all_ready = killed_at.elapsed();
     let took_over = took_over.unwrap();
     eprintln!(
-        "failover: the survivor led after {took_over:?} (lease TTL {LEADER_TTL}); all {GUESTS} Ready {all_ready:?} after the kill; {invocations} phoenixctl invocations, none failed"
+        "failover: the survivor led after {took_over:?} (lease TTL {}); all {GUESTS} Ready {all_ready:?} after the kill; {invocations} phoenixctl invocations, none failed",
+        leader_ttl()
     );
     assert_eq!(client.server(), survivor.url, "the client failed over");
 
