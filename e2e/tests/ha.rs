@@ -384,6 +384,87 @@ async fn the_guest_controller_fails_over_and_phoenixctl_follows() {
         .collect();
     assert!(!after.is_empty(), "no watch events after the failover");
     drop(watch);
+
+    // Tokens on etcd: made, listed and revoked with `phoenix token --etcd-endpoints` while
+    // the survivor runs (and etcd is down a member).
+    let endpoints = etcd.endpoints().join(",");
+    let token = |args: &[&str]| {
+        let mut cmd = Command::new(phoenix_bin());
+        cmd.arg("token")
+            .args(args)
+            .args(["--etcd-endpoints", &endpoints])
+            .env("HOME", tmp.path())
+            .env_remove("PHOENIX_DATA_DIR");
+        phoenix_e2e::run_with_stdin(cmd, None)
+    };
+    let made = token(&["create", "--role", "viewer", "ci"]);
+    made.ok();
+    let viewer = made.stdout.trim().to_string();
+    let run = ctl(
+        &config,
+        &["--token", &viewer, "get", "guests", "-o", "name"],
+    );
+    run.ok();
+    let listed = token(&["list"]);
+    listed.ok();
+    assert_eq!(listed.stdout, "admin\tadmin\nci\tviewer\n");
+    assert!(!listed.stdout.contains(&viewer));
+    token(&["revoke", "ci"]).ok();
+    let start = Instant::now();
+    loop {
+        let run = ctl(&config, &["--token", &viewer, "get", "guests"]);
+        if run.code == Some(1) && run.stderr.contains("unauthenticated") {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the revoked token still works: {run:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = token(&["create", "admin"]);
+    assert_ne!(again.code, Some(0));
+    assert!(again.stderr.contains("exists already"), "{}", again.stderr);
     survivor.kill();
     drop(etcd);
+}
+
+/// `phoenix token` on the embedded store: the running server applies creates and revokes;
+/// listing needs the store, so the server stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_commands_on_the_embedded_store() {
+    use phoenix_e2e::{Backend, Server};
+    let mut s = Server::start(Backend::Embedded).await;
+    let dir = s.data_dir().to_path_buf();
+    let token = |args: &[&str]| {
+        let mut cmd = Command::new(phoenix_bin());
+        cmd.arg("token")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("HOME", dir.join("home"));
+        phoenix_e2e::run_with_stdin(cmd, None)
+    };
+    let editor = s.create_token("editor", "ops");
+    s.ctl(&["--token", &editor, "get", "guests"]).ok();
+    let run = token(&["create", "ops"]);
+    assert_ne!(run.code, Some(0));
+    assert!(run.stderr.contains("exists already"), "{}", run.stderr);
+    let run = token(&["revoke", "ops"]);
+    run.ok();
+    assert_eq!(run.stdout, "token \"ops\" revoked\n");
+    let run = s.ctl(&["--token", &editor, "get", "guests"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("unauthenticated"), "{}", run.stderr);
+    let run = token(&["list"]);
+    assert_ne!(run.code, Some(0));
+    assert!(
+        run.stderr.contains("phoenix serve` is stopped"),
+        "{}",
+        run.stderr
+    );
+    assert!(s.stop());
+    let run = token(&["list"]);
+    run.ok();
+    assert_eq!(run.stdout, "admin\tadmin\n");
 }

@@ -435,7 +435,7 @@ async fn run_controllers(args: ControllerArgs) -> anyhow::Result<()> {
     eprintln!(
         "phoenix controller: running {} against {}; metrics on http://{addr}/metrics",
         names.join(","),
-        context.server
+        context.urls().join(",")
     );
     let mut hosted = hosting::host(client, metrics, controllers, &args.controllers);
     let result = tokio::select! {
