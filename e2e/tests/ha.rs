@@ -323,6 +323,15 @@ async fn the_guest_controller_fails_over_and_phoenixctl_follows() {
         "killed the leading server with {created_before}/{GUESTS} creates begun, and etcd's leader (member {etcd_leader})"
     );
 
+    // A write right after the kills: phoenixctl tries the dead server first, then the other.
+    let secret = tmp.path().join("secret.yaml");
+    std::fs::write(
+        &secret,
+        phoenix_e2e::secret("written-during-failover", "app: ha"),
+    )
+    .unwrap();
+    ctl(&config, &["apply", "-f", secret.to_str().unwrap()]).ok();
+
     // The survivor takes over; phoenixctl keeps answering meanwhile (every invocation).
     let mut invocations = 0;
     let mut took_over = None;
@@ -361,6 +370,9 @@ async fn the_guest_controller_fails_over_and_phoenixctl_follows() {
         leader_ttl()
     );
     assert_eq!(client.server(), survivor.url, "the client failed over");
+    // Nothing acknowledged is lost: the Guests applied before and the Secret applied during
+    // the failover are there.
+    ctl(&config, &["get", "secret", "written-during-failover"]).ok();
 
     // Every Guest created exactly once.
     let by_id = creates(&fake).await;
