@@ -242,17 +242,27 @@ async fn read_all(store: &dyn Store) -> Result<(Vec<TokenEntry>, Revision), Toke
 
 /// Drops `req` into `<data_dir>/tokens.d/` and waits up to `wait` for a server to apply it.
 /// Fails with [`TokenError::Refused`] when the server refused it (e.g. the name exists).
+///
+/// The directory and the file are given to the data directory's owner (when allowed: run as
+/// root for a server running as its own user), so that the server can read and remove them.
 pub async fn request(
     data_dir: &Path,
     req: &Request,
     wait: Duration,
 ) -> Result<Outcome, TokenError> {
+    use std::os::unix::fs::MetadataExt;
     let inbox = data_dir.join("tokens.d");
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |error| TokenError::Io { path, error }
     };
     std::fs::create_dir_all(&inbox).map_err(io(&inbox))?;
+    let owner = std::fs::metadata(data_dir).map_err(io(data_dir))?;
+    let give = |path: &Path| {
+        // Not permitted (not root, another owner): the server may still read it, as before.
+        let _ = std::os::unix::fs::chown(path, Some(owner.uid()), Some(owner.gid()));
+    };
+    give(&inbox);
     let id = uuid::Uuid::new_v4().simple().to_string();
     let file = inbox.join(format!("{id}.yaml"));
     let failed = inbox.join(format!("{id}.failed"));
@@ -260,7 +270,12 @@ pub async fn request(
         path: file.clone(),
         message: e.to_string(),
     })?;
-    phoenix_api::client::write_private(&file, text.as_bytes()).map_err(io(&file))?;
+    // Written under a dot-name (which the server skips), given away, then renamed: the
+    // server never sees a file it cannot read.
+    let hidden = inbox.join(format!(".{id}.yaml"));
+    phoenix_api::client::write_private(&hidden, text.as_bytes()).map_err(io(&hidden))?;
+    give(&hidden);
+    std::fs::rename(&hidden, &file).map_err(io(&file))?;
     let start = tokio::time::Instant::now();
     while file.exists() {
         if start.elapsed() >= wait {
@@ -584,6 +599,37 @@ mod tests {
             assert!(start.elapsed() < Duration::from_secs(10), "{what}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn request_files_belong_to_the_data_directorys_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        // As root (as in CI): a data directory of another user, like the packaged server's.
+        // Otherwise it stays this user's, and the files must be this user's.
+        let _ = std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534));
+        let owner = std::fs::metadata(dir.path()).unwrap();
+        let (uid, gid) = (owner.uid(), owner.gid());
+        let (_, entry) = generate("ops", Role::Viewer).unwrap();
+        let outcome = request(
+            dir.path(),
+            &Request::Create(entry),
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome, Outcome::Pending);
+        let inbox = dir.path().join("tokens.d");
+        let files: Vec<PathBuf> = std::fs::read_dir(&inbox)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        for path in [&inbox, &files[0]] {
+            let m = std::fs::metadata(path).unwrap();
+            assert_eq!((m.uid(), m.gid()), (uid, gid), "{}", path.display());
+        }
+        assert_eq!(std::fs::metadata(&files[0]).unwrap().mode() & 0o777, 0o600);
     }
 
     #[tokio::test]
