@@ -172,6 +172,29 @@ fn check_name(name: &str) -> Result<(), TokenError> {
     }
 }
 
+/// A usable token name for `name` from an old `tokens.yaml`: lowercase, other characters as
+/// '-', at most 63 characters; with `hash`, `-` and its first 8 digits appended.
+fn legacy_name(name: &str, hash: Option<&str>) -> String {
+    let mut clean: String = name
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || "-._".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if clean.is_empty() {
+        clean.push_str("imported");
+    }
+    let suffix = hash.map(|h| format!("-{}", &h[..h.len().min(8)]));
+    let room = 63 - suffix.as_ref().map_or(0, String::len);
+    clean.truncate(room);
+    clean + suffix.as_deref().unwrap_or_default()
+}
+
 /// A new random token (`phx_` and 64 hex digits) and its stored entry.
 pub fn generate(name: &str, role: Role) -> Result<(String, TokenEntry), TokenError> {
     check_name(name)?;
@@ -427,7 +450,20 @@ impl Tokens {
         })?;
         let mut imported = 0;
         for entry in &file.tokens {
-            match store_entry(self.store.as_ref(), entry).await {
+            // Names were free-form then: made usable, and made unique when the store has
+            // another token of that name (two servers' files both holding `admin`), so that
+            // every token that worked keeps working.
+            let mut entry = TokenEntry {
+                name: legacy_name(&entry.name, None),
+                ..entry.clone()
+            };
+            if let Some(kv) = self.store.get(&key(&entry.name)).await?.kv {
+                if decode(&kv.value).is_some_and(|e| e.sha256 == entry.sha256) {
+                    continue;
+                }
+                entry.name = legacy_name(&entry.name, Some(&entry.sha256));
+            }
+            match store_entry(self.store.as_ref(), &entry).await {
                 Ok(()) => imported += 1,
                 Err(TokenError::Exists(name)) => {
                     tracing::warn!(
@@ -701,9 +737,15 @@ mod tests {
     async fn an_old_tokens_file_is_imported_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
+        // Another server's `admin` is in the store already.
+        let theirs = create(store.as_ref(), "admin", Role::Admin).await.unwrap();
         let (old, old_entry) = generate("old-admin", Role::Admin).unwrap();
+        let (ours, mut ours_entry) = generate("admin", Role::Admin).unwrap();
+        ours_entry.name = "admin".into();
+        let (bot, mut bot_entry) = generate("x", Role::Viewer).unwrap();
+        bot_entry.name = "CI Bot/1".into();
         let file = LegacyFile {
-            tokens: vec![old_entry],
+            tokens: vec![old_entry, ours_entry.clone(), bot_entry],
         };
         let legacy = dir.path().join("tokens.yaml");
         std::fs::write(&legacy, serde_saphyr::to_string(&file).unwrap()).unwrap();
@@ -711,6 +753,19 @@ mod tests {
         assert_eq!(
             tokens.authenticate(Some(&bearer(&old))).unwrap().name,
             "old-admin"
+        );
+        // Every token that worked still works; the names are usable ones.
+        assert_eq!(
+            tokens.authenticate(Some(&bearer(&theirs))).unwrap().name,
+            "admin"
+        );
+        assert_eq!(
+            tokens.authenticate(Some(&bearer(&ours))).unwrap().name,
+            format!("admin-{}", &ours_entry.sha256[..8])
+        );
+        assert_eq!(
+            tokens.authenticate(Some(&bearer(&bot))).unwrap().name,
+            "ci-bot-1"
         );
         assert!(!legacy.exists(), "renamed once imported");
         assert!(dir.path().join("tokens.yaml.imported").exists());
