@@ -459,6 +459,18 @@ async fn token_commands_on_the_embedded_store() {
     };
     let editor = s.create_token("editor", "ops");
     s.ctl(&["--token", &editor, "get", "guests"]).ok();
+    // Tokens are no kind: `get all` shows none of them.
+    s.ctl(&[
+        "apply",
+        "-f",
+        phoenix_e2e::repo("manifests/samples/guest.yaml")
+            .to_str()
+            .unwrap(),
+    ])
+    .ok();
+    let all = s.ctl(&["get", "all", "-o", "name"]);
+    all.ok();
+    assert_eq!(all.stdout, "guest/demo\n");
     let run = token(&["create", "ops"]);
     assert_ne!(run.code, Some(0));
     assert!(run.stderr.contains("exists already"), "{}", run.stderr);
