@@ -43,9 +43,10 @@ pub struct ServeArgs {
     /// Extra names or addresses for the server certificate (repeatable).
     #[arg(long)]
     pub tls_san: Vec<String>,
-    /// CA certificate (PEM) that signs the server certificate, instead of the CA generated into
-    /// `<data-dir>/pki/` (with --tls-ca-key-file). Servers given the same CA are trusted by the
-    /// same clients, e.g. several `phoenix serve` on one etcd, or a CA from a Kubernetes Secret.
+    /// CA certificate (PEM) that signs the server certificate (with --tls-ca-key-file),
+    /// instead of the CA generated into `<data-dir>/pki/` or, with --etcd-endpoints, the
+    /// cluster CA kept in etcd (shared by every server on it). For a CA of your own, e.g. from a
+    /// Kubernetes Secret.
     #[arg(long, requires = "tls_ca_key_file")]
     pub tls_ca_cert_file: Option<PathBuf>,
     /// Private key (PEM) of --tls-ca-cert-file. Keep it readable by this server only.
@@ -115,10 +116,13 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     /// The HTTP address actually bound.
     pub http_addr: SocketAddr,
-    /// `<data-dir>/admin.yaml`.
+    /// `<data-dir>/admin.yaml`. Absent when this server made no admin token: a server on an
+    /// etcd whose store held tokens already and whose data directory had no valid admin.yaml.
     pub admin_config: PathBuf,
-    /// The admin client context (for controllers hosted in this process).
+    /// The admin context of `admin.yaml`; without one, [`Running::process_context`].
     pub admin_context: Context,
+    /// This process's own admin context (its in-memory token; for the controllers it hosts).
+    pub process_context: Context,
     shutdown: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -205,6 +209,24 @@ pub async fn start_with_metrics(
         );
     }
     let key_file = keys.file().to_path_buf();
+    // The CA: given by flag; on etcd the cluster CA every server on it shares; else this
+    // server's own in <data-dir>/pki/.
+    let ca = match (&args.tls_ca_cert_file, &args.tls_ca_key_file) {
+        (Some(cert), Some(key)) => Some(
+            crate::pki::CaFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }
+            .read()
+            .context("reading the CA given by --tls-ca-cert-file/--tls-ca-key-file")?,
+        ),
+        _ if !args.etcd_endpoints.is_empty() => Some(
+            crate::pki::cluster_ca(raw.as_ref(), &keys, &dir)
+                .await
+                .context("loading the cluster CA (every server on one etcd needs the same --encryption-key-file)")?,
+        ),
+        _ => None,
+    };
     let store: Arc<dyn Store> = Arc::new(EncryptedStore::new(raw, keys));
     let mut embedded = embedded;
 
@@ -212,19 +234,15 @@ pub async fn start_with_metrics(
     if !args.listen.ip().is_unspecified() {
         sans.push(args.listen.ip().to_string());
     }
-    let given_ca = match (&args.tls_ca_cert_file, &args.tls_ca_key_file) {
-        (Some(cert), Some(key)) => Some(crate::pki::CaFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        }),
-        _ => None,
-    };
-    let pki = crate::pki::load_or_create(&dir, &sans, given_ca.as_ref())
+    let pki = crate::pki::load_or_create(&dir, &sans, ca.as_ref())
         .context("loading the server's TLS material")?;
-    let tokens = Arc::new(Tokens::new(&dir));
+    let (tokens, token_task) = Tokens::start(store.clone(), &dir)
+        .await
+        .context("loading the API tokens from the store")?;
     let metrics = Arc::new(Metrics::new());
     let objects = Objects::new(store.clone(), metrics.clone());
     let (cache, mut background) = Cache::start(store.clone());
+    background.push(token_task);
     background.extend(crate::gc::start(objects.clone(), cache.clone(), event_ttl));
     if let (Some(store), Some(backup_dir)) = (embedded.take(), args.backup_dir.clone()) {
         tracing::info!(dir = %backup_dir.display(), every = ?backup_interval, keep = args.backup_keep, "backing up the embedded store");
@@ -249,8 +267,24 @@ pub async fn start_with_metrics(
         .with_context(|| format!("listening on {}", args.http_listen))?;
     let http_addr = http.local_addr()?;
 
-    let admin_config =
-        write_admin_config(&dir, &tokens, &pki.ca_pem, grpc_addr, !args.no_user_config)?;
+    let server_url = server_url(grpc_addr);
+    let shared_store = !args.etcd_endpoints.is_empty();
+    let admin_config = write_admin_config(
+        &dir,
+        &tokens,
+        &pki.ca_pem,
+        &server_url,
+        !args.no_user_config,
+        shared_store,
+    )
+    .await?;
+    let process_context = Context {
+        name: "process".into(),
+        server: server_url.clone(),
+        servers: vec![],
+        certificate_authority_data: Some(pki.ca_pem.clone()),
+        token: tokens.process_token().to_string(),
+    };
     std::fs::write(dir.join("http.addr"), http_addr.to_string())?;
 
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
@@ -319,19 +353,30 @@ pub async fn start_with_metrics(
         drop(store);
     });
     tracing::info!(grpc = %format!("https://{grpc_addr}"), http = %http_addr, "serving");
-    eprintln!(
-        "phoenix: serving on https://{grpc_addr}; http on {http_addr}; client config {}",
-        admin_config.display()
-    );
-    let admin_context = ClientConfig::load(&admin_config)?
-        .context(None)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .clone();
+    let admin_context = match &admin_config {
+        Some(path) => {
+            eprintln!(
+                "phoenix: serving on https://{grpc_addr}; http on {http_addr}; client config {}",
+                path.display()
+            );
+            ClientConfig::load(path)?
+                .context(None)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .clone()
+        }
+        None => {
+            eprintln!(
+                "phoenix: serving on https://{grpc_addr}; http on {http_addr}; the store's tokens apply (no admin.yaml written: see docs/ha.md)"
+            );
+            process_context.clone()
+        }
+    };
     Ok(Running {
         grpc_addr,
         http_addr,
-        admin_config,
+        admin_config: admin_config.unwrap_or_else(|| dir.join("admin.yaml")),
         admin_context,
+        process_context,
         shutdown: Some(shutdown_tx),
         done,
     })
@@ -394,15 +439,8 @@ pub async fn rewrap_store(
     Ok(crate::encryption::rewrap(&store).await?)
 }
 
-/// Writes `<dir>/admin.yaml` (server URL, CA, an admin token) and, once, the user's config.
-fn write_admin_config(
-    dir: &Path,
-    tokens: &Tokens,
-    ca_pem: &str,
-    addr: SocketAddr,
-    user_config: bool,
-) -> anyhow::Result<PathBuf> {
-    let path = dir.join("admin.yaml");
+/// `https://HOST:PORT` of a listening address (an unspecified address as 127.0.0.1).
+fn server_url(addr: SocketAddr) -> String {
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else if addr.is_ipv6() {
@@ -410,7 +448,26 @@ fn write_admin_config(
     } else {
         addr.ip().to_string()
     };
-    let server = format!("https://{host}:{}", addr.port());
+    format!("https://{host}:{}", addr.port())
+}
+
+/// Writes `<dir>/admin.yaml` (server URL, CA, an admin token) and, once, the user's config;
+/// returns its path, or `None` when this server has no admin token to write.
+///
+/// The token is the one of an existing admin.yaml while the store accepts it. Otherwise a new
+/// admin token is made: `admin` on a store without tokens (the first server), `admin-<random>`
+/// on the embedded store (a single server whose admin.yaml was lost). A server on a shared
+/// store (etcd) that holds tokens makes none: its operator reuses a configuration of the
+/// first server (see docs/ha.md).
+async fn write_admin_config(
+    dir: &Path,
+    tokens: &Tokens,
+    ca_pem: &str,
+    server: &str,
+    user_config: bool,
+    shared_store: bool,
+) -> anyhow::Result<Option<PathBuf>> {
+    let path = dir.join("admin.yaml");
     let known = ClientConfig::load(&path)
         .ok()
         .and_then(|c| c.contexts.into_iter().next())
@@ -418,19 +475,28 @@ fn write_admin_config(
         .filter(|t| tokens.authenticate(Some(&format!("Bearer {t}"))).is_ok());
     let token = match known {
         Some(t) => t,
+        None if tokens.is_empty() => match tokens.create("admin", Role::Admin).await {
+            Ok(t) => t,
+            // Another server on this store made it first.
+            Err(crate::auth::TokenError::Exists(_)) if shared_store => return Ok(None),
+            Err(e) => return Err(e.into()),
+        },
+        None if !shared_store => {
+            // Unique even across restarts within one second.
+            let name = format!("admin-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            tokens.create(&name, Role::Admin).await?
+        }
         None => {
-            let name = if tokens.is_empty()? {
-                "admin".to_string()
-            } else {
-                // Unique even across restarts within one second.
-                format!("admin-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-            };
-            tokens.create(&name, Role::Admin)?
+            tracing::info!(
+                "the store holds tokens already: no admin token made; use a configuration of the first server (see docs/ha.md)"
+            );
+            return Ok(None);
         }
     };
     let config = ClientConfig::single(Context {
         name: "default".into(),
-        server,
+        server: server.to_string(),
+        servers: vec![],
         certificate_authority_data: Some(ca_pem.to_string()),
         token,
     });
@@ -442,5 +508,5 @@ fn write_admin_config(
         config.save(&user)?;
         tracing::info!(path = %user.display(), "wrote the phoenixctl configuration");
     }
-    Ok(path)
+    Ok(Some(path))
 }

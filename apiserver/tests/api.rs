@@ -230,6 +230,22 @@ async fn owner_references_cascade() {
     running.stop().await;
 }
 
+/// A token made as `phoenix token create` makes it for a running server on the embedded
+/// store: a request file the server applies.
+async fn new_token(
+    dir: &std::path::Path,
+    name: &str,
+    role: phoenix_apiserver::auth::Role,
+) -> String {
+    use phoenix_apiserver::auth::{self, Outcome, Request};
+    let (token, entry) = auth::generate(name, role).unwrap();
+    let outcome = auth::request(dir, &Request::Create(entry), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Applied);
+    token
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_roles_and_tls() {
     let dir = tempfile::tempdir().unwrap();
@@ -256,10 +272,12 @@ async fn tokens_roles_and_tls() {
         Err(ClientError::Unauthenticated(_))
     ));
     // Viewer reads, cannot write.
-    let tokens = phoenix_apiserver::auth::Tokens::new(dir.path());
-    let viewer_token = tokens
-        .create("ci-viewer", phoenix_apiserver::auth::Role::Viewer)
-        .unwrap();
+    let viewer_token = new_token(
+        dir.path(),
+        "ci-viewer",
+        phoenix_apiserver::auth::Role::Viewer,
+    )
+    .await;
     let viewer = Client::connect(&phoenix_api::client::Context {
         token: viewer_token,
         ..ctx.clone()
@@ -272,9 +290,12 @@ async fn tokens_roles_and_tls() {
         Err(ClientError::Forbidden(_))
     ));
     // Editor writes Secrets but cannot read their data; admin can.
-    let editor_token = tokens
-        .create("ci-editor", phoenix_apiserver::auth::Role::Editor)
-        .unwrap();
+    let editor_token = new_token(
+        dir.path(),
+        "ci-editor",
+        phoenix_apiserver::auth::Role::Editor,
+    )
+    .await;
     let editor = Client::connect(&phoenix_api::client::Context {
         token: editor_token,
         ..ctx.clone()
@@ -463,9 +484,12 @@ async fn batched_secrets_and_cached_lists_stay_redacted_for_editors() {
         .context(None)
         .unwrap()
         .clone();
-    let token = phoenix_apiserver::auth::Tokens::new(dir.path())
-        .create("batch-editor", phoenix_apiserver::auth::Role::Editor)
-        .unwrap();
+    let token = new_token(
+        dir.path(),
+        "batch-editor",
+        phoenix_apiserver::auth::Role::Editor,
+    )
+    .await;
     let editor = Client::connect(&phoenix_api::client::Context { token, ..ctx })
         .await
         .unwrap();

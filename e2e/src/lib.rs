@@ -194,6 +194,7 @@ impl Server {
             config: ClientConfig::single(Context {
                 name: "none".into(),
                 server: String::new(),
+                servers: vec![],
                 certificate_authority_data: None,
                 token: String::new(),
             }),

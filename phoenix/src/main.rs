@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use phoenix_api::client::{Client, ClientConfig, config_path};
-use phoenix_apiserver::auth::{Role, Tokens};
+use phoenix_apiserver::auth::Role;
 use phoenix_apiserver::serve::{self, ServeArgs};
 use phoenix_runtime::RuntimeMetrics;
 use prometheus_client::registry::Registry;
@@ -104,18 +104,42 @@ struct ControllerArgs {
     controllers: ControllerFlags,
 }
 
+/// Where the tokens are: the etcd of the servers, else the server's data directory.
+#[derive(Debug, clap::Args)]
+struct TokenStoreArgs {
+    /// Data directory of the server (embedded store: the running server applies the change).
+    #[arg(long, env = "PHOENIX_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The etcd the servers use (comma-separated client URLs): every server on it sees the
+    /// change within about a second.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+}
+
+/// Tokens live hashed in the store, shared by every server on it.
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
-    /// Create a token and print it (shown once; stored hashed). A running server picks it up.
+    /// Create a token and print it (shown once; stored hashed). Running servers pick it up.
     Create {
-        /// Data directory of the server.
-        #[arg(long, env = "PHOENIX_DATA_DIR")]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: TokenStoreArgs,
         /// viewer (read; no Secret data), editor (write; no Secret data) or admin.
         #[arg(long, default_value = "viewer")]
         role: String,
-        /// A name for the token.
+        /// A name for the token (a-z, 0-9, '-', '.', '_').
         name: String,
+    },
+    /// Revoke a token: every server refuses it within about a second.
+    Revoke {
+        #[command(flatten)]
+        at: TokenStoreArgs,
+        /// The token's name.
+        name: String,
+    },
+    /// List the tokens' names and roles (the embedded store: while the server is stopped).
+    List {
+        #[command(flatten)]
+        at: TokenStoreArgs,
     },
 }
 
@@ -211,23 +235,65 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Token {
-            command:
-                TokenCommand::Create {
-                    data_dir,
-                    role,
-                    name,
-                },
-        } => {
+        Command::Token { command } => token(command).await,
+    }
+}
+
+/// How long `phoenix token` waits for a running server to apply a request on the embedded
+/// store.
+const TOKEN_REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn token(command: TokenCommand) -> anyhow::Result<()> {
+    use phoenix_apiserver::auth::{self, Outcome, Request};
+    let (at, req, token) = match command {
+        TokenCommand::Create { at, role, name } => {
             let role: Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-            let dir = serve::data_dir(data_dir.as_deref());
-            let token = Tokens::new(&dir)
-                .create(&name, role)
-                .with_context(|| format!("creating a token in {}", dir.display()))?;
-            println!("{token}");
-            Ok(())
+            let (token, entry) = auth::generate(&name, role)?;
+            (at, Request::Create(entry), Some(token))
+        }
+        TokenCommand::Revoke { at, name } => (at, Request::Revoke(name), None),
+        TokenCommand::List { at } => {
+            let dir = serve::data_dir(at.data_dir.as_deref());
+            if at.etcd_endpoints.is_empty() && !dir.join("store").exists() {
+                anyhow::bail!(
+                    "{} holds no store (give the server's --data-dir, or --etcd-endpoints)",
+                    dir.display()
+                );
+            }
+            let (store, _) = serve::open_store(&dir, &at.etcd_endpoints).await.context(
+                "opening the store (the embedded store opens only while `phoenix serve` is stopped)",
+            )?;
+            for (name, role) in auth::list(store.as_ref()).await? {
+                println!("{name}\t{role}");
+            }
+            return Ok(());
+        }
+    };
+    if !at.etcd_endpoints.is_empty() {
+        let dir = serve::data_dir(at.data_dir.as_deref());
+        let (store, _) = serve::open_store(&dir, &at.etcd_endpoints).await?;
+        match &req {
+            Request::Create(entry) => auth::store_entry(store.as_ref(), entry).await?,
+            Request::Revoke(name) => auth::revoke(store.as_ref(), name).await?,
+        }
+    } else {
+        let dir = serve::data_dir(at.data_dir.as_deref());
+        let outcome = auth::request(&dir, &req, TOKEN_REQUEST_WAIT)
+            .await
+            .with_context(|| format!("changing the tokens of {}", dir.display()))?;
+        if outcome == Outcome::Pending {
+            eprintln!(
+                "phoenix: no server running on {} took the request; the next `phoenix serve` there applies it",
+                dir.display()
+            );
         }
     }
+    match (req, token) {
+        (_, Some(token)) => println!("{token}"),
+        (Request::Revoke(name), None) => println!("token {name:?} revoked"),
+        _ => {}
+    }
+    Ok(())
 }
 
 async fn secrets(command: SecretsCommand) -> anyhow::Result<()> {
@@ -289,7 +355,7 @@ async fn serve(args: ServeCommand) -> anyhow::Result<()> {
     let mut hosted = if controllers.is_empty() {
         None
     } else {
-        let client = Client::connect(&running.admin_context)
+        let client = Client::connect(&running.process_context)
             .await
             .context("connecting the hosted controllers to this server")?;
         Some(hosting::host(
@@ -369,7 +435,7 @@ async fn run_controllers(args: ControllerArgs) -> anyhow::Result<()> {
     eprintln!(
         "phoenix controller: running {} against {}; metrics on http://{addr}/metrics",
         names.join(","),
-        context.server
+        context.urls().join(",")
     );
     let mut hosted = hosting::host(client, metrics, controllers, &args.controllers);
     let result = tokio::select! {

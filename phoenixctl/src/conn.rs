@@ -17,7 +17,9 @@ pub struct ConnArgs {
     /// Context of the configuration to use (default: its current context).
     #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,
-    /// Server URL, overriding the context's (`https://HOST:PORT`).
+    /// Server URL, overriding the context's server(s) (`https://HOST:PORT`). A context may list
+    /// several servers of one system (`servers: [URL, ...]`): they are tried in order, and a
+    /// call that finds its server unavailable is made on the next one.
     #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,
     /// Bearer token, overriding the context's.
@@ -61,13 +63,16 @@ impl ConnArgs {
                 Context {
                     name: "flags".into(),
                     server: server.clone(),
+                    servers: vec![],
                     certificate_authority_data: None,
                     token: String::new(),
                 }
             }
         };
         if let Some(s) = &self.server {
+            // The flag names the one server to use, instead of the context's list.
             ctx.server = s.clone();
+            ctx.servers.clear();
         }
         if let Some(t) = &self.token {
             ctx.token = t.clone();
@@ -85,5 +90,40 @@ impl ConnArgs {
     pub async fn connect(&self) -> Result<Client, Failure> {
         let ctx = self.resolve()?;
         Ok(Client::connect(&ctx).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_flag_replaces_the_contexts_servers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        ClientConfig::single(Context {
+            name: "ha".into(),
+            server: String::new(),
+            servers: vec!["https://a:1".into(), "https://b:1".into()],
+            certificate_authority_data: None,
+            token: "t".into(),
+        })
+        .save(&path)
+        .unwrap();
+        let args = |server: Option<&str>| ConnArgs {
+            config: Some(path.clone()),
+            context: None,
+            server: server.map(str::to_string),
+            token: None,
+            ca_file: None,
+        };
+        assert_eq!(
+            args(None).resolve().unwrap().urls(),
+            ["https://a:1", "https://b:1"]
+        );
+        assert_eq!(
+            args(Some("https://c:1")).resolve().unwrap().urls(),
+            ["https://c:1"]
+        );
     }
 }

@@ -228,7 +228,13 @@ pub async fn run(args: &GetArgs, conn: &ConnArgs) -> CmdResult {
     if !args.watch {
         return Ok(());
     }
-    let mut stream = Box::pin(client.watch(kind, &selector.to_string(), &rv).await?);
+    // Resumes on another server of the context when this one goes away.
+    let mut stream = Box::pin(client.watch_resuming(
+        kind,
+        &selector.to_string(),
+        &rv,
+        std::time::Duration::from_secs(60),
+    ));
     loop {
         let ev = tokio::select! {
             ev = stream.next() => ev,

@@ -25,8 +25,14 @@ pub struct ClientConfig {
 pub struct Context {
     /// Context name.
     pub name: String,
-    /// `https://HOST:PORT` (or `http://` for a server started without TLS).
+    /// `https://HOST:PORT` (or `http://` for a server started without TLS). With
+    /// [`Context::servers`] it may be empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub server: String,
+    /// Several servers of one system (one store, one CA, the same tokens), tried in this order
+    /// (after `server`, when both are given); see [`Context::urls`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
     /// PEM of the CA that signed the server's certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_authority_data: Option<String>,
@@ -40,8 +46,23 @@ impl std::fmt::Debug for Context {
         f.debug_struct("Context")
             .field("name", &self.name)
             .field("server", &self.server)
+            .field("servers", &self.servers)
             .field("token", &"<redacted>")
             .finish()
+    }
+}
+
+impl Context {
+    /// The servers to try, in order: `server` (if set), then each of `servers` not already
+    /// listed.
+    pub fn urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = Vec::new();
+        for u in std::iter::once(&self.server).chain(&self.servers) {
+            if !u.is_empty() && !urls.contains(u) {
+                urls.push(u.clone());
+            }
+        }
+        urls
     }
 }
 
@@ -109,10 +130,22 @@ impl ClientConfig {
                 });
             }
         };
-        serde_saphyr::from_str(&text).map_err(|e| ConfigError::Invalid {
+        let config: Self = serde_saphyr::from_str(&text).map_err(|e| ConfigError::Invalid {
             path: path.into(),
             message: e.without_snippet().to_string(),
-        })
+        })?;
+        for (i, c) in config.contexts.iter().enumerate() {
+            if c.urls().is_empty() {
+                return Err(ConfigError::Invalid {
+                    path: path.into(),
+                    message: format!(
+                        "contexts[{i}] ({:?}): needs server or servers (a list of URLs)",
+                        c.name
+                    ),
+                });
+            }
+        }
+        Ok(config)
     }
 
     /// Writes the file with mode 0600 (it holds a token), creating parent directories.
@@ -192,4 +225,40 @@ pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
     flag.map(Path::to_path_buf)
         .or_else(|| std::env::var_os("PHOENIXCONFIG").map(PathBuf::from))
         .or_else(default_config_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_context_lists_one_server_or_several() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let write = |text: &str| std::fs::write(&path, text).unwrap();
+        write(
+            "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Config\ncurrentContext: ha\ncontexts:\n- name: ha\n  servers: [https://a:7443, https://b:7443]\n  token: t\n- name: one\n  server: https://a:7443\n  token: t\n- name: both\n  server: https://a:7443\n  servers: [https://b:7443, https://a:7443]\n  token: t\n",
+        );
+        let c = ClientConfig::load(&path).unwrap();
+        assert_eq!(
+            c.context(None).unwrap().urls(),
+            ["https://a:7443", "https://b:7443"]
+        );
+        assert_eq!(c.context(Some("one")).unwrap().urls(), ["https://a:7443"]);
+        assert_eq!(
+            c.context(Some("both")).unwrap().urls(),
+            ["https://a:7443", "https://b:7443"]
+        );
+        // Saved and loaded again: the same.
+        c.save(&path).unwrap();
+        assert_eq!(ClientConfig::load(&path).unwrap(), c);
+        write(
+            "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Config\ncurrentContext: x\ncontexts:\n- name: x\n  token: t\n",
+        );
+        let err = ClientConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("contexts[0]") && err.contains("servers"),
+            "{err}"
+        );
+    }
 }

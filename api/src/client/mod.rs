@@ -1,6 +1,8 @@
 //! A typed client of the Phoenix API, and the client configuration file (contexts with
 //! server URL, CA and token) that `phoenix serve` writes and `phoenixctl` reads.
 
+use std::future::Future;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -125,10 +127,47 @@ impl tonic::service::Interceptor for BearerToken {
 type Inner = PhoenixClient<InterceptedService<Channel, BearerToken>>;
 
 /// A connected client. Cheap to clone; calls may run concurrently.
-#[derive(Clone, Debug)]
+///
+/// With several servers in its context (one system: one store, one CA, the same tokens) the
+/// client talks to one at a time: the first that connects, in the context's order. When a call
+/// fails with `Unavailable` (the server is gone or cannot reach its store) the client connects
+/// to the next server and makes the call there, and stays on the one that answered. Other
+/// failures (authentication, validation, conflicts) are returned as they are. A call retried
+/// this way may have been applied by the server that failed: applies are idempotent, a retried
+/// delete may answer NotFound, a retried status update a conflict.
+#[derive(Clone)]
 pub struct Client {
-    inner: Inner,
-    server: String,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    urls: Vec<String>,
+    ca: Option<String>,
+    token: BearerToken,
+    /// The server in use (index into `urls`) and its connection.
+    current: RwLock<(usize, Inner)>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.server())
+            .field("servers", &self.shared.urls)
+            .finish()
+    }
+}
+
+/// Makes one gRPC call with failover: `$self.call(...)` with the request cloned per attempt.
+macro_rules! rpc {
+    ($self:ident . $method:ident ( $req:expr )) => {{
+        let req = $req;
+        $self
+            .call(move |mut c: Inner| {
+                let req = req.clone();
+                async move { c.$method(req).await }
+            })
+            .await
+    }};
 }
 
 /// One page of a list: of [`Object`]s, or of one kind from [`crate::typed::Api::list`].
@@ -200,58 +239,116 @@ impl From<proto::LeaseResponse> for LeaseStatus {
 }
 
 impl Client {
-    /// Connects to `context.server`, verifying TLS against the context's CA.
+    /// Connects to the first server of `context` ([`Context::urls`]) that answers, verifying
+    /// TLS against the context's CA. Fails with [`ClientError::Connect`] naming every server
+    /// when none answers, [`ClientError::BadServer`] for an unusable URL or token.
     pub async fn connect(context: &Context) -> Result<Self, ClientError> {
-        let server = context.server.clone();
-        let bad = |message: String| ClientError::BadServer {
-            server: server.clone(),
-            message,
+        let urls = context.urls();
+        let Some(first) = urls.first() else {
+            return Err(ClientError::BadServer {
+                server: String::new(),
+                message: format!("context {:?} names no server", context.name),
+            });
         };
-        let mut endpoint = Endpoint::from_shared(server.clone())
-            .map_err(|e| bad(e.to_string()))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        if server.starts_with("https://") {
-            let mut tls = ClientTlsConfig::new();
-            if let Some(ca) = &context.certificate_authority_data {
-                tls = tls.ca_certificate(Certificate::from_pem(ca));
-            }
-            endpoint = endpoint.tls_config(tls).map_err(|e| bad(e.to_string()))?;
-        }
-        let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
-            server: server.clone(),
-            message: error_chain(&e),
-        })?;
         let token = if context.token.is_empty() {
             None
         } else {
-            Some(
-                format!("Bearer {}", context.token)
-                    .parse()
-                    .map_err(|_| bad("the token has characters not allowed in a header".into()))?,
-            )
+            Some(format!("Bearer {}", context.token).parse().map_err(|_| {
+                ClientError::BadServer {
+                    server: first.clone(),
+                    message: "the token has characters not allowed in a header".into(),
+                }
+            })?)
         };
-        Ok(Client {
-            inner: PhoenixClient::with_interceptor(channel, BearerToken(token))
-                .max_decoding_message_size(64 * 1024 * 1024)
-                .max_encoding_message_size(64 * 1024 * 1024),
-            server,
+        let token = BearerToken(token);
+        let ca = context.certificate_authority_data.clone();
+        let mut failures = Vec::new();
+        for (i, url) in urls.iter().enumerate() {
+            match connect_one(url, ca.as_deref(), &token).await {
+                Ok(inner) => {
+                    return Ok(Client {
+                        shared: Arc::new(Shared {
+                            urls,
+                            ca,
+                            token,
+                            current: RwLock::new((i, inner)),
+                        }),
+                    });
+                }
+                Err(ClientError::Connect { message, .. }) => failures.push(message),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ClientError::Connect {
+            server: urls.join(", "),
+            message: failures.join("; "),
         })
     }
 
-    /// The server URL.
-    pub fn server(&self) -> &str {
-        &self.server
+    /// The URL of the server in use.
+    pub fn server(&self) -> String {
+        let (i, _) = *self.shared.current.read().expect("client lock");
+        self.shared.urls[i].clone()
     }
 
-    fn status(&self, s: Status) -> ClientError {
+    fn current(&self) -> (usize, Inner) {
+        let guard = self.shared.current.read().expect("client lock");
+        (guard.0, guard.1.clone())
+    }
+
+    /// Connects to server `i` and makes it the one in use.
+    async fn switch_to(&self, i: usize) -> Result<Inner, ClientError> {
+        let url = &self.shared.urls[i];
+        let inner = connect_one(url, self.shared.ca.as_deref(), &self.shared.token).await?;
+        *self.shared.current.write().expect("client lock") = (i, inner.clone());
+        Ok(inner)
+    }
+
+    /// Makes a call on the server in use; on `Unavailable`, on each other server in turn.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(Inner) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let (index, inner) = self.current();
+        let n = self.shared.urls.len();
+        let err = match f(inner).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) if s.code() == Code::Unavailable && n > 1 => self.status_at(index, s),
+            Err(s) => return Err(self.status_at(index, s)),
+        };
+        let mut last = err;
+        for k in 1..n {
+            let i = (index + k) % n;
+            let inner = match self.switch_to(i).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            match f(inner).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if s.code() == Code::Unavailable => last = self.status_at(i, s),
+                Err(s) => return Err(self.status_at(i, s)),
+            }
+        }
+        Err(last)
+    }
+
+    fn status_at(&self, i: usize, s: Status) -> ClientError {
         match ClientError::from_status(s) {
             ClientError::Connect { message, .. } => ClientError::Connect {
-                server: self.server.clone(),
+                server: self.shared.urls[i].clone(),
                 message,
             },
             other => other,
         }
+    }
+
+    fn status(&self, s: Status) -> ClientError {
+        let (i, _) = self.current();
+        self.status_at(i, s)
     }
 
     /// Creates or updates `object`.
@@ -260,16 +357,10 @@ impl Client {
         object: &Object,
         dry_run: bool,
     ) -> Result<(Object, ApplyOutcome), ClientError> {
-        let resp = self
-            .inner
-            .clone()
-            .apply(proto::ApplyRequest {
-                object: object.to_json_bytes(),
-                dry_run,
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
+        let resp = rpc!(self.apply(proto::ApplyRequest {
+            object: object.to_json_bytes(),
+            dry_run,
+        }))?;
         Ok((decode_object(&resp.object)?, resp.outcome()))
     }
 
@@ -318,31 +409,19 @@ impl Client {
         dry_run: bool,
         omit_objects: bool,
     ) -> Result<proto::ApplyBatchResponse, ClientError> {
-        Ok(self
-            .inner
-            .clone()
-            .apply_batch(proto::ApplyBatchRequest {
-                objects: objects.iter().map(Object::to_json_bytes).collect(),
-                dry_run,
-                omit_objects,
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner())
+        Ok(rpc!(self.apply_batch(proto::ApplyBatchRequest {
+            objects: objects.iter().map(Object::to_json_bytes).collect(),
+            dry_run,
+            omit_objects,
+        }))?)
     }
 
     /// Reads one object.
     pub async fn get(&self, kind: Kind, name: &str) -> Result<Object, ClientError> {
-        let resp = self
-            .inner
-            .clone()
-            .get(proto::GetRequest {
-                kind: kind.name().into(),
-                name: name.into(),
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
+        let resp = rpc!(self.get(proto::GetRequest {
+            kind: kind.name().into(),
+            name: name.into(),
+        }))?;
         decode_object(&resp.json)
     }
 
@@ -354,18 +433,12 @@ impl Client {
         limit: u32,
         continue_token: &str,
     ) -> Result<ListPage, ClientError> {
-        let resp = self
-            .inner
-            .clone()
-            .list(proto::ListRequest {
-                kind: kind.name().into(),
-                label_selector: selector.into(),
-                limit,
-                continue_token: continue_token.into(),
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
+        let resp = rpc!(self.list(proto::ListRequest {
+            kind: kind.name().into(),
+            label_selector: selector.into(),
+            limit,
+            continue_token: continue_token.into(),
+        }))?;
         Ok(ListPage {
             items: resp
                 .items
@@ -397,47 +470,29 @@ impl Client {
         resource_version: Option<&str>,
         dry_run: bool,
     ) -> Result<(Object, bool), ClientError> {
-        let resp = self
-            .inner
-            .clone()
-            .delete(proto::DeleteRequest {
-                kind: kind.name().into(),
-                name: name.into(),
-                resource_version: resource_version.unwrap_or_default().into(),
-                dry_run,
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
+        let resp = rpc!(self.delete(proto::DeleteRequest {
+            kind: kind.name().into(),
+            name: name.into(),
+            resource_version: resource_version.unwrap_or_default().into(),
+            dry_run,
+        }))?;
         Ok((decode_object(&resp.object)?, resp.deleted))
     }
 
     /// Writes `object`'s status (CAS on its resourceVersion).
     pub async fn update_status(&self, object: &Object) -> Result<Object, ClientError> {
-        let resp = self
-            .inner
-            .clone()
-            .update_status(proto::UpdateRequest {
-                object: object.to_json_bytes(),
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
+        let resp = rpc!(self.update_status(proto::UpdateRequest {
+            object: object.to_json_bytes(),
+        }))?;
         decode_object(&resp.json)
     }
 
     /// Writes `object`'s metadata (finalizers, labels, annotations, owners; CAS on its
     /// resourceVersion).
     pub async fn update_metadata(&self, object: &Object) -> Result<Object, ClientError> {
-        let resp = self
-            .inner
-            .clone()
-            .update_metadata(proto::UpdateRequest {
-                object: object.to_json_bytes(),
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
+        let resp = rpc!(self.update_metadata(proto::UpdateRequest {
+            object: object.to_json_bytes(),
+        }))?;
         decode_object(&resp.json)
     }
 
@@ -455,19 +510,94 @@ impl Client {
         resource_version: &str,
     ) -> Result<impl Stream<Item = Result<WatchEvent, ClientError>> + Send + 'static, ClientError>
     {
-        let stream = self
-            .inner
-            .clone()
-            .watch(proto::WatchRequest {
-                kind: kind.name().into(),
-                label_selector: selector.into(),
-                resource_version: resource_version.into(),
-                allow_bookmarks: true,
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
-        Ok(whole_runs(stream, self.server.clone()))
+        let stream = rpc!(self.watch(proto::WatchRequest {
+            kind: kind.name().into(),
+            label_selector: selector.into(),
+            resource_version: resource_version.into(),
+            allow_bookmarks: true,
+        }))?;
+        Ok(whole_runs(stream, self.server()))
+    }
+
+    /// [`Client::watch`] that outlives its server: when the stream breaks or ends (the server
+    /// stopped or died, a connection dropped), it watches again from the last resourceVersion
+    /// it yielded, on this server or, failing that, the next one of the context. It gives up
+    /// (yields the error, then ends) when no server answers for about `patience`, or on an
+    /// error a new watch cannot cure (authentication, a compacted resourceVersion, ...).
+    pub fn watch_resuming(
+        &self,
+        kind: Kind,
+        selector: &str,
+        resource_version: &str,
+        patience: Duration,
+    ) -> impl Stream<Item = Result<WatchEvent, ClientError>> + Send + 'static {
+        type Events = std::pin::Pin<Box<dyn Stream<Item = Result<WatchEvent, ClientError>> + Send>>;
+        struct St {
+            client: Client,
+            kind: Kind,
+            selector: String,
+            rv: String,
+            patience: Duration,
+            stream: Option<Events>,
+            done: bool,
+        }
+        let st = St {
+            client: self.clone(),
+            kind,
+            selector: selector.to_string(),
+            rv: resource_version.to_string(),
+            patience,
+            stream: None,
+            done: false,
+        };
+        futures::stream::unfold(st, |mut st| async move {
+            if st.done {
+                return None;
+            }
+            let mut since: Option<tokio::time::Instant> = None;
+            let mut delay = Duration::from_millis(100);
+            loop {
+                let Some(stream) = st.stream.as_mut() else {
+                    match st.client.watch(st.kind, &st.selector, &st.rv).await {
+                        Ok(s) => st.stream = Some(Box::pin(s)),
+                        Err(e) if resumable(&e) => {
+                            let start = *since.get_or_insert_with(tokio::time::Instant::now);
+                            if start.elapsed() >= st.patience {
+                                st.done = true;
+                                return Some((Err(e), st));
+                            }
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(2));
+                        }
+                        Err(e) => {
+                            st.done = true;
+                            return Some((Err(e), st));
+                        }
+                    }
+                    continue;
+                };
+                match stream.next().await {
+                    Some(Ok(ev)) => {
+                        let rv = match &ev {
+                            WatchEvent::Bookmark(rv) => Some(rv.clone()),
+                            other => other
+                                .object()
+                                .and_then(|o| o.metadata().resource_version.clone()),
+                        };
+                        if let Some(rv) = rv.filter(|r| !r.is_empty()) {
+                            st.rv = rv;
+                        }
+                        return Some((Ok(ev), st));
+                    }
+                    Some(Err(e)) if resumable(&e) => st.stream = None,
+                    None => st.stream = None,
+                    Some(Err(e)) => {
+                        st.done = true;
+                        return Some((Err(e), st));
+                    }
+                }
+            }
+        })
     }
 
     /// Takes the named leader-election lease for `holder` if free (see the proto).
@@ -477,60 +607,38 @@ impl Client {
         holder: &str,
         ttl: Duration,
     ) -> Result<LeaseStatus, ClientError> {
-        let resp = self
-            .inner
-            .clone()
-            .acquire_lease(proto::AcquireLeaseRequest {
-                name: name.into(),
-                holder: holder.into(),
-                ttl_seconds: u32::try_from(ttl.as_secs().max(1)).unwrap_or(u32::MAX),
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
+        let resp = rpc!(self.acquire_lease(proto::AcquireLeaseRequest {
+            name: name.into(),
+            holder: holder.into(),
+            ttl_seconds: u32::try_from(ttl.as_secs().max(1)).unwrap_or(u32::MAX),
+        }))?;
         Ok(LeaseStatus::from(resp))
     }
 
     /// Renews a held lease; [`ClientError::NotFound`] when it is lost.
     pub async fn renew_lease(&self, name: &str, lease_id: i64) -> Result<LeaseStatus, ClientError> {
-        let resp = self
-            .inner
-            .clone()
-            .renew_lease(proto::LeaseRef {
-                name: name.into(),
-                lease_id,
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
+        let resp = rpc!(self.renew_lease(proto::LeaseRef {
+            name: name.into(),
+            lease_id,
+        }))?;
         Ok(LeaseStatus::from(resp))
     }
 
     /// Gives a held lease up (no-op when it is not held any more).
     pub async fn release_lease(&self, name: &str, lease_id: i64) -> Result<(), ClientError> {
-        self.inner
-            .clone()
-            .release_lease(proto::LeaseRef {
-                name: name.into(),
-                lease_id,
-            })
-            .await
-            .map_err(|s| self.status(s))?;
+        rpc!(self.release_lease(proto::LeaseRef {
+            name: name.into(),
+            lease_id,
+        }))?;
         Ok(())
     }
 
     /// The JSON schema of `kind`, as the server knows it.
     pub async fn schema(&self, kind: Kind) -> Result<String, ClientError> {
-        Ok(self
-            .inner
-            .clone()
-            .schema(proto::SchemaRequest {
-                kind: kind.name().into(),
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner()
-            .json_schema)
+        Ok(rpc!(self.schema(proto::SchemaRequest {
+            kind: kind.name().into(),
+        }))?
+        .json_schema)
     }
 }
 
@@ -605,6 +713,48 @@ where
             }
         }
     })
+}
+
+/// Whether a new watch may cure `e` (the connection or the server failed, not the request).
+fn resumable(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connect { .. } => true,
+        ClientError::Server { code, .. } => matches!(
+            code,
+            Code::Unknown | Code::Internal | Code::Unavailable | Code::Cancelled
+        ),
+        _ => false,
+    }
+}
+
+/// Connects to one server.
+async fn connect_one(
+    server: &str,
+    ca: Option<&str>,
+    token: &BearerToken,
+) -> Result<Inner, ClientError> {
+    let bad = |message: String| ClientError::BadServer {
+        server: server.to_string(),
+        message,
+    };
+    let mut endpoint = Endpoint::from_shared(server.to_string())
+        .map_err(|e| bad(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    if server.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = ca {
+            tls = tls.ca_certificate(Certificate::from_pem(ca));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| bad(e.to_string()))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
+        server: server.to_string(),
+        message: error_chain(&e),
+    })?;
+    Ok(PhoenixClient::with_interceptor(channel, token.clone())
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024))
 }
 
 fn decode_object(bytes: &[u8]) -> Result<Object, ClientError> {
