@@ -17,6 +17,17 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(60);
 const GAUGE: &str = "phoenix_pve_rate_limit_requests_per_second ";
 
+/// The default limits with a burst of 1: every request finds the bucket in use, so fast
+/// answers make the limit grow even when a loaded machine cannot send faster than it allows.
+fn config(fake: &phoenix_pve::testing::FakePve) -> phoenix_pve::PveConfig {
+    let mut config = fake.config();
+    config.limits = Limits {
+        burst: 1,
+        ..Limits::default()
+    };
+    config
+}
+
 /// `n` GETs of `/version`, 8 at a time; how many failed.
 async fn burst(client: &PveClient, n: usize) -> usize {
     let client = Arc::new(client.clone());
@@ -67,9 +78,7 @@ async fn grow_to(client: &PveClient, registry: &Registry, at_least: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limit_grows_halves_on_overload_and_recovers() {
     let fake = fake();
-    let mut config = fake.config();
-    config.limits = Limits::default();
-    let (client, registry) = client_with(config);
+    let (client, registry) = client_with(config(&fake));
     assert_eq!(client.rate_limit(), Some(START_RATE));
     assert_eq!(metric(&registry, GAUGE), START_RATE);
 
@@ -145,9 +154,7 @@ async fn the_limit_grows_halves_on_overload_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_cuts_the_limit_and_zero_means_no_limit() {
     let fake = fake();
-    let mut config = fake.config();
-    config.limits = Limits::default();
-    let (client, registry) = client_with(config);
+    let (client, registry) = client_with(config(&fake));
     grow_to(&client, &registry, START_RATE + 5.0).await;
     let before = client.rate_limit().unwrap();
     // Every request's connection is reset.
