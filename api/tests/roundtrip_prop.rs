@@ -79,7 +79,7 @@ fn guest() -> impl Strategy<Value = Guest> {
                         }),
                         mount_points: vec![],
                         networks: vec![net],
-                        nameservers: vec![],
+                        nameservers: None,
                         search_domain: None,
                         unprivileged: flags.0,
                         features: Some(Features {

@@ -47,10 +47,12 @@ pub struct GuestSpec {
     /// Network interfaces (`net0`, `net1`, ... in order).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<Network>,
-    /// DNS servers (IP addresses).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub nameservers: Vec<String>,
-    /// DNS search domain.
+    /// DNS servers (IP addresses). Absent: not managed (whatever PVE has stays); `[]`:
+    /// removed from PVE (the guest takes the node's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nameservers: Option<Vec<String>>,
+    /// DNS search domain. Absent: not managed (whatever PVE has stays); `""`: removed from
+    /// PVE (the guest takes the node's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search_domain: Option<String>,
     /// Run as an unprivileged container (lxc; default true).

@@ -146,10 +146,15 @@ pub(super) fn guest(s: &GuestSpec, name: &str, v: &mut Validator<'_>) {
             format!("{} is a duplicate", quote(mac))
         },
     );
-    for (i, ns) in s.nameservers.iter().enumerate() {
+    for (i, ns) in s.nameservers.iter().flatten().enumerate() {
         v.at("nameservers").idx(i).check(rules::ip(ns));
     }
-    v.opt("searchDomain", s.search_domain.as_deref(), rules::hostname);
+    // "" removes the search domain.
+    v.opt(
+        "searchDomain",
+        s.search_domain.as_deref().filter(|d| !d.is_empty()),
+        rules::hostname,
+    );
     if let Some(f) = &s.features
         && f.keyctl
         && !s.unprivileged

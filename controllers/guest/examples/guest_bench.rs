@@ -11,6 +11,11 @@
 //! ```sh
 //! cargo run --release -p phoenix-guest --example guest_bench -- [--guests 200] [--latency 0.02] [--create-secs 1]
 //! ```
+//!
+//! The first Phoenix run uses the defaults (4 reconciles at once, the PVE client's default
+//! limits). `--also LABEL:KEY=VALUE,...` adds a Phoenix run with other settings (keys
+//! `concurrency`, `tasks-per-node`, `tasks-per-storage`, `rps`, `burst`; repeatable), on a
+//! fresh fakepve, compared with the same baseline; those skip the resync windows.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +27,7 @@ use phoenix_api::{ConditionStatus, Kind, Object, decode};
 use phoenix_e2e::{Backend, Server};
 use phoenix_guest::{GuestOptions, InventoryOptions};
 use phoenix_pve::testing::{FakePve, FakePveOptions};
-use phoenix_pve::{GuestKind, GuestRef, Params, PveClient};
+use phoenix_pve::{GuestKind, GuestRef, Limits, Params, PveClient};
 use phoenix_runtime::backoff::BackoffConfig;
 use phoenix_runtime::{Manager, RuntimeMetrics};
 use prometheus_client::registry::Registry;
@@ -33,6 +38,53 @@ struct Args {
     latency: f64,
     create_secs: f64,
     resync: Duration,
+    also: Vec<Setup>,
+}
+
+/// A Phoenix run's settings.
+#[derive(Clone, Debug)]
+struct Setup {
+    label: String,
+    concurrency: usize,
+    limits: Limits,
+}
+
+impl Setup {
+    fn defaults() -> Self {
+        Setup {
+            label: "defaults".into(),
+            concurrency: 4,
+            limits: Limits::default(),
+        }
+    }
+
+    /// `LABEL:KEY=VALUE,...`.
+    fn parse(text: &str) -> Self {
+        let (label, pairs) = text.split_once(':').unwrap_or((text, ""));
+        let mut out = Setup {
+            label: label.to_string(),
+            ..Setup::defaults()
+        };
+        for pair in pairs.split(',').filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .unwrap_or_else(|| panic!("--also: {pair} is not KEY=VALUE"));
+            let bad = || -> ! { panic!("--also: {key}={value} is not a number") };
+            match key {
+                "concurrency" => out.concurrency = value.parse().unwrap_or_else(|_| bad()),
+                "tasks-per-node" => {
+                    out.limits.tasks_per_node = value.parse().unwrap_or_else(|_| bad())
+                }
+                "tasks-per-storage" => {
+                    out.limits.tasks_per_storage = value.parse().unwrap_or_else(|_| bad())
+                }
+                "rps" => out.limits.requests_per_second = value.parse().unwrap_or_else(|_| bad()),
+                "burst" => out.limits.burst = value.parse().unwrap_or_else(|_| bad()),
+                other => panic!("--also: unknown key {other}"),
+            }
+        }
+        out
+    }
 }
 
 fn args() -> Args {
@@ -41,6 +93,7 @@ fn args() -> Args {
         latency: 0.02,
         create_secs: 1.0,
         resync: Duration::from_secs(5),
+        also: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,6 +104,7 @@ fn args() -> Args {
             "--guests" => out.guests = value.parse().expect("--guests N"),
             "--latency" => out.latency = value.parse().expect("--latency SECONDS"),
             "--create-secs" => out.create_secs = value.parse().expect("--create-secs SECONDS"),
+            "--also" => out.also.push(Setup::parse(&value)),
             "--resync-secs" => {
                 out.resync = Duration::from_secs(value.parse().expect("--resync-secs N"))
             }
@@ -76,8 +130,10 @@ async fn fake(args: &Args) -> FakePve {
     fake
 }
 
-fn pve(fake: &FakePve) -> PveClient {
-    PveClient::new(fake.config(), &mut Registry::default()).expect("PVE client")
+fn pve(fake: &FakePve, limits: &Limits) -> PveClient {
+    let mut config = fake.config();
+    config.limits = limits.clone();
+    PveClient::new(config, &mut Registry::default()).expect("PVE client")
 }
 
 async fn requests(fake: &FakePve) -> u64 {
@@ -117,14 +173,22 @@ async fn breakdown(fake: &FakePve, since: u64, per: f64) -> String {
         .join(", ")
 }
 
-async fn phoenix(args: &Args) -> (Duration, f64, f64, f64, f64) {
+/// Wall time, calls per guest for the create, per guest in the first resync window, calls
+/// per steady resync, per-guest calls per steady resync (the last three 0 without
+/// `resyncs`), and the rate limit at the end.
+async fn phoenix(
+    args: &Args,
+    setup: &Setup,
+    resyncs: bool,
+) -> (Duration, f64, f64, f64, f64, Option<f64>) {
     let fake = fake(args).await;
+    let pve = pve(&fake, &setup.limits);
     let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
     let client = server.client().await;
     let mut manager = Manager::new(server.client().await, RuntimeMetrics::unregistered());
     manager.add(
         phoenix_guest::controller(
-            pve(&fake),
+            pve.clone(),
             GuestOptions {
                 backoff: BackoffConfig::RECONCILE,
                 inventory: InventoryOptions::default(),
@@ -132,6 +196,7 @@ async fn phoenix(args: &Args) -> (Duration, f64, f64, f64, f64) {
             },
         )
         .resync(Some(args.resync))
+        .concurrency(setup.concurrency)
         .leader(None),
     );
     let running = manager.spawn();
@@ -175,9 +240,15 @@ async fn phoenix(args: &Args) -> (Duration, f64, f64, f64, f64) {
     let took = start.elapsed();
     let create_calls = (requests(&fake).await - before) as f64 / f64::from(args.guests);
     println!(
-        "phoenix:  create calls per guest by endpoint: {}",
+        "phoenix ({}):  create calls per guest by endpoint: {}",
+        setup.label,
         breakdown(&fake, before, f64::from(args.guests)).await
     );
+    let rate = pve.rate_limit();
+    if !resyncs {
+        running.stop().await.expect("controller stops");
+        return (took, create_calls, 0.0, 0.0, 0.0, rate);
+    }
 
     // The first resync after the creates: what it reads per guest.
     let (since, _) = fake.requests_since(u64::MAX).await.unwrap();
@@ -204,14 +275,14 @@ async fn phoenix(args: &Args) -> (Duration, f64, f64, f64, f64) {
         }
     };
     running.stop().await.expect("controller stops");
-    (took, create_calls, first_resync, lists, per_guest)
+    (took, create_calls, first_resync, lists, per_guest, rate)
 }
 
 /// The orchestrator script's way: one guest after the other, create and wait, start and wait;
 /// and a naive resync that reads each guest's config and status.
 async fn baseline(args: &Args) -> (Duration, f64, f64) {
     let fake = fake(args).await;
-    let api = pve(&fake);
+    let api = pve(&fake, &Limits::default());
     let node = fake.node().to_string();
     let before = requests(&fake).await;
     let start = Instant::now();
@@ -248,15 +319,30 @@ async fn main() {
         "guests: {}, latency {} s per request, creates {} s; Phoenix resync every {:?}",
         args.guests, args.latency, args.create_secs, args.resync
     );
-    let (p_took, p_calls, p_first, p_resync, p_per_guest) = phoenix(&args).await;
+    let defaults = Setup::defaults();
+    let (p_took, p_calls, p_first, p_resync, p_per_guest, p_rate) =
+        phoenix(&args, &defaults, true).await;
     println!(
-        "phoenix:  all Ready in {:.1} s, {:.2} PVE calls per guest for the create, {:.2} per guest in the first resync after, {:.1} calls per steady resync ({:.1} per-guest)",
+        "phoenix (defaults):  all Ready in {:.1} s, {:.2} PVE calls per guest for the create, {:.2} per guest in the first resync after, {:.1} calls per steady resync ({:.1} per-guest); rate limit at the end {}",
         p_took.as_secs_f64(),
         p_calls,
         p_first,
         p_resync,
-        p_per_guest
+        p_per_guest,
+        rate_text(p_rate)
     );
+    let mut others = Vec::new();
+    for setup in &args.also {
+        let (took, calls, _, _, _, rate) = phoenix(&args, setup, false).await;
+        println!(
+            "phoenix ({}):  all Ready in {:.1} s, {:.2} PVE calls per guest for the create; rate limit at the end {} ({setup:?})",
+            setup.label,
+            took.as_secs_f64(),
+            calls,
+            rate_text(rate)
+        );
+        others.push((setup.label.clone(), took, calls));
+    }
     let (b_took, b_calls, b_resync) = baseline(&args).await;
     println!(
         "baseline: all created and started in {:.1} s, {:.2} PVE calls per guest, {:.0} calls per naive resync (config + status per guest)",
@@ -265,9 +351,21 @@ async fn main() {
         b_resync
     );
     println!(
-        "ratios (baseline / phoenix): time {:.1}x, calls per guest {:.2}x, calls per resync {:.0}x",
+        "ratios (baseline / phoenix defaults): time {:.1}x, calls per guest {:.2}x, calls per resync {:.0}x",
         b_took.as_secs_f64() / p_took.as_secs_f64(),
         b_calls / p_calls,
         b_resync / p_resync.max(1.0)
     );
+    for (label, took, calls) in others {
+        println!(
+            "ratios (baseline / phoenix {label}): time {:.1}x, calls per guest {:.2}x",
+            b_took.as_secs_f64() / took.as_secs_f64(),
+            b_calls / calls
+        );
+    }
+}
+
+fn rate_text(rate: Option<f64>) -> String {
+    rate.map(|r| format!("{r:.0}/s"))
+        .unwrap_or_else(|| "none".into())
 }

@@ -71,7 +71,7 @@ pub fn text(value: &Value) -> String {
 /// How a managed key is compared with what PVE holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Want {
-    /// Exact text (`cores`, `memory`, `nameserver`, ...).
+    /// Exact text (`cores`, `memory`, `nameserver`, ...); empty: the key should be absent.
     Text(String),
     /// A boolean; absent in PVE counts as false. `agent` may read `enabled=1`.
     Flag(bool),
@@ -173,7 +173,8 @@ impl Wanted {
     /// key should be absent.
     pub fn value(&self) -> Option<String> {
         match &self.want {
-            Want::Text(t) | Want::Tags(t) => Some(t.clone()),
+            Want::Text(t) => (!t.is_empty()).then(|| t.clone()),
+            Want::Tags(t) => Some(t.clone()),
             Want::Flag(b) => Some(u8::from(*b).to_string()),
             Want::Marker(uid) => Some(marker(uid)),
             Want::Props { props, style, .. } => {
@@ -259,13 +260,12 @@ pub fn wanted(guest: &Guest, uid: &str) -> Vec<Wanted> {
         "metadata.uid",
         Some(Want::Marker(uid.to_string())),
     );
-    if !spec.nameservers.is_empty() {
-        push(
-            "nameserver",
-            "spec.nameservers",
-            Some(Want::Text(spec.nameservers.join(" "))),
-        );
-    }
+    // Absent: not managed; empty (`[]`, `""`): the key is removed.
+    push(
+        "nameserver",
+        "spec.nameservers",
+        spec.nameservers.as_ref().map(|ns| Want::Text(ns.join(" "))),
+    );
     push(
         "searchdomain",
         "spec.searchDomain",
@@ -443,7 +443,8 @@ pub fn differences(wanted: &[Wanted], config: &Map<String, Value>) -> Vec<Differ
                     if found == *t {
                         return None;
                     }
-                    Some(t.clone())
+                    // Empty: delete the key.
+                    (!t.is_empty()).then(|| t.clone())
                 }
                 Want::Props { props, keep, style } => {
                     let have = style.parse(&found);
@@ -578,6 +579,60 @@ mod tests {
             .into_iter()
             .map(|d| (d.wanted.key, d.found, d.send))
             .collect()
+    }
+
+    #[test]
+    fn dns_absent_is_unmanaged_and_empty_removes() {
+        let base = json!({
+            "cores": 2, "memory": 1024, "hostname": "web", "onboot": 0,
+            "tags": "phoenix-managed;prod;web", "description": "phoenix-uid: u1\n",
+        });
+        let with_dns = {
+            let mut c = base.clone();
+            c["nameserver"] = json!("10.0.0.1 10.0.0.2");
+            c["searchdomain"] = json!("internal.example");
+            c
+        };
+        // Absent: whatever PVE has stays, and nothing is created.
+        let absent = guest(json!({}));
+        assert!(diff(&absent, with_dns.clone()).is_empty());
+        let keys: Vec<_> = create_params(&wanted(&absent, "u1"))
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert!(!keys.contains(&"nameserver".to_string()), "{keys:?}");
+        // Declared: set, and compared exactly.
+        let set = guest(json!({"nameservers": ["10.0.0.3"], "searchDomain": "lab.example"}));
+        assert_eq!(
+            diff(&set, with_dns.clone()),
+            vec![
+                (
+                    "nameserver".into(),
+                    "10.0.0.1 10.0.0.2".into(),
+                    Some("10.0.0.3".into())
+                ),
+                (
+                    "searchdomain".into(),
+                    "internal.example".into(),
+                    Some("lab.example".into())
+                ),
+            ]
+        );
+        // Empty: deleted when present, nothing to do when absent, not sent at create.
+        let empty = guest(json!({"nameservers": [], "searchDomain": ""}));
+        assert_eq!(
+            diff(&empty, with_dns),
+            vec![
+                ("nameserver".into(), "10.0.0.1 10.0.0.2".into(), None),
+                ("searchdomain".into(), "internal.example".into(), None),
+            ]
+        );
+        assert!(diff(&empty, base).is_empty());
+        assert!(
+            create_params(&wanted(&empty, "u1"))
+                .iter()
+                .all(|(k, _)| k != "nameserver" && k != "searchdomain")
+        );
     }
 
     #[test]

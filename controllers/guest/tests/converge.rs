@@ -290,3 +290,104 @@ async fn every_field_converges_after_creation() {
     assert!(locate(&api, VMID).await.is_none(), "destroyed");
     ctl.stop().await.expect("controllers stop cleanly");
 }
+
+/// `nameservers`/`searchDomain`: set, emptied (`[]`, `""`: removed from PVE's config with
+/// `delete=`, pending until the restart `IfNeeded` makes), set again, then left out of the spec (not managed: PVE's value stays, and a
+/// change by hand is not reverted while other drift is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_absent_is_unmanaged_and_empty_removes() {
+    const DNS: u32 = 932;
+    let (fake, _server, client, api, ctl) = setup(2).await;
+    // A running container takes the removal at its next start: IfNeeded restarts it.
+    let dns = |tail: &str| {
+        lxc(
+            &fake,
+            "dns",
+            Some(DNS),
+            &format!("  cores: 1\n  restartPolicy: IfNeeded\n{tail}"),
+        )
+    };
+
+    client
+        .apply(
+            &dns("  nameservers: [10.0.0.1, 10.0.0.2]\n  searchDomain: internal.example\n"),
+            false,
+        )
+        .await
+        .unwrap();
+    wait_ready(&client, "dns").await;
+    let c = pve_config(&api, DNS).await;
+    assert_eq!(text(&c, "nameserver"), "10.0.0.1 10.0.0.2");
+    assert_eq!(text(&c, "searchdomain"), "internal.example");
+
+    // Emptied: removed.
+    client
+        .apply(&dns("  nameservers: []\n  searchDomain: \"\"\n"), false)
+        .await
+        .unwrap();
+    wait_pve(&api, DNS, "without nameserver and searchdomain", |c| {
+        !c.contains_key("nameserver") && !c.contains_key("searchdomain")
+    })
+    .await;
+    wait_guest(&client, "dns", "Ready at the new generation", |g| {
+        g.is_some_and(ready_at_generation)
+    })
+    .await;
+
+    // Set again, then left out of the spec: PVE keeps what it has.
+    client
+        .apply(
+            &dns("  nameservers: [10.0.0.9]\n  searchDomain: lab.example\n"),
+            false,
+        )
+        .await
+        .unwrap();
+    wait_pve(&api, DNS, "nameserver 10.0.0.9", |c| {
+        text(c, "nameserver") == "10.0.0.9" && text(c, "searchdomain") == "lab.example"
+    })
+    .await;
+    client
+        .apply(
+            &lxc(
+                &fake,
+                "dns",
+                Some(DNS),
+                "  cores: 2\n  restartPolicy: IfNeeded\n",
+            ),
+            false,
+        )
+        .await
+        .unwrap();
+    wait_pve(&api, DNS, "cores 2", |c| text(c, "cores") == "2").await;
+    wait_guest(&client, "dns", "Ready at the new generation", |g| {
+        g.is_some_and(ready_at_generation)
+    })
+    .await;
+    let c = pve_config(&api, DNS).await;
+    assert_eq!(text(&c, "nameserver"), "10.0.0.9", "unmanaged: left alone");
+    assert_eq!(text(&c, "searchdomain"), "lab.example");
+
+    // A change by hand to an unmanaged key is not drift; one to cores is, in the same pass.
+    let at = locate(&api, DNS).await.unwrap();
+    edit_outside(
+        &api,
+        &at,
+        json!({"nameserver": "10.0.0.8", "searchdomain": "hand.example", "cores": 3}),
+    )
+    .await;
+    wait_pve(&api, DNS, "cores reverted to 2", |c| {
+        text(c, "cores") == "2"
+    })
+    .await;
+    // (On a running container PVE keeps the DNS edit pending: read the config with it.)
+    let c = api.guest_config(&at, false).await.unwrap().values;
+    assert_eq!(text(&c, "nameserver"), "10.0.0.8");
+    assert_eq!(text(&c, "searchdomain"), "hand.example");
+
+    client
+        .delete(Kind::Guest, "dns", None, false)
+        .await
+        .unwrap();
+    wait_guest(&client, "dns", "gone", |g| g.is_none()).await;
+    ctl.stop().await.expect("controllers stop cleanly");
+}

@@ -87,8 +87,8 @@ async fn the_example_guests_converge() {
         let net0 = props(&text(&c, "net0"));
         assert_eq!(net0["bridge"], "vmbr0", "{vmid}");
         assert_eq!(net0["firewall"], "1", "{vmid}");
-        if !s.nameservers.is_empty() {
-            assert_eq!(text(&c, "nameserver"), s.nameservers.join(" "), "{vmid}");
+        if let Some(ns) = &s.nameservers {
+            assert_eq!(text(&c, "nameserver"), ns.join(" "), "{vmid}");
         }
         let state = api.guest_status(&at).await.unwrap().status;
         let want = format!("{:?}", s.power_state).to_lowercase();

@@ -1,5 +1,7 @@
 //! The guest controller hosted by `phoenix serve`: started with the `--pve-*` flags (a Guest
-//! reaches Ready and exists in fakepve), and not started without them (one log line says so).
+//! reaches Ready and exists in fakepve; with the default `--guest-resync` of 30 s, cores
+//! changed by hand in PVE are reverted within 60 s), and not started without them (one log
+//! line says so).
 //!
 //! Needs the fakepve venv (hack/install-deps.sh) and the `phoenix` binary
 //! (`cargo build -p phoenix`).
@@ -12,7 +14,7 @@ use phoenix_api::kinds::Guest;
 use phoenix_api::{ConditionStatus, Kind, decode};
 use phoenix_e2e::{Backend, Server};
 use phoenix_pve::testing::FakePve;
-use phoenix_pve::{GuestKind, GuestRef, PveClient};
+use phoenix_pve::{ConfigUpdate, GuestKind, GuestRef, PveClient};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
@@ -70,6 +72,34 @@ async fn serve_hosts_the_guest_controller_with_pve_flags() {
         .await
         .unwrap();
     assert_eq!(config.values["cores"], json!(2));
+
+    // Drift with the server's defaults (no --guest-resync given: 30 s): cores changed by hand
+    // in PVE are found in `/cluster/resources` and reverted within a minute.
+    let at = GuestRef::new(fake.node(), GuestKind::Lxc, 910);
+    pve.update_guest_config(
+        &at,
+        &ConfigUpdate {
+            set: json!({"cores": 4}).as_object().unwrap().clone(),
+            digest: config.digest.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let changed = Instant::now();
+    loop {
+        let cores = pve.guest_config(&at, true).await.unwrap().values["cores"].clone();
+        if cores == json!(2) {
+            break;
+        }
+        assert_eq!(cores, json!(4), "only Phoenix changes it back");
+        assert!(
+            changed.elapsed() < Duration::from_secs(60),
+            "cores 4 not reverted to 2 within 60 s with the default --guest-resync\nserver log:\n{}",
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     client
         .delete(Kind::Guest, "app", None, false)
@@ -188,6 +218,15 @@ async fn serve_with_ticket_auth_and_limits_exports_pve_metrics() {
         metrics.contains("pve_tasks_total{type=\"vzcreate\",result=\"ok\"}"),
         "{metrics}"
     );
+    // The adaptive rate limit, under its ceiling of 100.
+    let rate: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("pve_rate_limit_requests_per_second "))
+        .unwrap_or_else(|| panic!("the rate limit gauge on /metrics:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1.0..=100.0).contains(&rate), "{rate}");
     assert!(
         !metrics.contains(&fake.info().password)
             && !server.log_tail().contains(&fake.info().password),

@@ -18,7 +18,7 @@ use url::Url;
 use crate::auth::{Auth, AuthHeaders, HeaderError, Session, sensitive};
 use crate::config::{PveConfig, RetryPolicy, Timeouts, valid_node_name};
 use crate::error::{Call, PveError, classify, tls_failure};
-use crate::limits::{RateLimiter, TaskSlots};
+use crate::limits::{FAST, Permit, RateLimiter, Signal, Slowdown, TaskSlots};
 use crate::metrics::PveMetrics;
 use crate::params::{Params, endpoint_template};
 use crate::tls::{TlsError, client_config};
@@ -157,6 +157,9 @@ impl PveClient {
             .build()
             .map_err(BuildError::Http)?;
         let auth = Auth::new(&config.credentials, config.timeouts.ticket_renew_after)?;
+        let metrics = PveMetrics::new(registry);
+        let rate = RateLimiter::new(config.limits.requests_per_second, config.limits.burst);
+        metrics.rate_limit.set(rate.rate().unwrap_or(0.0));
         Ok(PveClient {
             inner: Arc::new(Inner {
                 http,
@@ -164,9 +167,9 @@ impl PveClient {
                 current: AtomicUsize::new(0),
                 auth,
                 generation: AtomicU64::new(0),
-                metrics: PveMetrics::new(registry),
+                metrics,
                 slots: TaskSlots::new(&config.limits),
-                rate: RateLimiter::new(config.limits.requests_per_second, config.limits.burst),
+                rate,
                 default_node: config.default_node,
                 timeouts: config.timeouts,
                 lock_retry: config.lock_retry,
@@ -180,6 +183,28 @@ impl PveClient {
     /// The client's metrics.
     pub fn metrics(&self) -> &PveMetrics {
         &self.inner.metrics
+    }
+
+    /// The adaptive request rate limit now, requests per second; `None` without a limit
+    /// (ADR 0029).
+    pub fn rate_limit(&self) -> Option<f64> {
+        self.inner.rate.rate()
+    }
+
+    /// Feeds an answer's signal to the adaptive rate limit and its metrics.
+    fn observe(&self, permit: Permit, signal: Signal) {
+        let inner = &self.inner;
+        if let Some((cut, rate)) = inner.rate.observe(permit, signal) {
+            inner.metrics.rate_limit.set(rate);
+            if let Some(reason) = cut {
+                inner.metrics.rate_limit_cut(reason);
+                tracing::info!(
+                    reason = reason.label(),
+                    requests_per_second = rate,
+                    "PVE looks overloaded; halved the request rate limit"
+                );
+            }
+        }
     }
 
     /// The configured default node.
@@ -411,7 +436,7 @@ impl PveClient {
         loop {
             let index = (first + attempt) % count;
             let base = &inner.endpoints[index];
-            inner.rate.acquire().await;
+            let permit = inner.rate.acquire().await;
             let url = self.url(
                 base,
                 &call.path,
@@ -456,6 +481,7 @@ impl PveClient {
                         started.elapsed().as_secs_f64(),
                     );
                     tracing::debug!(call = %call, endpoint = %base, error = %err, "PVE request failed");
+                    self.observe(permit, signal(&err));
                     if matches!(err, PveError::Connect { .. }) && attempt + 1 < count {
                         attempt += 1;
                         continue;
@@ -477,11 +503,13 @@ impl PveClient {
                         "transport",
                         started.elapsed().as_secs_f64(),
                     );
-                    return Err(PveError::Transport {
+                    let err = PveError::Transport {
                         call: call.clone(),
                         timeout: source.is_timeout(),
                         source,
-                    });
+                    };
+                    self.observe(permit, signal(&err));
+                    return Err(err);
                 }
             };
             let seconds = started.elapsed().as_secs_f64();
@@ -492,8 +520,36 @@ impl PveClient {
             if index != first {
                 inner.current.store(index, Ordering::Relaxed);
             }
-            return answer(call, status, reason, &body);
+            let result = answer(call, status, reason, &body);
+            let fast = std::time::Duration::from_secs_f64(seconds) <= FAST;
+            self.observe(
+                permit,
+                match &result {
+                    Ok(_) if fast => Signal::Fast,
+                    Ok(_) => Signal::Hold,
+                    Err(err) => signal(err),
+                },
+            );
+            return result;
         }
+    }
+}
+
+/// What a failed request says about PVE's load (ADR 0029): overload for 5xx answers that are
+/// not about the request itself, timeouts, lock timeouts and broken connections; nothing for
+/// the rest (4xx, a missing guest, no quorum, 595 `No route to host`, a locked guest, TLS).
+fn signal(err: &PveError) -> Signal {
+    match err {
+        PveError::Transport { timeout: true, .. } => Signal::Overloaded(Slowdown::Timeout),
+        PveError::Connect { .. } | PveError::Transport { .. } => {
+            Signal::Overloaded(Slowdown::Connection)
+        }
+        PveError::LockTimeout { .. } => Signal::Overloaded(Slowdown::LockContention),
+        PveError::NodeUnreachable {
+            status: 596 | 599, ..
+        } => Signal::Overloaded(Slowdown::Connection),
+        PveError::Api { status, .. } if *status >= 500 => Signal::Overloaded(Slowdown::ServerError),
+        _ => Signal::Hold,
     }
 }
 

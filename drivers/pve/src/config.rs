@@ -160,7 +160,7 @@ impl PveConfig {
 ///   node: pve1
 ///   tasksPerNode: 8
 ///   tasksPerStorage: 4
-///   requestsPerSecond: 50
+///   requestsPerSecond: 200                     # the adaptive limit's ceiling
 ///   burst: 20
 /// ```
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -194,9 +194,9 @@ pub struct PveSettings {
     pub tasks_per_node: Option<usize>,
     /// `--pve-tasks-per-storage N` (0: no limit).
     pub tasks_per_storage: Option<usize>,
-    /// `--pve-requests-per-second R` (0: no limit).
+    /// `--pve-requests-per-second R`: the adaptive limit's ceiling (0: no limit).
     pub requests_per_second: Option<f64>,
-    /// `--pve-burst N`.
+    /// `--pve-burst N`: the most requests at once above the rate.
     pub burst: Option<u32>,
 }
 

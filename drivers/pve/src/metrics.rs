@@ -7,8 +7,10 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// Labels of a finished request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +73,17 @@ pub struct PveMetrics {
     pub lock_retries: Family<EndpointLabels, Counter>,
     /// `pve_logins_total{result}` (ticket auth only).
     pub logins: Family<LoginLabels, Counter>,
+    /// `pve_rate_limit_requests_per_second`: the adaptive limit now (0: no limit).
+    pub rate_limit: Gauge<f64, AtomicU64>,
+    /// `pve_rate_limit_decreases_total{reason}`.
+    pub rate_limit_decreases: Family<ReasonLabels, Counter>,
+}
+
+/// Labels of a cut of the rate limit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `server_error`, `timeout`, `lock`, `connection` ([`crate::limits::Slowdown`]).
+    pub reason: String,
 }
 
 /// Labels of a login.
@@ -90,6 +103,8 @@ impl PveMetrics {
             task_duration: Family::new_with_constructor(task_histogram),
             lock_retries: Family::default(),
             logins: Family::default(),
+            rate_limit: Gauge::default(),
+            rate_limit_decreases: Family::default(),
         };
         registry.register(
             "pve_requests",
@@ -124,7 +139,27 @@ impl PveMetrics {
             "Ticket logins (POST /access/ticket) to Proxmox VE by result",
             metrics.logins.clone(),
         );
+        registry.register(
+            "pve_rate_limit_requests_per_second",
+            "The adaptive limit of requests per second to Proxmox VE now \
+             (at most --pve-requests-per-second; 0 when there is no limit)",
+            metrics.rate_limit.clone(),
+        );
+        registry.register(
+            "pve_rate_limit_decreases",
+            "Times the adaptive request rate limit was halved, by reason \
+             (server_error, timeout, lock, connection)",
+            metrics.rate_limit_decreases.clone(),
+        );
         metrics
+    }
+
+    pub(crate) fn rate_limit_cut(&self, reason: crate::limits::Slowdown) {
+        self.rate_limit_decreases
+            .get_or_create(&ReasonLabels {
+                reason: reason.label().to_string(),
+            })
+            .inc();
     }
 
     pub(crate) fn request(&self, endpoint: &str, method: &str, status: &str, seconds: f64) {

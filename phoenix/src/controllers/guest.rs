@@ -50,10 +50,11 @@ pub struct PveArgs {
     /// PVE tasks run at once that allocate on one storage of one node (default 4; 0: no limit).
     #[arg(long, value_name = "N")]
     pub pve_tasks_per_storage: Option<usize>,
-    /// Requests per second to PVE, all endpoints together (default 50; 0: no limit).
+    /// Ceiling of the adaptive request rate to PVE, all endpoints together (default 200; it
+    /// starts at 50/s, grows while PVE answers fast, halves on overload; 0: no limit).
     #[arg(long, value_name = "R")]
     pub pve_requests_per_second: Option<f64>,
-    /// Requests allowed at once above that rate (default 20).
+    /// Most requests allowed at once above that rate (default 20).
     #[arg(long, value_name = "N")]
     pub pve_burst: Option<u32>,
     /// How long a Guest whose `/cluster/resources` entry did not change may go without a full
