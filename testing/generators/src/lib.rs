@@ -45,6 +45,9 @@ pub fn config(ci_cases: u32) -> Config {
         c.cases = ci_cases;
     }
     c.max_shrink_iters = 256;
+    // Integration tests have no lib.rs for proptest to put regressions next to; a failure
+    // found is turned into a named regression test instead (docs/fuzzing.md).
+    c.failure_persistence = None;
     c
 }
 
@@ -259,30 +262,19 @@ fn opt_select(names: &[String]) -> BoxedStrategy<Option<String>> {
 
 // ---- Gateway ----------------------------------------------------------------------------
 
-/// A Gateway backend: a URL (host from `url_host`), a guest with a port, or a mesh; an
-/// optional weight.
-fn gateway_backend(url_host: BoxedStrategy<String>) -> BoxedStrategy<Backend> {
+/// A Gateway backend speaking `scheme`: a URL (host from `url_host`), a guest with a port,
+/// or (plain HTTP only: the test directory's meshes speak it) a mesh; an optional weight.
+/// One location's backends share a scheme (admission's rule, and nginx's).
+fn gateway_backend(url_host: BoxedStrategy<String>, scheme: Scheme) -> BoxedStrategy<Backend> {
     let weight = prop::option::of(1u32..=100);
+    let with_scheme = (mesh_backend(url_host, Some(scheme)), weight.clone())
+        .prop_map(|(b, weight)| Backend { weight, ..b });
+    if scheme == Scheme::Https {
+        return with_scheme.boxed();
+    }
     prop_oneof![
-        (url(&["http", "https"], url_host), weight.clone()).prop_map(|(u, weight)| Backend {
-            url: Some(u),
-            weight,
-            ..Backend::default()
-        }),
-        (
-            dns_label(),
-            port(),
-            prop::option::of(scheme()),
-            weight.clone()
-        )
-            .prop_map(|(g, p, scheme, weight)| Backend {
-                guest: Some(g),
-                port: Some(p),
-                scheme,
-                weight,
-                ..Backend::default()
-            }),
-        (dns_label(), weight).prop_map(|(m, weight)| Backend {
+        2 => with_scheme,
+        1 => (dns_label(), weight).prop_map(|(m, weight)| Backend {
             mesh: Some(m),
             weight,
             ..Backend::default()
@@ -298,7 +290,9 @@ fn location(
     url_host: BoxedStrategy<String>,
 ) -> BoxedStrategy<Location> {
     (
-        prop::collection::vec(gateway_backend(url_host), 1..4),
+        scheme().prop_flat_map(move |s| {
+            prop::collection::vec(gateway_backend(url_host.clone(), s), 1..4)
+        }),
         prop_oneof![
             Just(LoadBalancing::RoundRobin),
             Just(LoadBalancing::LeastConn),
