@@ -676,7 +676,8 @@ pub fn mesh_spec_with(url_host: BoxedStrategy<String>) -> BoxedStrategy<MeshSpec
                 Just(caddy),
                 services,
                 target,
-                hostname(),
+                // A service's default host is NAME.DOMAIN: leave room for a 63-character name.
+                hostname().prop_filter("room for a service name", |d| d.len() <= 253 - 64),
                 prop::option::of(dns_label()),
                 prop::option::of(dns_label()),
                 (
