@@ -1,7 +1,7 @@
 //! Properties of decoding and admission (docs/fuzzing.md):
 //! - no input panics the decoder or admission: arbitrary bytes, YAML-ish token soup, and the
-//!   shipped example manifests with random edits; every error names a position (line) or a
-//!   field path;
+//!   shipped example manifests with random edits, as manifest files and as the API server's
+//!   JSON request bodies; every error names a position (line) or a field path;
 //! - the shared generators (`phoenix-generators`) produce only specs admission accepts, as
 //!   objects and as manifest text: the renderers' property tests rely on that;
 //! - the injection corpus in any string of a generated spec is refused with that string's
@@ -69,8 +69,45 @@ fn examples() -> Vec<String> {
     out
 }
 
+/// The API's wire format: `decode_json` then admission, as the API server does.
+fn check_json(bytes: &[u8]) {
+    match phoenix_api::decode::decode_json("request", bytes) {
+        Err(e) => assert_located(&e),
+        Ok(object) => {
+            if let Err(errors) = admit(object) {
+                for e in &errors.0 {
+                    assert!(!e.path.is_empty() && !e.reason.is_empty(), "{e}");
+                }
+            }
+        }
+    }
+}
+
+/// The example objects as JSON request bodies.
+fn example_json() -> Vec<String> {
+    examples()
+        .iter()
+        .flat_map(|text| phoenix_api::decode::decode_str("example.yaml", text).unwrap())
+        .map(|o| String::from_utf8(o.to_json_bytes()).unwrap())
+        .collect()
+}
+
 proptest! {
     #![proptest_config(generate::config(256))]
+
+    #[test]
+    fn arbitrary_json_bodies_never_panic_and_errors_are_located(
+        bytes in prop::collection::vec(any::<u8>(), 0..600)
+    ) {
+        check_json(&bytes);
+    }
+
+    #[test]
+    fn edited_json_objects_never_panic_and_errors_are_located(
+        bytes in prop::sample::select(example_json()).prop_flat_map(generate::mutated)
+    ) {
+        check_json(&bytes);
+    }
 
     #[test]
     fn arbitrary_bytes_never_panic_and_errors_are_located(
