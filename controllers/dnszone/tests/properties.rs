@@ -8,8 +8,9 @@
 //!   controller does), put in a real dnsmasq's `--hostsdir`, answers every name with its
 //!   addresses (`dig`), one dnsmasq for all cases.
 //!
-//! Sources other than static records (Gateways, Meshes, Guests) have properties of their
-//! own; here they name objects that do not exist, which must be harmless.
+//! Records come from static records and from generated, admitted Gateways and Meshes whose
+//! route and service hosts are moved into the zone (wildcard routes included: BIND gets them,
+//! the hosts file leaves them out). Guests are not generated here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -26,15 +27,19 @@ use phoenix_e2e::dnsmasq::Dnsmasq;
 use phoenix_generators as generate;
 use proptest::prelude::*;
 
-/// No Gateway, Mesh or Guest exists.
-struct Nothing;
+/// The Gateways and Meshes a generated zone takes records from (no Guests).
+#[derive(Debug, Clone)]
+struct Estate {
+    gateways: BTreeMap<String, Gateway>,
+    meshes: BTreeMap<String, Mesh>,
+}
 
-impl Objects for Nothing {
-    fn gateway(&self, _: &str) -> Option<Gateway> {
-        None
+impl Objects for Estate {
+    fn gateway(&self, name: &str) -> Option<Gateway> {
+        self.gateways.get(name).cloned()
     }
-    fn mesh(&self, _: &str) -> Option<Mesh> {
-        None
+    fn mesh(&self, name: &str) -> Option<Mesh> {
+        self.meshes.get(name).cloned()
     }
     fn guest(&self, _: &str) -> Option<Guest> {
         None
@@ -42,6 +47,65 @@ impl Objects for Nothing {
     fn guests(&self) -> Vec<Guest> {
         Vec::new()
     }
+}
+
+/// `host`'s first label (`*` included) moved into `zone`, when the result is a DNS name.
+fn into_zone(host: &str, zone: &str) -> Option<String> {
+    let first = host.split('.').next()?;
+    let name = format!("{first}.{zone}");
+    (name.len() <= 253).then_some(name)
+}
+
+/// A valid DnsZone whose `records.gateways` and `records.meshes` name generated, admitted
+/// Gateways and Meshes with route and service hosts inside the zone (wildcards included).
+fn zone_with_sources() -> BoxedStrategy<(DnsZoneSpec, Estate)> {
+    (
+        generate::dns_zone_spec(),
+        prop::collection::vec(generate::gateway_spec(), 0..3),
+        prop::collection::vec(generate::mesh_spec(), 0..3),
+    )
+        .prop_map(|(mut spec, gateways, meshes)| {
+            let zone = spec.zone.clone();
+            let mut estate = Estate {
+                gateways: BTreeMap::new(),
+                meshes: BTreeMap::new(),
+            };
+            for (i, mut g) in gateways.into_iter().enumerate() {
+                let mut seen = BTreeSet::new();
+                for r in &mut g.routes {
+                    if let Some(h) = into_zone(&r.host, &zone) {
+                        r.host = h;
+                    }
+                }
+                g.routes.retain(|r| seen.insert(r.host.clone()));
+                let name = format!("gw{i}");
+                let Ok(Object::Gateway(g)) = admit(Object::Gateway(Gateway::new(&name, g))) else {
+                    panic!("a Gateway with hosts moved into its zone is still admitted");
+                };
+                estate.gateways.insert(name, g);
+            }
+            for (i, mut m) in meshes.into_iter().enumerate() {
+                for s in &mut m.services {
+                    s.host = into_zone(&s.name, &zone).or(s.host.take());
+                }
+                let mut seen = BTreeSet::new();
+                let services = std::mem::take(&mut m.services);
+                for s in services {
+                    if seen.insert((m.host_of(&s), s.path_prefix.clone())) {
+                        m.services.push(s);
+                    }
+                }
+                let name = format!("mesh{i}");
+                let Ok(Object::Mesh(m)) = admit(Object::Mesh(Mesh::new(&name, m))) else {
+                    panic!("a Mesh with hosts moved into its zone is still admitted");
+                };
+                estate.meshes.insert(name, m);
+            }
+            spec.records.gateways = estate.gateways.keys().cloned().collect();
+            spec.records.meshes = estate.meshes.keys().cloned().collect();
+            (spec, estate)
+        })
+        .boxed()
 }
 
 fn admitted(spec: DnsZoneSpec) -> DnsZoneSpec {
@@ -57,8 +121,8 @@ fn ttl(spec: &DnsZoneSpec) -> u32 {
 }
 
 /// The zone file of `spec`'s records as the RFC 2136 target would add them.
-fn zone_file(spec: &DnsZoneSpec) -> String {
-    let desired = wanted(spec, &Nothing).records;
+fn zone_file(spec: &DnsZoneSpec, estate: &Estate) -> String {
+    let desired = wanted(spec, estate).records;
     let plan = phoenix_dns::owner::plan(&[], "gen", &desired, ttl(spec));
     let zone = &spec.zone;
     let mut out = format!(
@@ -114,8 +178,8 @@ fn dnsmasq() -> &'static Dnsmasq {
 
 /// Writes the hosts file of `spec` into dnsmasq's hosts directory and waits until every
 /// name answers with (at least) its addresses.
-fn dnsmasq_answers(spec: &DnsZoneSpec, case: usize) {
-    let entries: BTreeMap<String, BTreeSet<IpAddr>> = wanted(spec, &Nothing)
+fn dnsmasq_answers(spec: &DnsZoneSpec, estate: &Estate, case: usize) {
+    let entries: BTreeMap<String, BTreeSet<IpAddr>> = wanted(spec, estate)
         .records
         .into_iter()
         .filter(|(n, _)| !n.starts_with("*."))
@@ -154,9 +218,9 @@ proptest! {
     #![proptest_config(generate::config(32))]
 
     #[test]
-    fn bind_accepts_the_records_of_every_admitted_zone(spec in generate::dns_zone_spec()) {
+    fn bind_accepts_the_records_of_every_admitted_zone((spec, estate) in zone_with_sources()) {
         let spec = admitted(spec);
-        named_checkzone(&spec.zone, &zone_file(&spec));
+        named_checkzone(&spec.zone, &zone_file(&spec, &estate));
     }
 }
 
@@ -166,8 +230,8 @@ proptest! {
     #![proptest_config(generate::config(16))]
 
     #[test]
-    fn dnsmasq_answers_the_hosts_file_of_every_admitted_zone(spec in generate::dns_zone_spec()) {
+    fn dnsmasq_answers_the_hosts_file_of_every_admitted_zone((spec, estate) in zone_with_sources()) {
         let spec = admitted(spec);
-        dnsmasq_answers(&spec, CASE.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        dnsmasq_answers(&spec, &estate, CASE.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
     }
 }
