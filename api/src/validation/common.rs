@@ -89,6 +89,28 @@ pub(super) fn ssh_target(t: &SshTarget, guest: Option<&str>, v: &mut Validator<'
     v.at("secretRef").check(rules::dns_label(&t.secret_ref));
 }
 
+/// The scheme a backend speaks when admission can tell: a URL's, or a guest's `scheme`
+/// (default `http`); `None` for a mesh (its entry point decides, at run time).
+fn static_scheme(b: &Backend) -> Option<&str> {
+    if let Some(u) = &b.url {
+        return u.split_once("://").map(|(s, _)| s);
+    }
+    b.guest
+        .as_ref()
+        .map(|_| b.scheme.unwrap_or_default().as_str())
+}
+
+/// Records an error at `backends` when its backends mix `http` and `https` (one proxied
+/// upstream group, nginx's or Caddy's, speaks one scheme).
+pub(super) fn one_scheme(backends: &[Backend], v: &mut Validator<'_>) {
+    let mut schemes = backends.iter().filter_map(static_scheme);
+    if let Some(first) = schemes.next()
+        && schemes.any(|s| !s.eq_ignore_ascii_case(first))
+    {
+        v.error("mixes http and https backends; one upstream group speaks one scheme (split them into two locations or services)");
+    }
+}
+
 pub(super) fn backend(b: &Backend, allow_mesh: bool, v: &mut Validator<'_>) {
     let mut options = vec![("url", b.url.is_some()), ("guest", b.guest.is_some())];
     if allow_mesh {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Validator;
-use super::common::{backend, exactly_one, in_range, ssh_target, unique};
+use super::common::{backend, exactly_one, in_range, one_scheme, ssh_target, unique};
 use super::rules;
 use crate::decode::quote;
 use crate::kinds::gateway::{GatewaySpec, NginxRuntime};
@@ -177,6 +177,7 @@ pub(super) fn gateway(s: &GatewaySpec, v: &mut Validator<'_>) {
             for (k, b) in loc.backends.iter().enumerate() {
                 backend(b, true, &mut lv.at("backends").idx(k));
             }
+            one_scheme(&loc.backends, &mut lv.at("backends"));
             if let Some(z) = &loc.rate_limit
                 && !zones.contains(z.as_str())
             {

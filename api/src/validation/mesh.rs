@@ -1,7 +1,7 @@
 //! Rules of the `Mesh` kind.
 
 use super::Validator;
-use super::common::{backend, duplicates, exactly_one, ssh_target, unique};
+use super::common::{backend, duplicates, exactly_one, one_scheme, ssh_target, unique};
 use super::rules::{self, Check};
 use crate::decode::quote;
 use crate::kinds::mesh::{MeshProvider, MeshSpec};
@@ -123,6 +123,9 @@ pub(super) fn mesh(s: &MeshSpec, v: &mut Validator<'_>) {
         }
         if svc.backends.is_empty() {
             sv.at("backends").error("must have at least one backend");
+        }
+        if s.provider == MeshProvider::Caddy {
+            one_scheme(&svc.backends, &mut sv.at("backends"));
         }
         for (k, b) in svc.backends.iter().enumerate() {
             let mut bv = sv.at("backends");

@@ -208,12 +208,14 @@ pub fn url(s: &str, schemes: &[&str], no_path: bool) -> Check {
         _ if parsed.scheme() == "unix" => {}
         _ => return Err(format!("{} has no host", quote(s))),
     }
+    // A backslash is a '/' to the URL parser ("http://h\\" has path "/"), but reaches a config
+    // file as a backslash: refused, like quotes.
     if !s.is_ascii()
         || s.chars()
-            .any(|c| c.is_control() || c == ' ' || c == '"' || c == '\'')
+            .any(|c| c.is_control() || c == ' ' || c == '"' || c == '\'' || c == '\\')
     {
         return Err(format!(
-            "{} must be printable ASCII without spaces or quotes",
+            "{} must be printable ASCII without spaces, quotes or backslashes",
             quote(s)
         ));
     }
@@ -685,6 +687,8 @@ mod tests {
             "http://a{b}.test",
             "http://$host:80",
             "http://a`b",
+            "http://10.0.0.1:80\\",
+            "http://[fd00::1]\\",
         ] {
             assert!(url(bad, &["http"], true).is_err(), "{bad}");
         }

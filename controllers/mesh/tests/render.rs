@@ -14,32 +14,8 @@ use phoenix_mesh::plan::{Certificate, Plan};
 use phoenix_mesh::resolve;
 use phoenix_mesh::traefik::{self, Format, TraefikOptions};
 
-fn schema() -> (boon::Schemas, boon::SchemaIndex) {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/schemas/traefik-v3-file-provider.json"
-    );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut schemas = boon::Schemas::new();
-    let mut compiler = boon::Compiler::new();
-    compiler.add_resource("file:///traefik.json", doc).unwrap();
-    let idx = compiler
-        .compile("file:///traefik.json", &mut schemas)
-        .unwrap();
-    (schemas, idx)
-}
-
-/// Validates a rendered Traefik document (YAML or JSON) against the schema; returns it.
-fn check_traefik(body: &[u8]) -> serde_json::Value {
-    let text = std::str::from_utf8(body).unwrap();
-    let doc: serde_json::Value = serde_saphyr::from_str(text).expect("parses as YAML");
-    let (schemas, idx) = schema();
-    if let Err(e) = schemas.validate(&doc, idx) {
-        panic!("schema violation: {e:#}\n{text}");
-    }
-    doc
-}
+mod support;
+use support::check_traefik;
 
 fn mesh_spec(yaml: &str) -> MeshSpec {
     let source = Source {
