@@ -60,11 +60,11 @@ for bin in phoenix phoenixctl; do
 done
 # Every command's --help, as the manual.
 "$bindir/phoenix" --help >"$root/usr/share/doc/phoenix/help/phoenix.txt"
-for cmd in serve apiserver controller token restore; do
+for cmd in $("$bindir/phoenix" --help | awk '/^Commands:/{on=1; next} /^$/{on=0} on && /^  [a-z]/ && $1 != "help" {print $1}'); do
   "$bindir/phoenix" "$cmd" --help >"$root/usr/share/doc/phoenix/help/phoenix-$cmd.txt"
 done
 "$bindir/phoenixctl" --help >"$root/usr/share/doc/phoenix/help/phoenixctl.txt"
-for cmd in $("$bindir/phoenixctl" --help | awk '/^Commands:/{on=1; next} /^$/{on=0} on && $1 != "help" {print $1}'); do
+for cmd in $("$bindir/phoenixctl" --help | awk '/^Commands:/{on=1; next} /^$/{on=0} on && /^  [a-z]/ && $1 != "help" {print $1}'); do
   "$bindir/phoenixctl" "$cmd" --help >"$root/usr/share/doc/phoenix/help/phoenixctl-$cmd.txt"
 done
 

@@ -61,8 +61,7 @@ enum Command {
     Diff(diff::DiffArgs),
     /// Wait for a condition of an object, or for its deletion.
     Wait(wait::WaitArgs),
-    /// Set (`KEY=VALUE`) or remove (`KEY-`) annotations of an object; works while it is being
-    /// deleted, e.g. `phoenix.thinkheads.ai/deletion-policy=Retain` to free a stuck deletion.
+    /// Set (`KEY=VALUE`) or remove (`KEY-`) annotations, also of an object being deleted.
     Annotate(metadata::MetadataArgs),
     /// Set (`KEY=VALUE`) or remove (`KEY-`) labels of an object.
     Label(metadata::MetadataArgs),
