@@ -698,17 +698,24 @@ async fn phoenix_serve_syncs_over_ssh_what_phoenixctl_applied_and_logs_no_key() 
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let mut server_logs = String::new();
-    for entry in std::fs::read_dir(server.data_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "log") {
-            server_logs.push_str(&std::fs::read_to_string(path).unwrap());
+    // The runtime logs the failure after writing the status: read the log until it is there.
+    let server_logs = loop {
+        let mut logs = String::new();
+        for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                logs.push_str(&std::fs::read_to_string(path).unwrap());
+            }
         }
-    }
-    assert!(
-        server_logs.contains("authentication failed"),
-        "the failure is not in the server's log: {server_logs}"
-    );
+        if logs.contains("authentication failed") {
+            break logs;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the failure is not in the server's log: {logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     for key in [&sshd.client_private, &stranger] {
         let line = key.lines().nth(1).unwrap();
         assert!(
