@@ -27,6 +27,7 @@ mod diff;
 mod exit;
 mod explain;
 mod get;
+mod sync;
 mod table;
 mod wait;
 
@@ -60,6 +61,8 @@ enum Command {
     Diff(diff::DiffArgs),
     /// Wait for a condition of an object, or for its deletion.
     Wait(wait::WaitArgs),
+    /// Sync a GitSync now (`sync gitsync NAME`) and wait for the result.
+    Sync(sync::SyncArgs),
     /// Show the type and documentation of a kind or field, e.g. `guest.spec.networks`.
     Explain {
         /// KIND[.field.path]
@@ -114,6 +117,7 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Delete(args) => delete::run(&args, conn).await,
         Command::Diff(args) => diff::run(&args, conn).await,
         Command::Wait(args) => wait::run(&args, conn).await,
+        Command::Sync(args) => sync::run(&args, conn).await,
         Command::Explain { field } => explain::run(&field),
         Command::Version => {
             outln!("phoenixctl {}", env!("CARGO_PKG_VERSION"));
