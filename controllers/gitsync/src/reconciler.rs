@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use phoenix_api::client::ApplyOutcome;
 use phoenix_api::client::ClientError;
-use phoenix_api::condition::{Condition, mark_progressing, mark_ready, set_condition};
+use phoenix_api::condition::{
+    Condition, READY, find_condition, mark_progressing, mark_ready, set_condition,
+};
 use phoenix_api::kinds::GitSync;
 use phoenix_api::kinds::common::DeletionPolicy;
 use phoenix_api::kinds::git_sync::{
@@ -19,7 +21,7 @@ use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult, Reconcil
 
 use crate::GitSyncOptions;
 use crate::git::{self, Snapshot};
-use crate::sync::{conflict, decode_snapshot, entry_of, owner_of, to_prune};
+use crate::sync::{DecodeCache, conflict, decode_snapshot_cached, entry_of, owner_of, to_prune};
 
 /// Fallback when a duration in the spec does not parse (admission rejects such specs).
 const FALLBACK_INTERVAL: Duration = Duration::from_secs(60);
@@ -41,6 +43,9 @@ pub struct GitSyncReconciler {
     /// Since when each `wait: true` GitSync has waited for the objects of a revision
     /// (name -> (revision, start)); in memory: a restart starts the wait again.
     waiting: Mutex<HashMap<String, (String, Instant)>>,
+    /// Each GitSync's decoded files of its last snapshot (unchanged files are not decoded
+    /// again).
+    decoded: Mutex<HashMap<String, DecodeCache>>,
 }
 
 impl GitSyncReconciler {
@@ -49,6 +54,7 @@ impl GitSyncReconciler {
         GitSyncReconciler {
             options,
             waiting: Mutex::default(),
+            decoded: Mutex::default(),
         }
     }
 }
@@ -79,6 +85,7 @@ impl Reconciler for GitSyncReconciler {
     async fn cleanup(&self, gs: Arc<GitSync>, ctx: &Context<GitSync>) -> ReconcileResult {
         let name = gs.metadata.name.clone();
         self.waiting.lock().expect("waiting lock").remove(&name);
+        self.decoded.lock().expect("decoded lock").remove(&name);
         self.options.metrics.forget(&name);
         let inventory = gs
             .status
@@ -142,6 +149,27 @@ fn policy(gs: &GitSync) -> DeletionPolicy {
     }
 }
 
+/// How long each step of a sync took, for the debug log.
+struct Phases {
+    at: Instant,
+    text: String,
+}
+
+impl Phases {
+    fn start() -> Phases {
+        Phases {
+            at: Instant::now(),
+            text: String::new(),
+        }
+    }
+
+    fn end(&mut self, phase: &str) {
+        use std::fmt::Write as _;
+        let _ = write!(self.text, "{phase}={:?} ", self.at.elapsed());
+        self.at = Instant::now();
+    }
+}
+
 /// `a` and `b` as one sorted inventory without duplicates.
 fn union(a: Vec<InventoryEntry>, b: Vec<InventoryEntry>) -> Vec<InventoryEntry> {
     let set: BTreeSet<InventoryEntry> = a.into_iter().chain(b).collect();
@@ -173,6 +201,7 @@ impl GitSyncReconciler {
             ReconcileError::transient(reason, message).retry_after(retry)
         };
 
+        let mut phases = Phases::start();
         let snapshot = match self.fetch(gs, timeout).await {
             Ok(s) => s,
             Err(m) => {
@@ -183,7 +212,19 @@ impl GitSyncReconciler {
         };
         let revision = revision(gs, &snapshot.commit);
 
-        let objects = match decode_snapshot(&snapshot, &name) {
+        phases.end("fetch");
+        let mut cache = self
+            .decoded
+            .lock()
+            .expect("decoded lock")
+            .remove(&name)
+            .unwrap_or_default();
+        let decoded = decode_snapshot_cached(&snapshot, &name, &mut cache);
+        self.decoded
+            .lock()
+            .expect("decoded lock")
+            .insert(name.clone(), cache);
+        let objects = match decoded {
             Ok(o) => o,
             Err(problems) => {
                 let e = fail(
@@ -199,6 +240,7 @@ impl GitSyncReconciler {
         };
 
         // Ownership: an object someone else made, or another GitSync's, is never taken over.
+        phases.end("decode");
         let existing = match existing_objects(ctx, &objects).await {
             Ok(e) => e,
             Err(e) => {
@@ -220,6 +262,7 @@ impl GitSyncReconciler {
 
         // Apply everything in one batch; each result stands alone.
         let mut counts = Counts::default();
+        phases.end("ownership");
         let results = match ctx.client.apply_batch_outcomes(&objects, false).await {
             Ok(r) => r,
             Err(e) => {
@@ -261,6 +304,7 @@ impl GitSyncReconciler {
 
         let mut inventory: Vec<InventoryEntry> = objects.iter().map(entry_of).collect();
         inventory.sort();
+        phases.end("apply");
         if spec.prune {
             let mut failures = Vec::new();
             for entry in to_prune(&previous, &inventory) {
@@ -282,6 +326,8 @@ impl GitSyncReconciler {
             }
         }
 
+        phases.end("prune");
+        tracing::debug!(gitsync = %name, objects = objects.len(), phases = %phases.text, "synced");
         let message = format!(
             "{revision}: {} created, {} configured, {} unchanged, {} pruned",
             counts.created, counts.configured, counts.unchanged, counts.pruned
@@ -333,7 +379,17 @@ impl GitSyncReconciler {
             }
         })
         .await?;
-        ctx.recorder.normal(&**gs, "Synced", &message).await;
+        // A sync that changed nothing (same revision applied before, all unchanged, no
+        // failure since) writes nothing at all: no event either.
+        let was_synced = gs.status.as_ref().is_some_and(|s| {
+            s.last_applied_revision.as_deref() == Some(revision.as_str())
+                && find_condition(&s.conditions, READY).is_some_and(|c| {
+                    matches!(c.reason.as_str(), "Synced" | "Progressing" | "WaitTimeout")
+                })
+        });
+        if counts.created + counts.configured + counts.pruned > 0 || !was_synced {
+            ctx.recorder.normal(&**gs, "Synced", &message).await;
+        }
         self.options
             .metrics
             .synced(&gs.metadata.name, &revision, inventory.len());

@@ -1,11 +1,60 @@
 //! The pure steps of one sync: decoding a snapshot as one unit, ownership, pruning plans.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use phoenix_api::kinds::git_sync::{GITSYNC_LABEL, InventoryEntry};
 use phoenix_api::{Kind, Object, Source, load_source};
 
 use crate::git::Snapshot;
+
+/// One document of a file, decoded and admitted (or its problems).
+#[derive(Debug, Clone)]
+enum FileDoc {
+    Object {
+        object: Box<Object>,
+        /// `FILE (document N, line L)`.
+        here: String,
+    },
+    Problems(Vec<String>),
+}
+
+/// The decoded documents of the files of the last snapshot, by path, with the bytes they
+/// came from: a file whose bytes did not change is not decoded again (decoding is
+/// deterministic). Holds only the files of the last snapshot decoded with it.
+#[derive(Debug, Default)]
+pub struct DecodeCache {
+    files: HashMap<String, (Vec<u8>, Vec<FileDoc>)>,
+}
+
+impl DecodeCache {
+    /// How many files it holds.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether it holds no file.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// Decodes one file's documents.
+fn decode_file(path: &str, bytes: &[u8]) -> Vec<FileDoc> {
+    let source = Source {
+        name: path.to_string(),
+        bytes: bytes.to_vec(),
+    };
+    load_source(&source)
+        .into_iter()
+        .map(|result| match result {
+            Err(e) => FileDoc::Problems(e.lines()),
+            Ok(doc) => FileDoc::Object {
+                here: format!("{} (document {}, line {})", doc.source, doc.index, doc.line),
+                object: Box::new(doc.object),
+            },
+        })
+        .collect()
+}
 
 /// Decodes and admits every document of `snapshot` exactly as `phoenixctl apply` does, and
 /// labels each object with `phoenix.thinkheads.ai/gitsync: owner`.
@@ -18,31 +67,41 @@ use crate::git::Snapshot;
 /// Every problem, one line each: `FILE (document N, line L): kind/name: FIELD: REASON`.
 /// Events and GitSyncs that would label themselves are rejected too.
 pub fn decode_snapshot(snapshot: &Snapshot, owner: &str) -> Result<Vec<Object>, Vec<String>> {
+    decode_snapshot_cached(snapshot, owner, &mut DecodeCache::default())
+}
+
+/// [`decode_snapshot`], decoding only the files whose bytes differ from those in `cache`;
+/// `cache` then holds this snapshot's files. Same result as [`decode_snapshot`].
+pub fn decode_snapshot_cached(
+    snapshot: &Snapshot,
+    owner: &str,
+    cache: &mut DecodeCache,
+) -> Result<Vec<Object>, Vec<String>> {
+    let mut previous = std::mem::take(&mut cache.files);
     let mut problems = Vec::new();
     let mut objects: Vec<Object> = Vec::new();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for (path, bytes) in &snapshot.files {
-        let source = Source {
-            name: path.clone(),
-            bytes: bytes.clone(),
+        let docs = match previous.remove(path) {
+            Some((old, docs)) if old == *bytes => docs,
+            _ => decode_file(path, bytes),
         };
-        for result in load_source(&source) {
-            match result {
-                Err(e) => problems.extend(e.lines()),
-                Ok(doc) => {
-                    let key = doc.object.key();
-                    let here =
-                        format!("{} (document {}, line {})", doc.source, doc.index, doc.line);
-                    if doc.object.kind() == Kind::Event {
+        for doc in &docs {
+            match doc {
+                FileDoc::Problems(lines) => problems.extend(lines.iter().cloned()),
+                FileDoc::Object { object, here } => {
+                    let key = object.key();
+                    if object.kind() == Kind::Event {
                         problems.push(format!("{here}: {key}: Events are not applied from Git"));
                     }
                     if let Some(first) = seen.insert(key.clone(), here.clone()) {
                         problems.push(format!("{here}: {key} is also defined in {first}"));
                     }
-                    objects.push(doc.object);
+                    objects.push((**object).clone());
                 }
             }
         }
+        cache.files.insert(path.clone(), (bytes.clone(), docs));
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -152,6 +211,39 @@ mod tests {
                 .iter()
                 .any(|p| p.starts_with("b.yaml (document 2, line ")
                     && p.contains("stack/bad: spec.env[\"1x\"]")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_cache_decodes_changed_files_only_and_gives_the_same_result() {
+        let a = SECRET.replace("NAME", "a");
+        let b = SECRET.replace("NAME", "b");
+        let mut cache = DecodeCache::default();
+        let first = snapshot(&[("a.yaml", &a), ("b.yaml", &b)]);
+        let plain = decode_snapshot(&first, "o").unwrap();
+        assert_eq!(
+            decode_snapshot_cached(&first, "o", &mut cache).unwrap(),
+            plain
+        );
+        assert_eq!(cache.len(), 2);
+        // Same bytes again: served from the cache, same objects.
+        assert_eq!(
+            decode_snapshot_cached(&first, "o", &mut cache).unwrap(),
+            plain
+        );
+        // A changed file is decoded again; a removed one leaves the cache.
+        let bad =
+            "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata: {name: Bad_}\n";
+        let second = snapshot(&[("a.yaml", bad)]);
+        let problems = decode_snapshot_cached(&second, "o", &mut cache).unwrap_err();
+        assert_eq!(problems, decode_snapshot(&second, "o").unwrap_err());
+        assert_eq!(cache.len(), 1);
+        // Duplicates across cached files are still found.
+        let third = snapshot(&[("a.yaml", &a), ("c.yaml", &a)]);
+        let problems = decode_snapshot_cached(&third, "o", &mut cache).unwrap_err();
+        assert!(
+            problems[0].contains("is also defined in a.yaml"),
             "{problems:?}"
         );
     }
