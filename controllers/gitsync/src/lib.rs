@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod git;
+mod lookup;
 pub mod metrics;
 mod reconciler;
 pub mod sync;
@@ -58,6 +59,8 @@ pub struct GitSyncOptions {
 
 /// The GitSync controller, ready for a [`phoenix_runtime::Manager`].
 pub fn controller(options: GitSyncOptions) -> Controller<GitSyncReconciler> {
-    Controller::new(NAME, GitSyncReconciler::new(options))
-        .finalizer(phoenix_api::kinds::git_sync::GITSYNC_FINALIZER)
+    lookup::watch_kinds(
+        Controller::new(NAME, GitSyncReconciler::new(options))
+            .finalizer(phoenix_api::kinds::git_sync::GITSYNC_FINALIZER),
+    )
 }

@@ -1,6 +1,6 @@
 //! One sync: fetch, decode as one unit, check ownership, apply, prune, report.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,12 +16,13 @@ use phoenix_api::kinds::common::DeletionPolicy;
 use phoenix_api::kinds::git_sync::{
     DELETION_POLICY_ANNOTATION, GitSyncStatus, InventoryEntry, SYNC_AT_ANNOTATION,
 };
-use phoenix_api::{ConditionStatus, Kind, Object};
+use phoenix_api::{ConditionStatus, Kind};
 use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult, Reconciler};
 
 use crate::GitSyncOptions;
 use crate::git::{self, Snapshot};
-use crate::sync::{DecodeCache, conflict, decode_snapshot_cached, entry_of, owner_of, to_prune};
+use crate::lookup::{self, Seen};
+use crate::sync::{DecodeCache, conflict_of, decode_snapshot_cached, entry_of, owner_of, to_prune};
 
 /// Fallback when a duration in the spec does not parse (admission rejects such specs).
 const FALLBACK_INTERVAL: Duration = Duration::from_secs(60);
@@ -241,7 +242,11 @@ impl GitSyncReconciler {
 
         // Ownership: an object someone else made, or another GitSync's, is never taken over.
         phases.end("decode");
-        let existing = match existing_objects(ctx, &objects).await {
+        let keys: Vec<(Kind, String)> = objects
+            .iter()
+            .map(|o| (o.kind(), o.name().to_string()))
+            .collect();
+        let existing = match lookup::seen(ctx, &keys).await {
             Ok(e) => e,
             Err(e) => {
                 let e = fail("ApiError", format!("reading existing objects: {e}"));
@@ -250,7 +255,10 @@ impl GitSyncReconciler {
         };
         let conflicts: Vec<String> = objects
             .iter()
-            .filter_map(|o| existing.get(&o.key()).and_then(|e| conflict(e, &name)))
+            .filter_map(|o| match existing.get(&(o.kind(), o.name().to_string())) {
+                Some(Seen::Present { owner, .. }) => conflict_of(&o.key(), owner.as_deref(), &name),
+                _ => None,
+            })
             .collect();
         if !conflicts.is_empty() {
             let e = fail(
@@ -519,54 +527,22 @@ async fn not_ready(
     ctx: &Context<GitSync>,
     inventory: &[InventoryEntry],
 ) -> Result<Vec<String>, ClientError> {
-    let mut by_kind: BTreeMap<Kind, Vec<&str>> = BTreeMap::new();
-    for e in inventory {
-        if let Ok(kind) = e.kind.parse::<Kind>()
-            && kind.has_spec()
-        {
-            by_kind.entry(kind).or_default().push(&e.name);
-        }
-    }
-    let mut out = Vec::new();
-    for (kind, names) in by_kind {
-        let current: BTreeMap<String, Object> = ctx
-            .client
-            .list_all(kind, "")
-            .await?
-            .items
-            .into_iter()
-            .map(|o| (o.name().to_string(), o))
-            .collect();
-        for name in names {
+    let keys: Vec<(Kind, String)> = inventory
+        .iter()
+        .filter_map(|e| Some((e.kind.parse::<Kind>().ok()?, e.name.clone())))
+        .collect();
+    let seen = lookup::seen(ctx, &keys).await?;
+    Ok(keys
+        .iter()
+        .filter_map(|(kind, name)| {
             let key = format!("{}/{name}", kind.name().to_ascii_lowercase());
-            match current.get(name) {
-                None => out.push(format!("{key} (missing)")),
-                Some(o) if !object_ready(o) => out.push(key),
-                Some(_) => {}
+            match seen.get(&(*kind, name.clone())) {
+                Some(Seen::Present { ready: true, .. }) => None,
+                Some(Seen::Present { ready: false, .. }) => Some(key),
+                _ => Some(format!("{key} (missing)")),
             }
-        }
-    }
-    Ok(out)
-}
-
-/// Ready=True, computed for the object's current generation when the condition says which.
-fn object_ready(o: &Object) -> bool {
-    let v = o.to_json_value();
-    let generation = v.pointer("/metadata/generation").and_then(|g| g.as_i64());
-    let Some(conditions) = v.pointer("/status/conditions").and_then(|c| c.as_array()) else {
-        return false;
-    };
-    conditions.iter().any(|c| {
-        c.get("type").and_then(|t| t.as_str()) == Some("Ready")
-            && c.get("status").and_then(|t| t.as_str()) == Some("True")
-            && match (
-                c.get("observedGeneration").and_then(|g| g.as_i64()),
-                generation,
-            ) {
-                (Some(seen), Some(now)) => seen >= now,
-                _ => true,
-            }
-    })
+        })
+        .collect())
 }
 
 /// The `phoenix.thinkheads.ai/sync-at` annotation's value, if any.
@@ -581,21 +557,6 @@ fn revision(gs: &GitSync, commit: &str) -> String {
         Some(name) => format!("{name}@sha1:{commit}"),
         None => format!("sha1:{commit}"),
     }
-}
-
-/// The existing objects among `objects`' kinds, by `kind/name`.
-async fn existing_objects(
-    ctx: &Context<GitSync>,
-    objects: &[Object],
-) -> Result<BTreeMap<String, Object>, ClientError> {
-    let kinds: BTreeSet<Kind> = objects.iter().map(Object::kind).collect();
-    let mut out = BTreeMap::new();
-    for kind in kinds {
-        for o in ctx.client.list_all(kind, "").await?.items {
-            out.insert(o.key(), o);
-        }
-    }
-    Ok(out)
 }
 
 /// Deletes one inventory entry if it still exists and still carries `owner`'s label;

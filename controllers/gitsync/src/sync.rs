@@ -135,12 +135,16 @@ pub fn owner_of(existing: &Object) -> Option<&str> {
 
 /// Why `existing` may not be taken over by GitSync `owner`, or `None` when it may.
 pub fn conflict(existing: &Object, owner: &str) -> Option<String> {
-    match owner_of(existing) {
+    conflict_of(&existing.key(), owner_of(existing), owner)
+}
+
+/// [`conflict`] for the object `key` whose label names `existing_owner`.
+pub fn conflict_of(key: &str, existing_owner: Option<&str>, owner: &str) -> Option<String> {
+    match existing_owner {
         Some(o) if o == owner => None,
-        Some(other) => Some(format!("{} belongs to GitSync {other:?}", existing.key())),
+        Some(other) => Some(format!("{key} belongs to GitSync {other:?}")),
         None => Some(format!(
-            "{} exists and is not managed by a GitSync (no {GITSYNC_LABEL} label)",
-            existing.key()
+            "{key} exists and is not managed by a GitSync (no {GITSYNC_LABEL} label)"
         )),
     }
 }
