@@ -14,7 +14,8 @@
 //! - `suspend: true` stops syncing; what was applied stays.
 //! - `wait: true`: `Ready=False` (`Progressing`, naming the objects) until every applied
 //!   object of a kind with status is Ready=True for its generation; after `timeout`,
-//!   `Stalled=True` (`WaitTimeout`). Rechecked every 2 s (or `interval`, when shorter).
+//!   `Stalled=True` (`WaitTimeout`). Rechecked when one of its objects changes, and every
+//!   2 s (or `interval`, when shorter).
 //! - Deleting a GitSync: a finalizer; `deletionPolicy: Retain` (default) leaves the objects
 //!   with their label, `Delete` deletes those that still carry the label first.
 //! - Syncs start at once on a new `phoenix.thinkheads.ai/sync-at` annotation, which

@@ -14,7 +14,7 @@ use phoenix_api::kinds::{
     CertificateAuthority, DnsZone, Gateway, GitSync, Guest, Mesh, Secret, Stack,
 };
 use phoenix_api::{Kind, Object, Resource};
-use phoenix_runtime::{Context, Controller, Reconciler};
+use phoenix_runtime::{Cache, Context, Controller, Reconciler};
 
 /// More objects of one kind missing from the cache than this: list the kind once instead of
 /// one `get` each.
@@ -35,16 +35,25 @@ pub enum Seen {
     },
 }
 
-/// Declares watches of every kind a GitSync can apply, so their caches exist; changes of
-/// them trigger nothing.
+/// Declares watches of every kind a GitSync can apply, so their caches exist. A change of
+/// an object labelled for a `wait: true` GitSync syncs that GitSync (it may be Ready now);
+/// other changes trigger nothing.
 pub fn watch_kinds<R: Reconciler<Kind = GitSync>>(c: Controller<R>) -> Controller<R> {
     c.watches::<Secret>(|_, _| Vec::new())
-        .watches::<Guest>(|_, _| Vec::new())
-        .watches::<CertificateAuthority>(|_, _| Vec::new())
-        .watches::<Mesh>(|_, _| Vec::new())
-        .watches::<Gateway>(|_, _| Vec::new())
-        .watches::<Stack>(|_, _| Vec::new())
-        .watches::<DnsZone>(|_, _| Vec::new())
+        .watches::<Guest>(waiting_owner)
+        .watches::<CertificateAuthority>(waiting_owner)
+        .watches::<Mesh>(waiting_owner)
+        .watches::<Gateway>(waiting_owner)
+        .watches::<Stack>(waiting_owner)
+        .watches::<DnsZone>(waiting_owner)
+}
+
+/// The GitSync that labelled `o`, when it waits for its objects to be Ready.
+fn waiting_owner<W: Resource>(o: &W, gitsyncs: &Cache<GitSync>) -> Vec<String> {
+    match o.metadata().labels.get(GITSYNC_LABEL) {
+        Some(owner) if gitsyncs.get(owner).is_some_and(|g| g.spec.wait) => vec![owner.clone()],
+        _ => Vec::new(),
+    }
 }
 
 fn from_cache<R: Resource + TryFrom<Object>>(
