@@ -220,7 +220,23 @@ impl GitSyncReconciler {
             .expect("decoded lock")
             .remove(&name)
             .unwrap_or_default();
-        let decoded = decode_snapshot_cached(&snapshot, &name, &mut cache);
+        // CPU-bound (and long for big repositories): off the async threads.
+        let owner = name.clone();
+        let (cache, decoded) = match tokio::task::spawn_blocking(move || {
+            let decoded = decode_snapshot_cached(&snapshot, &owner, &mut cache);
+            (cache, decoded)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let e = fail(
+                    "InvalidManifests",
+                    format!("{revision}: decoding stopped: {e}"),
+                );
+                return Err(self.failed(gs, ctx, e, Some(&revision), None).await);
+            }
+        };
         self.decoded
             .lock()
             .expect("decoded lock")

@@ -56,6 +56,28 @@ fn decode_file(path: &str, bytes: &[u8]) -> Vec<FileDoc> {
         .collect()
 }
 
+/// Decodes the files `todo` (indices into `files`), on up to 4 threads when there are many.
+fn decode_files(files: &[(String, Vec<u8>)], todo: &[usize]) -> Vec<(usize, Vec<FileDoc>)> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4);
+    let one = |i: usize| (i, decode_file(&files[i].0, &files[i].1));
+    if threads < 2 || todo.len() < 32 {
+        return todo.iter().map(|&i| one(i)).collect();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = todo
+            .chunks(todo.len().div_ceil(threads))
+            .map(|ids| scope.spawn(move || ids.iter().map(|&i| one(i)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a decoding thread panicked"))
+            .collect()
+    })
+}
+
 /// Decodes and admits every document of `snapshot` exactly as `phoenixctl apply` does, and
 /// labels each object with `phoenix.thinkheads.ai/gitsync: owner`.
 ///
@@ -78,14 +100,25 @@ pub fn decode_snapshot_cached(
     cache: &mut DecodeCache,
 ) -> Result<Vec<Object>, Vec<String>> {
     let mut previous = std::mem::take(&mut cache.files);
+    let mut decoded: Vec<Option<Vec<FileDoc>>> = snapshot
+        .files
+        .iter()
+        .map(|(path, bytes)| match previous.remove(path) {
+            Some((old, docs)) if old == *bytes => Some(docs),
+            _ => None,
+        })
+        .collect();
+    let todo: Vec<usize> = (0..decoded.len())
+        .filter(|&i| decoded[i].is_none())
+        .collect();
+    for (i, docs) in decode_files(&snapshot.files, &todo) {
+        decoded[i] = Some(docs);
+    }
     let mut problems = Vec::new();
     let mut objects: Vec<Object> = Vec::new();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    for (path, bytes) in &snapshot.files {
-        let docs = match previous.remove(path) {
-            Some((old, docs)) if old == *bytes => docs,
-            _ => decode_file(path, bytes),
-        };
+    for ((path, bytes), docs) in snapshot.files.iter().zip(decoded) {
+        let docs = docs.expect("every file is decoded");
         for doc in &docs {
             match doc {
                 FileDoc::Problems(lines) => problems.extend(lines.iter().cloned()),
@@ -248,6 +281,38 @@ mod tests {
         let problems = decode_snapshot_cached(&third, "o", &mut cache).unwrap_err();
         assert!(
             problems[0].contains("is also defined in a.yaml"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn many_files_decode_on_threads_in_file_order_with_problems_found() {
+        let texts: Vec<(String, String)> = (0..40)
+            .map(|i| {
+                (
+                    format!("f{i:02}.yaml"),
+                    SECRET.replace("NAME", &format!("s{i:02}")),
+                )
+            })
+            .collect();
+        let files: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        let objects = decode_snapshot(&snapshot(&files), "o").unwrap();
+        let keys: Vec<String> = objects.iter().map(Object::key).collect();
+        let expected: Vec<String> = (0..40).map(|i| format!("secret/s{i:02}")).collect();
+        assert_eq!(keys, expected);
+        let mut with_dup = files.clone();
+        with_dup.push(("z.yaml", files[3].1));
+        let problems = decode_snapshot(&snapshot(&with_dup), "o").unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("z.yaml (document 1"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].contains("secret/s03 is also defined in f03.yaml"),
             "{problems:?}"
         );
     }
