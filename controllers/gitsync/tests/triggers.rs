@@ -427,3 +427,88 @@ async fn deleting_a_gitsync_retains_its_objects_unless_its_policy_says_delete() 
         Some((b64("v1"), Some("over".into())))
     );
 }
+
+/// `phoenix controller`, killed on drop.
+struct ControllerProcess(std::process::Child);
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phoenix_controller_serves_the_webhook_on_its_http_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    repo.write("s.yaml", &secret("remote", "v1"));
+    let c1 = repo.commit("first");
+    let url = format!("file://{}", repo.bare().display());
+    let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
+    let client = server.client().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let _controller = ControllerProcess(
+        std::process::Command::new(phoenix_e2e::phoenix_bin())
+            .args(["controller", "--only", "gitsync", "--leader-ttl", "3s"])
+            .arg("--config")
+            .arg(server.config_path())
+            .args(["--http-listen", &addr])
+            .env("HOME", tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("phoenix controller (cargo build -p phoenix)"),
+    );
+    apply_yaml(
+        &client,
+        "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata: {name: hook-key}\ntype: Opaque\nstringData: {token: k3y}\n",
+    )
+    .await;
+    let extra = "  ref: {branch: main}\n  interval: 1h\n  webhook: {secretRef: hook-key}\n";
+    apply_gitsync(&client, "remote", &url, extra).await;
+    let rev1 = format!("main@sha1:{c1}");
+    wait_gs(&client, "remote", "first sync", |g| {
+        applied(g) == Some(&rev1)
+    })
+    .await;
+
+    repo.write("s.yaml", &secret("remote", "v2"));
+    let c2 = repo.commit("second");
+    let rev2 = format!("main@sha1:{c2}");
+    let body = b"{}";
+    let path = "/hooks/gitsync/remote";
+    let (code, _) = http(
+        &addr,
+        "POST",
+        path,
+        &[("X-Gitea-Signature", hmac_hex(b"wrong", body))],
+        body,
+    );
+    assert_eq!(code, 401);
+    let (code, _) = http(
+        &addr,
+        "POST",
+        path,
+        &[("X-Gitea-Signature", hmac_hex(b"k3y", body))],
+        body,
+    );
+    assert_eq!(code, 202);
+    wait_gs(&client, "remote", "the webhook's sync", |g| {
+        applied(g) == Some(&rev2)
+    })
+    .await;
+    assert_eq!(secret_value(&client, "remote").await.unwrap().0, b64("v2"));
+    // The same port still serves the controller's metrics.
+    let (code, metrics) = http(&addr, "GET", "/metrics", &[], b"");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("phoenix_gitsync_webhook_requests_total{result=\"accepted\"} 1"),
+        "{metrics}"
+    );
+}
