@@ -383,6 +383,10 @@ impl GitSyncReconciler {
             }
             Some(started.1.elapsed() >= timeout)
         };
+        // Counted before the status says so: whoever sees the status sees the metrics.
+        self.options
+            .metrics
+            .synced(&gs.metadata.name, &revision, inventory.len());
         let generation = gs.metadata.generation;
         let sync_at = sync_at(gs);
         ctx.update_status(gs, |s| {
@@ -414,9 +418,6 @@ impl GitSyncReconciler {
         if counts.created + counts.configured + counts.pruned > 0 || !was_synced {
             ctx.recorder.normal(&**gs, "Synced", &message).await;
         }
-        self.options
-            .metrics
-            .synced(&gs.metadata.name, &revision, inventory.len());
         if stalled.is_some() {
             return Ok(Action::requeue(interval.min(WAIT_POLL)));
         }
