@@ -1,4 +1,5 @@
-//! The HTTP side: `/metrics` (Prometheus), `/healthz` and `/readyz`.
+//! The HTTP side: `/metrics` (Prometheus), `/healthz` and `/readyz`, and whatever routes the
+//! process adds (e.g. the controllers' webhooks).
 
 use std::sync::Arc;
 
@@ -19,8 +20,13 @@ struct AppState {
     extra: Option<Arc<Registry>>,
 }
 
-/// The router.
-pub fn router(metrics: Arc<Metrics>, cache: Cache, extra: Option<Arc<Registry>>) -> Router {
+/// The router, with `routes` merged in (they must not claim the paths above).
+pub fn router(
+    metrics: Arc<Metrics>,
+    cache: Cache,
+    extra: Option<Arc<Registry>>,
+    routes: Router,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -30,6 +36,7 @@ pub fn router(metrics: Arc<Metrics>, cache: Cache, extra: Option<Arc<Registry>>)
             cache,
             extra,
         })
+        .merge(routes)
 }
 
 async fn metrics_handler(State(s): State<AppState>, headers: HeaderMap) -> impl IntoResponse {

@@ -165,6 +165,16 @@ pub async fn start_with_metrics(
     args: ServeArgs,
     extra: Option<Registry>,
 ) -> anyhow::Result<Running> {
+    start_with_routes(args, extra, axum::Router::new()).await
+}
+
+/// [`start_with_metrics`], with `routes` (e.g. hosted controllers' webhooks) served on the
+/// HTTP port next to `/metrics`.
+pub async fn start_with_routes(
+    args: ServeArgs,
+    extra: Option<Registry>,
+    routes: axum::Router,
+) -> anyhow::Result<Running> {
     let dir = data_dir(args.data_dir.as_deref());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     {
@@ -297,7 +307,7 @@ pub async fn start_with_metrics(
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
-    let router = crate::http::router(metrics, cache, extra.map(Arc::new));
+    let router = crate::http::router(metrics, cache, extra.map(Arc::new), routes);
     let http_task = tokio::spawn(async move {
         let r = axum::serve(http, router)
             .with_graceful_shutdown(async {

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::http::{HeaderMap, header};
@@ -45,12 +45,22 @@ pub struct Host<'a> {
 /// Adds a prepared controller to a manager, with the host's common options applied.
 pub type AddFn = Box<dyn FnOnce(&mut Manager, &ControllerOptions) + Send>;
 
+/// The process's API client, set when the controllers start; routes prepared before that
+/// (served from the start) read it from here.
+pub type ClientSlot = Arc<OnceLock<Client>>;
+
 /// What [`Hosted::prepare`] made of the flags.
 pub enum Prepared {
     /// The controller does not run with these flags; why (logged once).
     Off(String),
     /// The controller is ready to be added.
-    Ready(AddFn),
+    Ready(Start),
+}
+
+/// How a prepared controller starts, and the HTTP routes it serves.
+pub struct Start {
+    add: AddFn,
+    routes: Option<(Router, ClientSlot)>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -65,7 +75,23 @@ impl std::fmt::Debug for Prepared {
 impl Prepared {
     /// A controller that `add` puts into a manager.
     pub fn ready(add: impl FnOnce(&mut Manager, &ControllerOptions) + Send + 'static) -> Self {
-        Prepared::Ready(Box::new(add))
+        Prepared::Ready(Start {
+            add: Box::new(add),
+            routes: None,
+        })
+    }
+
+    /// Adds HTTP routes (e.g. a webhook) that the process serves on its HTTP port next to
+    /// `/metrics`; `client` is filled in with the process's API client when the controllers
+    /// start.
+    pub fn with_routes(self, routes: Router, client: ClientSlot) -> Self {
+        match self {
+            Prepared::Ready(start) => Prepared::Ready(Start {
+                routes: Some((routes, client)),
+                ..start
+            }),
+            off => off,
+        }
     }
 }
 
@@ -73,7 +99,7 @@ impl Prepared {
 pub struct Ready {
     /// Its name.
     pub name: &'static str,
-    add: AddFn,
+    start: Start,
 }
 
 impl std::fmt::Debug for Ready {
@@ -130,7 +156,7 @@ pub fn prepare(
             Prepared::Off(why) => {
                 tracing::info!(controller = name, "{name} controller not started: {why}");
             }
-            Prepared::Ready(add) => ready.push(Ready { name, add }),
+            Prepared::Ready(start) => ready.push(Ready { name, start }),
         }
     }
     Ok(ready)
@@ -144,19 +170,33 @@ pub fn host(
     controllers: Vec<Ready>,
     flags: &ControllerFlags,
 ) -> Running {
+    for c in &controllers {
+        if let Some((_, slot)) = &c.start.routes {
+            let _ = slot.set(client.clone());
+        }
+    }
     let mut manager = Manager::new(client, metrics);
     for c in controllers {
-        (c.add)(&mut manager, &flags.options(c.name));
+        (c.start.add)(&mut manager, &flags.options(c.name));
     }
     tracing::info!(controllers = ?manager.names(), "hosting controllers");
     manager.spawn()
 }
 
-/// Serves `/metrics` (the controllers' registry) and `/healthz` on `addr` until the
-/// returned task is aborted.
+/// The HTTP routes of `controllers`, merged (served next to `/metrics`).
+pub fn routes(controllers: &[Ready]) -> Router {
+    controllers
+        .iter()
+        .filter_map(|c| c.start.routes.as_ref())
+        .fold(Router::new(), |all, (r, _)| all.merge(r.clone()))
+}
+
+/// Serves `/metrics` (the controllers' registry), `/healthz` and `routes` on `addr` until
+/// the returned task is aborted.
 pub async fn serve_metrics(
     addr: SocketAddr,
     registry: Arc<Registry>,
+    routes: Router,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -172,7 +212,8 @@ pub async fn serve_metrics(
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(routes);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "metrics server failed");

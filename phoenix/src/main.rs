@@ -350,7 +350,8 @@ async fn serve(args: ServeCommand) -> anyhow::Result<()> {
         hosting::prepare(&args.controllers, controllers::NAMES, &mut host)?
     };
     let metrics = RuntimeMetrics::register(&mut registry);
-    let mut running = serve::start_with_metrics(args.server, Some(registry)).await?;
+    let routes = hosting::routes(&controllers);
+    let mut running = serve::start_with_routes(args.server, Some(registry), routes).await?;
     let stop = running.take_shutdown();
     let mut hosted = if controllers.is_empty() {
         None
@@ -429,7 +430,8 @@ async fn run_controllers(args: ControllerArgs) -> anyhow::Result<()> {
     let client = Client::connect(context).await?;
     let names: Vec<&str> = controllers.iter().map(|c| c.name).collect();
     let metrics = RuntimeMetrics::register(&mut registry);
-    let (addr, http) = hosting::serve_metrics(args.http_listen, Arc::new(registry))
+    let routes = hosting::routes(&controllers);
+    let (addr, http) = hosting::serve_metrics(args.http_listen, Arc::new(registry), routes)
         .await
         .with_context(|| format!("listening on {}", args.http_listen))?;
     eprintln!(

@@ -28,6 +28,7 @@ mod exit;
 mod explain;
 mod get;
 mod metadata;
+mod sync;
 mod table;
 mod wait;
 
@@ -65,6 +66,8 @@ enum Command {
     Annotate(metadata::MetadataArgs),
     /// Set (`KEY=VALUE`) or remove (`KEY-`) labels of an object.
     Label(metadata::MetadataArgs),
+    /// Sync a GitSync now (`sync gitsync NAME`) and wait for the result.
+    Sync(sync::SyncArgs),
     /// Show the type and documentation of a kind or field, e.g. `guest.spec.networks`.
     Explain {
         /// KIND[.field.path]
@@ -121,6 +124,7 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Wait(args) => wait::run(&args, conn).await,
         Command::Annotate(args) => metadata::run(&args, metadata::Field::Annotations, conn).await,
         Command::Label(args) => metadata::run(&args, metadata::Field::Labels, conn).await,
+        Command::Sync(args) => sync::run(&args, conn).await,
         Command::Explain { field } => explain::run(&field),
         Command::Version => {
             outln!("phoenixctl {}", env!("CARGO_PKG_VERSION"));

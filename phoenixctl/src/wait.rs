@@ -85,6 +85,18 @@ pub async fn until(
     until: &Until,
     timeout: Duration,
 ) -> Result<bool, Failure> {
+    until_fn(client, kind, name, |o| until.holds(o), timeout).await
+}
+
+/// Watches `kind/name` until `holds` says yes for it (`None`: gone); `Ok(false)` on timeout.
+pub async fn until_fn(
+    client: &Client,
+    kind: Kind,
+    name: &str,
+    holds: impl Fn(Option<&Object>) -> bool,
+    timeout: Duration,
+) -> Result<bool, Failure> {
+    let until = Holds(holds);
     let watch = async {
         loop {
             let rv = match client.get(kind, name).await {
@@ -151,6 +163,15 @@ pub async fn run(args: &WaitArgs, conn: &ConnArgs) -> CmdResult {
                 args.timeout, args.for_
             ),
         ))
+    }
+}
+
+/// A predicate with the shape of [`Until::holds`].
+struct Holds<F>(F);
+
+impl<F: Fn(Option<&Object>) -> bool> Holds<F> {
+    fn holds(&self, o: Option<&Object>) -> bool {
+        (self.0)(o)
     }
 }
 

@@ -4,6 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::common::DeletionPolicy;
 use crate::condition::Condition;
 use crate::duration::Duration;
 
@@ -13,6 +14,14 @@ pub const GITSYNC_LABEL: &str = "phoenix.thinkheads.ai/gitsync";
 /// The annotation that asks for a sync now: set it to a new value (a timestamp, say);
 /// `status.lastHandledSyncAt` echoes the value once a sync ran after it.
 pub const SYNC_AT_ANNOTATION: &str = "phoenix.thinkheads.ai/sync-at";
+
+/// The annotation that overrides `spec.deletionPolicy` while a GitSync is being deleted: the
+/// one every kind with a deletion policy honours (ADR 0022).
+pub use super::common::DELETION_POLICY_ANNOTATION;
+
+/// The finalizer the GitSync controller puts on every GitSync, so that `deletionPolicy:
+/// Delete` can delete the inventory before the GitSync goes.
+pub const GITSYNC_FINALIZER: &str = "gitsync.phoenix.thinkheads.ai/inventory";
 
 /// Desired state of a Git synchronisation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -53,6 +62,15 @@ pub struct GitSyncSpec {
     /// A signed webhook that triggers a sync: `POST /hooks/gitsync/NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<Webhook>,
+    /// What deleting the GitSync does to the objects of its inventory: `Retain` (default)
+    /// leaves them in place, with their label; `Delete` deletes those that still carry this
+    /// GitSync's label before the GitSync goes.
+    #[serde(default = "default_deletion_policy")]
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn default_deletion_policy() -> DeletionPolicy {
+    DeletionPolicy::Retain
 }
 
 fn default_interval() -> Duration {

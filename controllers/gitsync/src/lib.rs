@@ -12,6 +12,14 @@
 //!   are deleted, and only while they still carry this GitSync's label; nothing outside the
 //!   inventory is ever deleted.
 //! - `suspend: true` stops syncing; what was applied stays.
+//! - `wait: true`: `Ready=False` (`Progressing`, naming the objects) until every applied
+//!   object of a kind with status is Ready=True for its generation; after `timeout`,
+//!   `Stalled=True` (`WaitTimeout`). Rechecked when one of its objects changes, and every
+//!   2 s (or `interval`, when shorter).
+//! - Deleting a GitSync: a finalizer; `deletionPolicy: Retain` (default) leaves the objects
+//!   with their label, `Delete` deletes those that still carry the label first.
+//! - Syncs start at once on a new `phoenix.thinkheads.ai/sync-at` annotation, which
+//!   `phoenixctl sync` and the signed webhook ([`webhook`]) set.
 //! - Status: `lastAppliedRevision` (`BRANCH@sha1:...`), `lastAttemptedRevision`,
 //!   `inventory`; an event per sync with the commit and the counts created, configured,
 //!   unchanged and pruned. The next sync comes after `interval`, or `retryInterval` after a
@@ -24,18 +32,19 @@
 
 pub mod credentials;
 pub mod git;
+mod lookup;
 pub mod metrics;
 mod reconciler;
 pub mod sync;
 pub mod transport;
+pub mod webhook;
 
 use std::path::PathBuf;
 
-use phoenix_api::kinds::secret::Secret;
 use phoenix_runtime::Controller;
 
 pub use metrics::GitSyncMetrics;
-pub use reconciler::GitSyncReconciler;
+pub use reconciler::{GitSyncReconciler, STALLED};
 
 /// The controller's name (lease, metrics label, event source, `--only`, flag prefix).
 pub const NAME: &str = "gitsync";
@@ -54,11 +63,8 @@ pub struct GitSyncOptions {
 /// The GitSync controller, ready for a [`phoenix_runtime::Manager`]. A Secret changing
 /// syncs the GitSyncs whose `spec.secretRef` names it.
 pub fn controller(options: GitSyncOptions) -> Controller<GitSyncReconciler> {
-    Controller::new(NAME, GitSyncReconciler::new(options)).watches::<Secret>(|s, gitsyncs| {
-        gitsyncs
-            .find(|g| g.spec.secret_ref.as_deref() == Some(s.metadata.name.as_str()))
-            .iter()
-            .map(|g| g.metadata.name.clone())
-            .collect()
-    })
+    lookup::watch_kinds(
+        Controller::new(NAME, GitSyncReconciler::new(options))
+            .finalizer(phoenix_api::kinds::git_sync::GITSYNC_FINALIZER),
+    )
 }

@@ -38,10 +38,19 @@ pub struct RevisionLabels {
     pub revision: String,
 }
 
+/// Labels of a webhook request's result. Not labelled by GitSync: anyone can name any
+/// GitSync in a request, and the series must stay bounded.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `accepted`, `ping`, `unauthorized`, `not_found`, `too_large`, `unavailable`, `error`.
+    pub result: String,
+}
+
 /// The GitSync metrics. Cheap to clone; clones share their values.
 #[derive(Debug, Clone)]
 pub struct GitSyncMetrics {
     syncs: Family<ResultLabels, Counter>,
+    webhook: Family<WebhookLabels, Counter>,
     last_success: Family<GitSyncLabels, Gauge<f64, AtomicU64>>,
     objects: Family<GitSyncLabels, Gauge>,
     revision: Family<RevisionLabels, Gauge>,
@@ -74,6 +83,11 @@ impl GitSyncMetrics {
             "The revision the GitSync applied last (value 1)",
             m.revision.clone(),
         );
+        registry.register(
+            "phoenix_gitsync_webhook_requests",
+            "Requests to POST /hooks/gitsync/NAME by result",
+            m.webhook.clone(),
+        );
         m
     }
 
@@ -81,6 +95,7 @@ impl GitSyncMetrics {
     pub fn unregistered() -> GitSyncMetrics {
         GitSyncMetrics {
             syncs: Family::default(),
+            webhook: Family::default(),
             last_success: Family::default(),
             objects: Family::default(),
             revision: Family::default(),
@@ -122,6 +137,35 @@ impl GitSyncMetrics {
     /// Records a sync that failed with `reason`.
     pub(crate) fn failed(&self, gitsync: &str, reason: &str) {
         self.count(gitsync, reason);
+    }
+
+    /// Counts a webhook request with `result`.
+    pub(crate) fn webhook(&self, result: &str) {
+        self.webhook
+            .get_or_create(&WebhookLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Removes the series of a GitSync that is gone (its sync counts stay).
+    pub(crate) fn forget(&self, gitsync: &str) {
+        let labels = GitSyncLabels {
+            gitsync: gitsync.into(),
+        };
+        self.last_success.remove(&labels);
+        self.objects.remove(&labels);
+        if let Some(old) = self
+            .current
+            .lock()
+            .expect("gitsync metrics lock")
+            .remove(gitsync)
+        {
+            self.revision.remove(&RevisionLabels {
+                gitsync: gitsync.into(),
+                revision: old,
+            });
+        }
     }
 
     fn count(&self, gitsync: &str, result: &str) {

@@ -1,36 +1,60 @@
 //! One sync: fetch, decode as one unit, check ownership, apply, prune, report.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use phoenix_api::client::ApplyOutcome;
 use phoenix_api::client::ClientError;
-use phoenix_api::condition::mark_ready;
+use phoenix_api::condition::{
+    Condition, READY, find_condition, mark_progressing, mark_ready, set_condition,
+};
 use phoenix_api::kinds::GitSync;
-use phoenix_api::kinds::git_sync::{InventoryEntry, SYNC_AT_ANNOTATION};
-use phoenix_api::{Kind, Object};
+use phoenix_api::kinds::common::DeletionPolicy;
+use phoenix_api::kinds::git_sync::{GitSyncStatus, InventoryEntry, SYNC_AT_ANNOTATION};
+use phoenix_api::{ConditionStatus, Kind};
 use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult, Reconciler};
 
 use crate::GitSyncOptions;
 use crate::git::{self, Snapshot};
-use crate::sync::{conflict, decode_snapshot, entry_of, owner_of, to_prune};
+use crate::lookup::{self, Seen};
+use crate::sync::{DecodeCache, conflict_of, decode_snapshot_cached, entry_of, owner_of, to_prune};
 
 /// Fallback when a duration in the spec does not parse (admission rejects such specs).
 const FALLBACK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How often a `wait: true` GitSync looks at its objects again while some are not Ready
+/// (or its `interval`, when shorter).
+const WAIT_POLL: Duration = Duration::from_secs(2);
+
+/// The condition type set when `wait: true` objects are still not Ready after `timeout`.
+pub const STALLED: &str = "Stalled";
+
+/// At most this many objects are named in a condition message.
+const NAMED: usize = 10;
 
 /// The reconcile logic of [`crate::controller`].
 #[derive(Debug)]
 pub struct GitSyncReconciler {
     options: GitSyncOptions,
+    /// Since when each `wait: true` GitSync has waited for the objects of a revision
+    /// (name -> (revision, start)); in memory: a restart starts the wait again.
+    waiting: Mutex<HashMap<String, (String, Instant)>>,
+    /// Each GitSync's decoded files of its last snapshot (unchanged files are not decoded
+    /// again).
+    decoded: Mutex<HashMap<String, DecodeCache>>,
 }
 
 impl GitSyncReconciler {
     /// A reconciler with `options`.
     pub fn new(options: GitSyncOptions) -> Self {
-        GitSyncReconciler { options }
+        GitSyncReconciler {
+            options,
+            waiting: Mutex::default(),
+            decoded: Mutex::default(),
+        }
     }
 }
 
@@ -53,6 +77,84 @@ impl Reconciler for GitSyncReconciler {
             self.options.metrics.failed(&gs.metadata.name, &e.reason);
         }
         result
+    }
+
+    /// `deletionPolicy` (or the annotation) `Delete`: deletes every inventory object that
+    /// still carries this GitSync's label, dependents first; `Retain` leaves them.
+    async fn cleanup(&self, gs: Arc<GitSync>, ctx: &Context<GitSync>) -> ReconcileResult {
+        let name = gs.metadata.name.clone();
+        self.waiting.lock().expect("waiting lock").remove(&name);
+        self.decoded.lock().expect("decoded lock").remove(&name);
+        self.options.metrics.forget(&name);
+        let inventory = gs
+            .status
+            .as_ref()
+            .map(|s| s.inventory.clone())
+            .unwrap_or_default();
+        if policy(&gs) == DeletionPolicy::Retain {
+            ctx.recorder
+                .normal(
+                    &*gs,
+                    "Retained",
+                    &format!(
+                        "deletionPolicy Retain: {} object(s) left in place",
+                        inventory.len()
+                    ),
+                )
+                .await;
+            return Ok(Action::done());
+        }
+        let mut deleted = 0;
+        let mut failures = Vec::new();
+        for entry in to_prune(&inventory, &[]) {
+            match prune_one(ctx, &entry, &name).await {
+                Ok(true) => deleted += 1,
+                Ok(false) => {}
+                Err(e) => failures.push(format!("{}/{}: {e}", entry.kind, entry.name)),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(ReconcileError::transient(
+                "DeleteFailed",
+                format!("deletionPolicy Delete: {}", failures.join("; ")),
+            )
+            .while_deleting("the objects"));
+        }
+        ctx.recorder
+            .normal(
+                &*gs,
+                "Deleted",
+                &format!("deletionPolicy Delete: {deleted} object(s) deleted"),
+            )
+            .await;
+        Ok(Action::done())
+    }
+}
+
+/// The deletion policy in force: the annotation when it says `Delete` or `Retain`, else the
+/// spec's.
+fn policy(gs: &GitSync) -> DeletionPolicy {
+    DeletionPolicy::in_force(&gs.metadata, gs.spec.deletion_policy)
+}
+
+/// How long each step of a sync took, for the debug log.
+struct Phases {
+    at: Instant,
+    text: String,
+}
+
+impl Phases {
+    fn start() -> Phases {
+        Phases {
+            at: Instant::now(),
+            text: String::new(),
+        }
+    }
+
+    fn end(&mut self, phase: &str) {
+        use std::fmt::Write as _;
+        let _ = write!(self.text, "{phase}={:?} ", self.at.elapsed());
+        self.at = Instant::now();
     }
 }
 
@@ -82,53 +184,105 @@ impl GitSyncReconciler {
             ReconcileError::transient(reason, message).retry_after(retry)
         };
 
-        let credentials = crate::credentials::read(&ctx.client, gs)
-            .await
-            .map_err(|e| fail(e.reason(), e.to_string()))?;
-        let snapshot = self
-            .fetch(gs, credentials, timeout)
-            .await
-            .map_err(|m| fail("FetchFailed", m))?;
+        let mut phases = Phases::start();
+        let credentials = match crate::credentials::read(&ctx.client, gs).await {
+            Ok(c) => c,
+            Err(e) => {
+                let e = fail(e.reason(), e.to_string());
+                return Err(self.failed(gs, ctx, e, None, None).await);
+            }
+        };
+        let snapshot = match self.fetch(gs, credentials, timeout).await {
+            Ok(s) => s,
+            Err(m) => {
+                return Err(self
+                    .failed(gs, ctx, fail("FetchFailed", m), None, None)
+                    .await);
+            }
+        };
         let revision = revision(gs, &snapshot.commit);
 
-        let objects = match decode_snapshot(&snapshot, &name) {
+        phases.end("fetch");
+        let mut cache = self
+            .decoded
+            .lock()
+            .expect("decoded lock")
+            .remove(&name)
+            .unwrap_or_default();
+        // CPU-bound (and long for big repositories): off the async threads.
+        let owner = name.clone();
+        let (cache, decoded) = match tokio::task::spawn_blocking(move || {
+            let decoded = decode_snapshot_cached(&snapshot, &owner, &mut cache);
+            (cache, decoded)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let e = fail(
+                    "InvalidManifests",
+                    format!("{revision}: decoding stopped: {e}"),
+                );
+                return Err(self.failed(gs, ctx, e, Some(&revision), None).await);
+            }
+        };
+        self.decoded
+            .lock()
+            .expect("decoded lock")
+            .insert(name.clone(), cache);
+        let objects = match decoded {
             Ok(o) => o,
             Err(problems) => {
-                self.attempted(gs, ctx, &revision, None).await?;
-                return Err(fail(
+                let e = fail(
                     "InvalidManifests",
                     format!(
                         "{revision}: nothing applied; {} problem(s):\n{}",
                         problems.len(),
                         problems.join("\n")
                     ),
-                ));
+                );
+                return Err(self.failed(gs, ctx, e, Some(&revision), None).await);
             }
         };
 
         // Ownership: an object someone else made, or another GitSync's, is never taken over.
-        let existing = existing_objects(ctx, &objects)
-            .await
-            .map_err(|e| fail("ApiError", format!("reading existing objects: {e}")))?;
+        phases.end("decode");
+        let keys: Vec<(Kind, String)> = objects
+            .iter()
+            .map(|o| (o.kind(), o.name().to_string()))
+            .collect();
+        let existing = match lookup::seen(ctx, &keys).await {
+            Ok(e) => e,
+            Err(e) => {
+                let e = fail("ApiError", format!("reading existing objects: {e}"));
+                return Err(self.failed(gs, ctx, e, None, None).await);
+            }
+        };
         let conflicts: Vec<String> = objects
             .iter()
-            .filter_map(|o| existing.get(&o.key()).and_then(|e| conflict(e, &name)))
+            .filter_map(|o| match existing.get(&(o.kind(), o.name().to_string())) {
+                Some(Seen::Present { owner, .. }) => conflict_of(&o.key(), owner.as_deref(), &name),
+                _ => None,
+            })
             .collect();
         if !conflicts.is_empty() {
-            self.attempted(gs, ctx, &revision, None).await?;
-            return Err(fail(
+            let e = fail(
                 "Conflict",
                 format!("{revision}: nothing applied; {}", conflicts.join("; ")),
-            ));
+            );
+            return Err(self.failed(gs, ctx, e, Some(&revision), None).await);
         }
 
         // Apply everything in one batch; each result stands alone.
         let mut counts = Counts::default();
-        let results = ctx
-            .client
-            .apply_batch_outcomes(&objects, false)
-            .await
-            .map_err(|e| fail("ApplyFailed", format!("{revision}: {e}")))?;
+        phases.end("ownership");
+        let results = match ctx.client.apply_batch_outcomes(&objects, false).await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = fail("ApplyFailed", format!("{revision}: {e}"));
+                return Err(self.failed(gs, ctx, e, Some(&revision), None).await);
+            }
+        };
         let mut applied: Vec<InventoryEntry> = Vec::new();
         let mut failures = Vec::new();
         for (object, result) in objects.iter().zip(results) {
@@ -151,16 +305,19 @@ impl GitSyncReconciler {
             .unwrap_or_default();
         if !failures.is_empty() {
             // Keep what may now carry the label in the inventory, so a later prune finds it.
-            self.attempted(gs, ctx, &revision, Some(union(previous, applied)))
-                .await?;
-            return Err(fail(
+            let e = fail(
                 "ApplyFailed",
                 format!("{revision}: {}", failures.join("; ")),
-            ));
+            );
+            let inventory = union(previous, applied);
+            return Err(self
+                .failed(gs, ctx, e, Some(&revision), Some(inventory))
+                .await);
         }
 
         let mut inventory: Vec<InventoryEntry> = objects.iter().map(entry_of).collect();
         inventory.sort();
+        phases.end("apply");
         if spec.prune {
             let mut failures = Vec::new();
             for entry in to_prune(&previous, &inventory) {
@@ -171,19 +328,54 @@ impl GitSyncReconciler {
                 }
             }
             if !failures.is_empty() {
-                self.attempted(gs, ctx, &revision, Some(union(previous, inventory)))
-                    .await?;
-                return Err(fail(
+                let e = fail(
                     "PruneFailed",
                     format!("{revision}: {}", failures.join("; ")),
-                ));
+                );
+                let inventory = union(previous, inventory);
+                return Err(self
+                    .failed(gs, ctx, e, Some(&revision), Some(inventory))
+                    .await);
             }
         }
 
+        phases.end("prune");
+        tracing::debug!(gitsync = %name, objects = objects.len(), phases = %phases.text, "synced");
         let message = format!(
             "{revision}: {} created, {} configured, {} unchanged, {} pruned",
             counts.created, counts.configured, counts.unchanged, counts.pruned
         );
+        // wait: true: Ready only once every applied object is.
+        let waiting = if spec.wait {
+            match not_ready(ctx, &inventory).await {
+                Ok(w) => w,
+                Err(e) => {
+                    let e = fail("ApiError", format!("reading the applied objects: {e}"));
+                    return Err(self
+                        .failed(gs, ctx, e, Some(&revision), Some(inventory))
+                        .await);
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let stalled = if waiting.is_empty() {
+            self.waiting.lock().expect("waiting lock").remove(&name);
+            None
+        } else {
+            let mut w = self.waiting.lock().expect("waiting lock");
+            let started = w
+                .entry(name.clone())
+                .or_insert((revision.clone(), Instant::now()));
+            if started.0 != revision {
+                *started = (revision.clone(), Instant::now());
+            }
+            Some(started.1.elapsed() >= timeout)
+        };
+        // Counted before the status says so: whoever sees the status sees the metrics.
+        self.options
+            .metrics
+            .synced(&gs.metadata.name, &revision, inventory.len());
         let generation = gs.metadata.generation;
         let sync_at = sync_at(gs);
         ctx.update_status(gs, |s| {
@@ -193,13 +385,31 @@ impl GitSyncReconciler {
             s.last_applied_revision = Some(revision.clone());
             s.last_attempted_revision = Some(revision.clone());
             s.inventory = inventory.clone();
-            mark_ready(s, generation, "Synced", &message);
+            match stalled {
+                None => {
+                    mark_ready(s, generation, "Synced", &message);
+                    s.conditions.retain(|c| c.type_ != STALLED);
+                }
+                Some(stalled) => {
+                    wait_conditions(s, generation, &message, &waiting, stalled, &gs.spec.timeout)
+                }
+            }
         })
         .await?;
-        ctx.recorder.normal(&**gs, "Synced", &message).await;
-        self.options
-            .metrics
-            .synced(&gs.metadata.name, &revision, inventory.len());
+        // A sync that changed nothing (same revision applied before, all unchanged, no
+        // failure since) writes nothing at all: no event either.
+        let was_synced = gs.status.as_ref().is_some_and(|s| {
+            s.last_applied_revision.as_deref() == Some(revision.as_str())
+                && find_condition(&s.conditions, READY).is_some_and(|c| {
+                    matches!(c.reason.as_str(), "Synced" | "Progressing" | "WaitTimeout")
+                })
+        });
+        if counts.created + counts.configured + counts.pruned > 0 || !was_synced {
+            ctx.recorder.normal(&**gs, "Synced", &message).await;
+        }
+        if stalled.is_some() {
+            return Ok(Action::requeue(interval.min(WAIT_POLL)));
+        }
         Ok(Action::requeue(interval))
     }
 
@@ -240,27 +450,111 @@ impl GitSyncReconciler {
         }
     }
 
-    /// Records the revision tried (and, when given, the inventory) before a failure.
-    async fn attempted(
+    /// Records a failure in one status write: the error as the runtime records it (Ready=False,
+    /// Reconciling), the sync-at value handled, the revision tried and (when given) the
+    /// inventory; returns the error for the runtime (whose own write then changes nothing).
+    async fn failed(
         &self,
         gs: &GitSync,
         ctx: &Context<GitSync>,
-        revision: &str,
+        error: ReconcileError,
+        revision: Option<&str>,
         inventory: Option<Vec<InventoryEntry>>,
-    ) -> Result<(), ReconcileError> {
+    ) -> ReconcileError {
         let sync_at = sync_at(gs);
-        ctx.update_status(gs, |s| {
-            if sync_at.is_some() {
-                s.last_handled_sync_at = sync_at.clone();
-            }
-            s.last_attempted_revision = Some(revision.to_string());
-            if let Some(inv) = &inventory {
-                s.inventory = inv.clone();
+        let generation = gs.metadata.generation;
+        let written = ctx
+            .update_status(gs, |s| {
+                if sync_at.is_some() {
+                    s.last_handled_sync_at = sync_at.clone();
+                }
+                if let Some(r) = revision {
+                    s.last_attempted_revision = Some(r.to_string());
+                }
+                if let Some(inv) = &inventory {
+                    s.inventory = inv.clone();
+                }
+                error.mark(s, generation);
+            })
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(gitsync = %gs.metadata.name, error = %e, "recording the failure in status failed");
+        }
+        error
+    }
+}
+
+/// Ready=False while `waiting` objects are not Ready: reason `Progressing` until `timeout`,
+/// then `WaitTimeout` with `Stalled=True`.
+fn wait_conditions(
+    s: &mut GitSyncStatus,
+    generation: Option<i64>,
+    applied: &str,
+    waiting: &[String],
+    stalled: bool,
+    timeout: &phoenix_api::duration::Duration,
+) {
+    let names = name_some(waiting);
+    if stalled {
+        let message = format!("{applied}; still not Ready after spec.timeout ({timeout}): {names}");
+        mark_progressing(s, generation, "WaitTimeout", &message);
+        set_condition(
+            &mut s.conditions,
+            Condition::new(
+                STALLED,
+                ConditionStatus::True,
+                "WaitTimeout",
+                &message,
+                generation,
+            ),
+        );
+    } else {
+        let message = format!(
+            "{applied}; waiting for {} object(s) to be Ready: {names}",
+            waiting.len()
+        );
+        mark_progressing(s, generation, "Progressing", &message);
+        s.conditions.retain(|c| c.type_ != STALLED);
+    }
+}
+
+/// The first [`NAMED`] of `names`, and how many more.
+fn name_some(names: &[String]) -> String {
+    let mut text = names
+        .iter()
+        .take(NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > NAMED {
+        text.push_str(&format!(" and {} more", names.len() - NAMED));
+    }
+    text
+}
+
+/// The objects of `inventory` that are not Ready (`kind/name`): missing, or of a kind that
+/// reports status without Ready=True for its current generation. Kinds without status
+/// (Secrets) count as Ready.
+async fn not_ready(
+    ctx: &Context<GitSync>,
+    inventory: &[InventoryEntry],
+) -> Result<Vec<String>, ClientError> {
+    let keys: Vec<(Kind, String)> = inventory
+        .iter()
+        .filter_map(|e| Some((e.kind.parse::<Kind>().ok()?, e.name.clone())))
+        .collect();
+    let seen = lookup::seen(ctx, &keys).await?;
+    Ok(keys
+        .iter()
+        .filter_map(|(kind, name)| {
+            let key = format!("{}/{name}", kind.name().to_ascii_lowercase());
+            match seen.get(&(*kind, name.clone())) {
+                Some(Seen::Present { ready: true, .. }) => None,
+                Some(Seen::Present { ready: false, .. }) => Some(key),
+                _ => Some(format!("{key} (missing)")),
             }
         })
-        .await
-        .map(|_| ())
-    }
+        .collect())
 }
 
 /// The `phoenix.thinkheads.ai/sync-at` annotation's value, if any.
@@ -275,21 +569,6 @@ fn revision(gs: &GitSync, commit: &str) -> String {
         Some(name) => format!("{name}@sha1:{commit}"),
         None => format!("sha1:{commit}"),
     }
-}
-
-/// The existing objects among `objects`' kinds, by `kind/name`.
-async fn existing_objects(
-    ctx: &Context<GitSync>,
-    objects: &[Object],
-) -> Result<BTreeMap<String, Object>, ClientError> {
-    let kinds: BTreeSet<Kind> = objects.iter().map(Object::kind).collect();
-    let mut out = BTreeMap::new();
-    for kind in kinds {
-        for o in ctx.client.list_all(kind, "").await?.items {
-            out.insert(o.key(), o);
-        }
-    }
-    Ok(out)
 }
 
 /// Deletes one inventory entry if it still exists and still carries `owner`'s label;

@@ -1,11 +1,82 @@
 //! The pure steps of one sync: decoding a snapshot as one unit, ownership, pruning plans.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use phoenix_api::kinds::git_sync::{GITSYNC_LABEL, InventoryEntry};
 use phoenix_api::{Kind, Object, Source, load_source};
 
 use crate::git::Snapshot;
+
+/// One document of a file, decoded and admitted (or its problems).
+#[derive(Debug, Clone)]
+enum FileDoc {
+    Object {
+        object: Box<Object>,
+        /// `FILE (document N, line L)`.
+        here: String,
+    },
+    Problems(Vec<String>),
+}
+
+/// The decoded documents of the files of the last snapshot, by path, with the bytes they
+/// came from: a file whose bytes did not change is not decoded again (decoding is
+/// deterministic). Holds only the files of the last snapshot decoded with it.
+#[derive(Debug, Default)]
+pub struct DecodeCache {
+    files: HashMap<String, (Vec<u8>, Vec<FileDoc>)>,
+}
+
+impl DecodeCache {
+    /// How many files it holds.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether it holds no file.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// Decodes one file's documents.
+fn decode_file(path: &str, bytes: &[u8]) -> Vec<FileDoc> {
+    let source = Source {
+        name: path.to_string(),
+        bytes: bytes.to_vec(),
+    };
+    load_source(&source)
+        .into_iter()
+        .map(|result| match result {
+            Err(e) => FileDoc::Problems(e.lines()),
+            Ok(doc) => FileDoc::Object {
+                here: format!("{} (document {}, line {})", doc.source, doc.index, doc.line),
+                object: Box::new(doc.object),
+            },
+        })
+        .collect()
+}
+
+/// Decodes the files `todo` (indices into `files`), on up to 4 threads when there are many.
+fn decode_files(files: &[(String, Vec<u8>)], todo: &[usize]) -> Vec<(usize, Vec<FileDoc>)> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4);
+    let one = |i: usize| (i, decode_file(&files[i].0, &files[i].1));
+    if threads < 2 || todo.len() < 32 {
+        return todo.iter().map(|&i| one(i)).collect();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = todo
+            .chunks(todo.len().div_ceil(threads))
+            .map(|ids| scope.spawn(move || ids.iter().map(|&i| one(i)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a decoding thread panicked"))
+            .collect()
+    })
+}
 
 /// Decodes and admits every document of `snapshot` exactly as `phoenixctl apply` does, and
 /// labels each object with `phoenix.thinkheads.ai/gitsync: owner`.
@@ -18,31 +89,52 @@ use crate::git::Snapshot;
 /// Every problem, one line each: `FILE (document N, line L): kind/name: FIELD: REASON`.
 /// Events and GitSyncs that would label themselves are rejected too.
 pub fn decode_snapshot(snapshot: &Snapshot, owner: &str) -> Result<Vec<Object>, Vec<String>> {
+    decode_snapshot_cached(snapshot, owner, &mut DecodeCache::default())
+}
+
+/// [`decode_snapshot`], decoding only the files whose bytes differ from those in `cache`;
+/// `cache` then holds this snapshot's files. Same result as [`decode_snapshot`].
+pub fn decode_snapshot_cached(
+    snapshot: &Snapshot,
+    owner: &str,
+    cache: &mut DecodeCache,
+) -> Result<Vec<Object>, Vec<String>> {
+    let mut previous = std::mem::take(&mut cache.files);
+    let mut decoded: Vec<Option<Vec<FileDoc>>> = snapshot
+        .files
+        .iter()
+        .map(|(path, bytes)| match previous.remove(path) {
+            Some((old, docs)) if old == *bytes => Some(docs),
+            _ => None,
+        })
+        .collect();
+    let todo: Vec<usize> = (0..decoded.len())
+        .filter(|&i| decoded[i].is_none())
+        .collect();
+    for (i, docs) in decode_files(&snapshot.files, &todo) {
+        decoded[i] = Some(docs);
+    }
     let mut problems = Vec::new();
     let mut objects: Vec<Object> = Vec::new();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    for (path, bytes) in &snapshot.files {
-        let source = Source {
-            name: path.clone(),
-            bytes: bytes.clone(),
-        };
-        for result in load_source(&source) {
-            match result {
-                Err(e) => problems.extend(e.lines()),
-                Ok(doc) => {
-                    let key = doc.object.key();
-                    let here =
-                        format!("{} (document {}, line {})", doc.source, doc.index, doc.line);
-                    if doc.object.kind() == Kind::Event {
+    for ((path, bytes), docs) in snapshot.files.iter().zip(decoded) {
+        let docs = docs.expect("every file is decoded");
+        for doc in &docs {
+            match doc {
+                FileDoc::Problems(lines) => problems.extend(lines.iter().cloned()),
+                FileDoc::Object { object, here } => {
+                    let key = object.key();
+                    if object.kind() == Kind::Event {
                         problems.push(format!("{here}: {key}: Events are not applied from Git"));
                     }
                     if let Some(first) = seen.insert(key.clone(), here.clone()) {
                         problems.push(format!("{here}: {key} is also defined in {first}"));
                     }
-                    objects.push(doc.object);
+                    objects.push((**object).clone());
                 }
             }
         }
+        cache.files.insert(path.clone(), (bytes.clone(), docs));
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -76,12 +168,16 @@ pub fn owner_of(existing: &Object) -> Option<&str> {
 
 /// Why `existing` may not be taken over by GitSync `owner`, or `None` when it may.
 pub fn conflict(existing: &Object, owner: &str) -> Option<String> {
-    match owner_of(existing) {
+    conflict_of(&existing.key(), owner_of(existing), owner)
+}
+
+/// [`conflict`] for the object `key` whose label names `existing_owner`.
+pub fn conflict_of(key: &str, existing_owner: Option<&str>, owner: &str) -> Option<String> {
+    match existing_owner {
         Some(o) if o == owner => None,
-        Some(other) => Some(format!("{} belongs to GitSync {other:?}", existing.key())),
+        Some(other) => Some(format!("{key} belongs to GitSync {other:?}")),
         None => Some(format!(
-            "{} exists and is not managed by a GitSync (no {GITSYNC_LABEL} label)",
-            existing.key()
+            "{key} exists and is not managed by a GitSync (no {GITSYNC_LABEL} label)"
         )),
     }
 }
@@ -152,6 +248,71 @@ mod tests {
                 .iter()
                 .any(|p| p.starts_with("b.yaml (document 2, line ")
                     && p.contains("stack/bad: spec.env[\"1x\"]")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_cache_decodes_changed_files_only_and_gives_the_same_result() {
+        let a = SECRET.replace("NAME", "a");
+        let b = SECRET.replace("NAME", "b");
+        let mut cache = DecodeCache::default();
+        let first = snapshot(&[("a.yaml", &a), ("b.yaml", &b)]);
+        let plain = decode_snapshot(&first, "o").unwrap();
+        assert_eq!(
+            decode_snapshot_cached(&first, "o", &mut cache).unwrap(),
+            plain
+        );
+        assert_eq!(cache.len(), 2);
+        // Same bytes again: served from the cache, same objects.
+        assert_eq!(
+            decode_snapshot_cached(&first, "o", &mut cache).unwrap(),
+            plain
+        );
+        // A changed file is decoded again; a removed one leaves the cache.
+        let bad =
+            "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata: {name: Bad_}\n";
+        let second = snapshot(&[("a.yaml", bad)]);
+        let problems = decode_snapshot_cached(&second, "o", &mut cache).unwrap_err();
+        assert_eq!(problems, decode_snapshot(&second, "o").unwrap_err());
+        assert_eq!(cache.len(), 1);
+        // Duplicates across cached files are still found.
+        let third = snapshot(&[("a.yaml", &a), ("c.yaml", &a)]);
+        let problems = decode_snapshot_cached(&third, "o", &mut cache).unwrap_err();
+        assert!(
+            problems[0].contains("is also defined in a.yaml"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn many_files_decode_on_threads_in_file_order_with_problems_found() {
+        let texts: Vec<(String, String)> = (0..40)
+            .map(|i| {
+                (
+                    format!("f{i:02}.yaml"),
+                    SECRET.replace("NAME", &format!("s{i:02}")),
+                )
+            })
+            .collect();
+        let files: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        let objects = decode_snapshot(&snapshot(&files), "o").unwrap();
+        let keys: Vec<String> = objects.iter().map(Object::key).collect();
+        let expected: Vec<String> = (0..40).map(|i| format!("secret/s{i:02}")).collect();
+        assert_eq!(keys, expected);
+        let mut with_dup = files.clone();
+        with_dup.push(("z.yaml", files[3].1));
+        let problems = decode_snapshot(&snapshot(&with_dup), "o").unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("z.yaml (document 1"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].contains("secret/s03 is also defined in f03.yaml"),
             "{problems:?}"
         );
     }

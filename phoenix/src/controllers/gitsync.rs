@@ -3,7 +3,7 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::hosting::{Host, Hosted, Prepared};
+use crate::hosting::{ClientSlot, Host, Hosted, Prepared};
 use anyhow::Context;
 use phoenix_gitsync::GitSyncOptions;
 
@@ -55,13 +55,18 @@ impl Hosted for GitSyncArgs {
     const NAME: &'static str = phoenix_gitsync::NAME;
 
     fn prepare(&self, host: &mut Host<'_>) -> anyhow::Result<Prepared> {
+        let metrics = phoenix_gitsync::GitSyncMetrics::new(host.registry);
         let options = GitSyncOptions {
             cache_dir: self.cache_dir(host.data_dir)?,
-            metrics: phoenix_gitsync::GitSyncMetrics::new(host.registry),
+            metrics: metrics.clone(),
         };
+        // The webhook (POST /hooks/gitsync/NAME) on the process's HTTP port.
+        let client = ClientSlot::default();
+        let routes = phoenix_gitsync::webhook::router(client.clone(), metrics);
         Ok(Prepared::ready(move |manager, common| {
             manager.add(phoenix_gitsync::controller(options).options(common));
-        }))
+        })
+        .with_routes(routes, client))
     }
 }
 
