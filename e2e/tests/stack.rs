@@ -788,7 +788,7 @@ async fn a_crashing_service_is_degraded_with_its_exit_code_and_restarts_unlike_a
 
 /// A one-shot (restart `no`) that fails is run again with backoff, not at every look: the
 /// status says when, and each re-run is a Warning event saying how long the next one waits.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_one_shot_is_run_again_with_backoff() {
     let _shared = DAEMON.read().await;
     let d = Dockerd::shared();

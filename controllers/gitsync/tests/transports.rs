@@ -11,6 +11,7 @@
 //! `git`, `sshd`, `ssh`, `ssh-keygen` (hack/install-deps.sh) and the binary
 //! (`cargo build -p phoenix`).
 
+mod common;
 #[path = "support/githttp.rs"]
 mod githttp;
 #[path = "../../../drivers/ssh/tests/support/mod.rs"]
@@ -18,11 +19,11 @@ mod ssh_support;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
+use common::git;
 use githttp::{GitHttps, TestCa};
 use phoenix_api::client::Client;
 use phoenix_api::condition::{READY, find_condition};
@@ -71,35 +72,6 @@ fn logs() -> String {
 }
 
 // ---- a repository with the seeds' estate ----
-
-/// Runs `git` in `dir`, panicking with its output on failure; returns stdout.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Phoenix Test",
-            "-c",
-            "user.email=t@phoenix.test",
-        ])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .unwrap_or_else(|e| panic!("git not runnable ({e}): install it with hack/install-deps.sh"));
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// `ROOT/estate.git` (bare) with one commit on `main`: `manifests/examples/phoenix` under
 /// `phoenix/`. Returns the bare repository's path and the commit.
