@@ -80,3 +80,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* "true" when several servers run (a StatefulSet on etcd, docs/ha.md), else empty. */}}
+{{- define "phoenix.severalServers" -}}
+{{- if gt (int .Values.server.replicaCount) 1 }}true{{ end }}
+{{- end }}
+
+{{/* The Service's DNS names, space-separated: every server certificate names them. */}}
+{{- define "phoenix.serviceNames" -}}
+{{- $svc := include "phoenix.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- printf "%s %s.%s %s.%s.svc %s.%s.svc.%s" $svc $svc $ns $svc $ns $svc $ns .Values.clusterDomain }}
+{{- end }}
