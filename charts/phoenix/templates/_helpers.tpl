@@ -92,3 +92,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $ns := .Release.Namespace }}
 {{- printf "%s %s.%s %s.%s.svc %s.%s.svc.%s" $svc $svc $ns $svc $ns $svc $ns .Values.clusterDomain }}
 {{- end }}
+
+{{/* The headless Service of several servers (a DNS label: at most 63 characters). */}}
+{{- define "phoenix.headlessName" -}}
+{{- printf "%s-headless" (include "phoenix.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
