@@ -11,6 +11,7 @@ mod support;
 
 use std::time::Duration;
 
+use phoenix_api::kinds::common::DELETION_POLICY_ANNOTATION;
 use phoenix_api::{ConditionStatus, Kind};
 use phoenix_guest::FINALIZER;
 use phoenix_pve::ConfigUpdate;
@@ -91,4 +92,58 @@ async fn a_protected_guest_is_kept_until_protection_is_cleared_in_pve() {
 
     wait_guest(&client, "vault", "gone", |g| g.is_none()).await;
     assert_eq!(copies(&api, VMID).await, 0, "destroyed in PVE");
+}
+
+/// The other way out of a protected guest's deletion: the deletion-policy annotation (the
+/// spec cannot change any more) turns it into Retain: the object goes, the guest stays in
+/// PVE, running, without Phoenix's marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_guest_is_kept_and_the_object_let_go_by_the_retain_annotation() {
+    const KEPT: u32 = 941;
+    let (fake, _server, client, api, _ctl) = setup(2).await;
+    let guest = lxc(
+        &fake,
+        "keep",
+        Some(KEPT),
+        "  protection: true\n  deletionPolicy: Delete\n",
+    );
+    client.apply(&guest, false).await.unwrap();
+    wait_ready(&client, "keep").await;
+    wait_pve(&api, KEPT, "protected", |c| text(c, "protection") == "1").await;
+    let at = locate(&api, KEPT).await.expect("created");
+    let before = api.guest_config(&at, false).await.unwrap();
+    assert!(text(&before.values, "description").contains("phoenix-uid"));
+
+    client
+        .delete(Kind::Guest, "keep", None, false)
+        .await
+        .unwrap();
+    let message = wait_reason(&client, "keep", "Protected").await;
+    assert!(
+        message.contains(DELETION_POLICY_ANNOTATION),
+        "the message names the way out: {message}"
+    );
+
+    // A metadata update (what `phoenixctl annotate` sends), again on a conflict with the
+    // controller's status writes.
+    loop {
+        let mut g = get(&client, "keep").await.expect("kept by the finalizer");
+        g.metadata
+            .annotations
+            .insert(DELETION_POLICY_ANNOTATION.into(), "Retain".into());
+        match client.update_metadata(&phoenix_api::Object::Guest(g)).await {
+            Ok(_) => break,
+            Err(phoenix_api::client::ClientError::Conflict(_)) => continue,
+            Err(e) => panic!("annotating: {e}"),
+        }
+    }
+    wait_guest(&client, "keep", "gone", |g| g.is_none()).await;
+    assert_eq!(copies(&api, KEPT).await, 1, "kept in PVE");
+    assert_eq!(api.guest_status(&at).await.unwrap().status, "running");
+    let config = api.guest_config(&at, false).await.unwrap();
+    assert!(
+        !text(&config.values, "description").contains("phoenix-uid"),
+        "the marker is removed: {:?}",
+        config.values.get("description")
+    );
 }

@@ -1,8 +1,9 @@
 //! The cleanup of a deleted Guest: nothing without this object's marker; `Delete` stops and
-//! destroys (never a protected guest), `Retain` removes only the marker.
+//! destroys (never a protected guest), `Retain` removes only the marker. The deletion-policy
+//! annotation wins over the spec (ADR 0022).
 
 use phoenix_api::kinds::Guest;
-use phoenix_api::kinds::common::DeletionPolicy;
+use phoenix_api::kinds::common::{DELETION_POLICY_ANNOTATION, DeletionPolicy};
 use phoenix_pve::{ConfigUpdate, GuestConfig, GuestRef};
 use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult};
 use serde_json::Value;
@@ -49,7 +50,8 @@ impl GuestReconciler {
                 .await;
             return Ok(Action::done());
         }
-        match guest.spec.deletion_policy {
+        // The annotation (ADR 0022) wins: the spec of an object being deleted cannot change.
+        match DeletionPolicy::in_force(&guest.metadata, guest.spec.deletion_policy) {
             DeletionPolicy::Delete => self.destroy(guest, ctx, &at, &config, &uid).await?,
             DeletionPolicy::Retain => self.retain(guest, ctx, &at, &config).await?,
         }
@@ -79,7 +81,7 @@ impl GuestReconciler {
             return Err(ReconcileError::transient(
                 "Protected",
                 format!(
-                    "{at} has protection enabled in PVE (spec.protection): it is neither stopped nor destroyed; clear protection in PVE (pct/qm set {vmid} --protection 0) and the deletion proceeds"
+                    "{at} has protection enabled in PVE (spec.protection): it is neither stopped nor destroyed; clear protection in PVE (pct/qm set {vmid} --protection 0) and the deletion proceeds, or annotate the Guest {DELETION_POLICY_ANNOTATION}=Retain to keep the guest in PVE and let the object go"
                 ),
             ));
         }
