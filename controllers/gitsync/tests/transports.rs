@@ -23,10 +23,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
-use common::git;
+use common::{git, ready, wait_gs};
 use githttp::{GitHttps, TestCa};
 use phoenix_api::client::Client;
-use phoenix_api::condition::{READY, find_condition};
 use phoenix_api::kinds::GitSync;
 use phoenix_api::kinds::event::Event;
 use phoenix_api::kinds::git_sync::{GITSYNC_LABEL, GitRef};
@@ -332,40 +331,14 @@ async fn apply(client: &Client, object: &Object) {
         .unwrap_or_else(|e| panic!("applying {}: {e}", object.key()));
 }
 
-/// `(status, reason, message)` of Ready.
-fn ready(gs: &GitSync) -> Option<(ConditionStatus, String, String)> {
-    let c = find_condition(&gs.status.as_ref()?.conditions, READY)?;
-    Some((c.status, c.reason.clone(), c.message.clone()))
-}
-
+/// Waits until Ready (`(status, reason, message)`) satisfies `pred`.
 async fn wait_ready(
     client: &Client,
     name: &str,
     what: &str,
     pred: impl Fn(&(ConditionStatus, String, String)) -> bool,
 ) -> GitSync {
-    let start = Instant::now();
-    loop {
-        let gs = Api::<GitSync>::new(client.clone())
-            .get_opt(name)
-            .await
-            .unwrap();
-        if let Some(gs) = gs
-            && ready(&gs).is_some_and(|r| pred(&r))
-        {
-            return gs;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "GitSync {name}: {what} never happened: {:?}",
-            Api::<GitSync>::new(client.clone())
-                .get_opt(name)
-                .await
-                .unwrap()
-                .and_then(|g| ready(&g))
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_gs(client, name, what, |gs| ready(gs).is_some_and(|r| pred(&r))).await
 }
 
 /// Every object of the inventory exists and carries the GitSync's label.

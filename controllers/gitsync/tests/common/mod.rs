@@ -195,14 +195,15 @@ pub async fn wait_gs(
             .get_opt(name)
             .await
             .unwrap();
-        if let Some(gs) = gs
-            && pred(&gs)
+        if let Some(gs) = &gs
+            && pred(gs)
         {
-            return gs;
+            return gs.clone();
         }
         assert!(
             start.elapsed() < WAIT,
-            "GitSync {name}: {what} never happened"
+            "GitSync {name}: {what} never happened; Ready: {:?}",
+            gs.as_ref().and_then(ready)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
