@@ -2,11 +2,15 @@
 //! the restored server has the objects at their revisions, and the old client configuration
 //! (CA, token) works against it.
 
+mod common;
+
+use common::guest;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use phoenix_api::Kind;
 use phoenix_api::client::Client;
-use phoenix_api::{Kind, decode};
 use phoenix_apiserver::backup::{self, BackupError};
 use phoenix_apiserver::serve::{self, ServeArgs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,17 +22,6 @@ fn args(dir: &Path, backup_dir: Option<PathBuf>) -> ServeArgs {
         backup_keep: 2,
         ..ServeArgs::local(dir)
     }
-}
-
-fn guest(name: &str) -> phoenix_api::Object {
-    decode::decode_str(
-        "t.yaml",
-        &format!(
-            "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Guest\nmetadata:\n  name: {name}\nspec:\n  type: lxc\n  source: {{template: \"local:vztmpl/debian-12.tar.zst\"}}\n"
-        ),
-    )
-    .unwrap()
-    .remove(0)
 }
 
 /// The revision in a backup's name (`phoenix-<time>-r<revision>`).

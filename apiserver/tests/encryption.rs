@@ -3,6 +3,10 @@
 //! through the client, a wrong key file fails the start naming the key id, rotation (new write
 //! key, rewrap, old key removed) keeps every Secret readable, and backups carry the key file.
 
+mod common;
+
+use common::guest;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,17 +41,6 @@ fn secret(name: &str, value: &str) -> Object {
         "s.yaml",
         &format!(
             "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{token: {value:?}}}\n"
-        ),
-    )
-    .unwrap()
-    .remove(0)
-}
-
-fn guest(name: &str) -> Object {
-    decode::decode_str(
-        "g.yaml",
-        &format!(
-            "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Guest\nmetadata:\n  name: {name}\nspec:\n  type: lxc\n  source: {{template: \"local:vztmpl/debian-12.tar.zst\"}}\n"
         ),
     )
     .unwrap()

@@ -3,13 +3,17 @@
 //! anywhere, effective everywhere), each server's own SANs, and a client whose context lists
 //! both servers failing over (calls and watches) when the one it uses stops.
 
+mod common;
+
+use common::guest;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use phoenix_api::Kind;
 use phoenix_api::client::{Client, ClientError, Context, WatchEvent};
-use phoenix_api::{Kind, Object, decode};
 use phoenix_apiserver::auth::{self, Role};
 use phoenix_apiserver::encryption::{self, KEY_FILE, Keyring};
 use phoenix_apiserver::pki::CLUSTER_CA_KEY;
@@ -17,17 +21,6 @@ use phoenix_apiserver::serve::{self, ServeArgs};
 use phoenix_store::Store;
 use phoenix_store::etcd::{EtcdConfig, EtcdStore};
 use phoenix_store::testing::EtcdCluster;
-
-fn guest(name: &str) -> Object {
-    decode::decode_str(
-        "g.yaml",
-        &format!(
-            "apiVersion: phoenix.thinkheads.ai/v1alpha1\nkind: Guest\nmetadata:\n  name: {name}\nspec:\n  type: lxc\n  source: {{template: \"local:vztmpl/debian-12.tar.zst\"}}\n"
-        ),
-    )
-    .unwrap()
-    .remove(0)
-}
 
 /// Polls `f` until it holds (tokens reach other servers through their watch).
 async fn until<F, Fut>(what: &str, f: F)
