@@ -13,10 +13,11 @@
 
 use std::fmt;
 
-use phoenix_api::client::{Client, ClientError};
+use phoenix_api::client::ClientError;
 use phoenix_api::kinds::GitSync;
 use phoenix_api::kinds::secret::{Secret, SecretType};
 use phoenix_api::{Kind, Object};
+use phoenix_runtime::Context;
 
 /// The key of an optional PEM bundle of the certificate authorities an `https://` server's
 /// certificate must chain to (instead of the system's).
@@ -105,17 +106,21 @@ pub fn scheme(url: &str) -> &str {
     url.split_once("://").map(|(s, _)| s).unwrap_or_default()
 }
 
-/// Reads `gs.spec.secretRef` through `client` and takes the credentials from it
+/// Reads `gs.spec.secretRef` from the controller's Secret cache (the API when the cache
+/// has not seen it yet: a Secret applied a moment ago) and takes the credentials from it
 /// ([`from_secret`]); [`Credentials::None`] when the GitSync names no Secret and its scheme
 /// needs none.
 ///
 /// # Errors
 /// [`CredentialsError`]: the Secret missing, unreadable, or unfit for the URL's scheme.
-pub async fn read(client: &Client, gs: &GitSync) -> Result<Credentials, CredentialsError> {
+pub async fn read(ctx: &Context<GitSync>, gs: &GitSync) -> Result<Credentials, CredentialsError> {
     let Some(name) = gs.spec.secret_ref.as_deref() else {
         return from_secret(&gs.spec.url, None);
     };
-    match client.get(Kind::Secret, name).await {
+    if let Some(s) = ctx.cache_of::<Secret>().and_then(|c| c.get(name)) {
+        return from_secret(&gs.spec.url, Some(&s));
+    }
+    match ctx.client.get(Kind::Secret, name).await {
         Ok(Object::Secret(s)) => from_secret(&gs.spec.url, Some(&s)),
         Ok(_) | Err(ClientError::NotFound(_)) => Err(CredentialsError::SecretMissing(name.into())),
         Err(source) => Err(CredentialsError::Api {

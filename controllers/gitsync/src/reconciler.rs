@@ -185,7 +185,7 @@ impl GitSyncReconciler {
         };
 
         let mut phases = Phases::start();
-        let credentials = match crate::credentials::read(&ctx.client, gs).await {
+        let credentials = match crate::credentials::read(ctx, gs).await {
             Ok(c) => c,
             Err(e) => {
                 let e = fail(e.reason(), e.to_string());
