@@ -85,7 +85,8 @@ pub(crate) struct Shared {
     pub(crate) config: EmbeddedConfig,
 }
 
-/// The embedded store. Dropping it stops its writer thread (after the batch in flight).
+/// The embedded store. Dropping it stops its writer thread (after the batch in flight) and
+/// closes the database file.
 #[derive(Debug)]
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
@@ -174,10 +175,18 @@ impl EmbeddedStore {
 }
 
 impl Drop for EmbeddedStore {
+    /// Stops the writer and waits (up to 5 s) for reads still in flight, so that the
+    /// database file is closed, and the directory can be opened again, once drop returns.
     fn drop(&mut self) {
         self.tx.take();
         if let Some(w) = self.writer.take() {
             let _ = w.join();
+        }
+        // Watch tasks hold the store only while they read; reads run on blocking threads
+        // and end on their own, so waiting here cannot deadlock the runtime.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Arc::strong_count(&self.shared) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 }

@@ -5,7 +5,7 @@
 //! or broadcast after the subscription; commits in both are skipped by revision. A watcher that
 //! falls behind the broadcast buffer re-subscribes and replays from the log again.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use redb::ReadableDatabase;
 use tokio::sync::{broadcast, mpsc};
@@ -50,7 +50,10 @@ pub(crate) fn start(
         end: prefix_end(&prefix),
         prefix,
     };
-    tokio::spawn(run(shared, filter, next, tx));
+    // The task holds the store only while it reads, so that dropping the store closes the
+    // database even while watch streams are still open.
+    let interval = shared.config.progress_interval;
+    tokio::spawn(run(Arc::downgrade(&shared), interval, filter, next, tx));
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
@@ -102,17 +105,30 @@ async fn send(out: &Out, batch: Result<WatchBatch, StoreError>) -> bool {
     out.send(batch).await.is_ok()
 }
 
-async fn run(shared: Arc<Shared>, filter: Filter, mut next: Revision, out: Out) {
+async fn run(
+    shared: Weak<Shared>,
+    interval: std::time::Duration,
+    filter: Filter,
+    mut next: Revision,
+    out: Out,
+) {
     let filter = Arc::new(filter);
-    let interval = shared.config.progress_interval;
     'resubscribe: loop {
-        let Ok(mut live) = shared.commits.lock().map(|r| r.resubscribe()) else {
+        let Some(mut live) = shared
+            .upgrade()
+            .and_then(|s| s.commits.lock().ok().map(|r| r.resubscribe()))
+        else {
             return;
         };
         // Replay committed history from the log.
         loop {
             let (s, f) = (shared.clone(), filter.clone());
-            let read = tokio::task::spawn_blocking(move || read_log(&s, &f, next)).await;
+            let read = tokio::task::spawn_blocking(move || {
+                s.upgrade()
+                    .map(|s| read_log(&s, &f, next))
+                    .unwrap_or(Err(StoreError::Closed))
+            })
+            .await;
             let (events, scanned, done) = match read {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
@@ -169,7 +185,10 @@ async fn run(shared: Arc<Shared>, filter: Filter, mut next: Revision, out: Out) 
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = sleep_until(idle_until) => {
-                    if !send(&out, Ok(WatchBatch { revision: progress_revision(&shared, next), events: Vec::new() })).await {
+                    let Some(revision) = shared.upgrade().map(|s| progress_revision(&s, next)) else {
+                        return;
+                    };
+                    if !send(&out, Ok(WatchBatch { revision, events: Vec::new() })).await {
                         return;
                     }
                     idle_until = Instant::now() + interval;
