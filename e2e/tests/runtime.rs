@@ -4,7 +4,7 @@
 //! `promtool check metrics` on what the runtime and the server export.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -540,6 +540,97 @@ async fn leader_election_on_the_embedded_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_election_on_etcd() {
     leader_election(Server::start_opts(Backend::Etcd, BARE).await).await;
+}
+
+/// Starts background work on its first reconcile and returns at once; the work wakes the
+/// object when it ends, and the reconcile after that reports Ready.
+#[derive(Clone, Default)]
+struct BackgroundReconciler(Arc<Background>);
+
+#[derive(Default)]
+struct Background {
+    started: Mutex<HashMap<String, bool>>,
+    in_flight: AtomicU32,
+    most_in_flight: AtomicU32,
+    reconciles: AtomicU32,
+}
+
+#[async_trait]
+impl Reconciler for BackgroundReconciler {
+    type Kind = Stack;
+
+    async fn reconcile(&self, stack: Arc<Stack>, ctx: &Context<Stack>) -> ReconcileResult {
+        let me = self.0.clone();
+        me.reconciles.fetch_add(1, Ordering::SeqCst);
+        let name = stack.metadata.name.clone();
+        let first = {
+            let mut started = me.started.lock().unwrap();
+            match started.get(&name) {
+                Some(true) => None,
+                Some(false) => return Ok(Action::done()),
+                None => {
+                    started.insert(name.clone(), false);
+                    Some(())
+                }
+            }
+        };
+        if first.is_none() {
+            return ctx
+                .ready(&stack, "Converged", "background work done")
+                .await
+                .map(|_| Action::done());
+        }
+        let waker = ctx.waker();
+        let n = me.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        me.most_in_flight.fetch_max(n, Ordering::SeqCst);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            me.in_flight.fetch_sub(1, Ordering::SeqCst);
+            me.started.lock().unwrap().insert(name.clone(), true);
+            waker.wake(&name);
+        });
+        // No requeue: only the wake brings the object back.
+        Ok(Action::done())
+    }
+
+    async fn cleanup(&self, _stack: Arc<Stack>, _ctx: &Context<Stack>) -> ReconcileResult {
+        Ok(Action::done())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waker_brings_objects_back_after_work_their_reconciles_did_not_wait_for() {
+    let server = Server::start_opts(Backend::Embedded, BARE).await;
+    let client = server.client().await;
+    let reconciler = BackgroundReconciler::default();
+    let mut manager = Manager::new(server.client().await, RuntimeMetrics::unregistered());
+    // One worker, no resync: four objects' work runs at once only if each reconcile returns
+    // while its work goes on, and they become Ready only through the wakes.
+    manager.add(
+        Controller::new("test-background", reconciler.clone())
+            .concurrency(1)
+            .resync(None),
+    );
+    let ctl = manager.spawn();
+    for i in 0..4 {
+        client
+            .apply(&stack(&format!("bg{i}"), "nginx:1", &[]), false)
+            .await
+            .unwrap();
+    }
+    for i in 0..4 {
+        wait_for(&client, &format!("bg{i}"), "Ready", is_ready_at_generation).await;
+    }
+    assert!(
+        reconciler.0.most_in_flight.load(Ordering::SeqCst) >= 2,
+        "the one worker waited for each object's work in turn"
+    );
+    assert_eq!(
+        reconciler.0.reconciles.load(Ordering::SeqCst),
+        8,
+        "two reconciles per object"
+    );
+    ctl.stop().await.unwrap();
 }
 
 fn promtool() -> std::path::PathBuf {

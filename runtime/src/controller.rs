@@ -66,6 +66,24 @@ pub struct Context<K> {
     /// The controller's name.
     pub name: String,
     related: HashMap<Kind, Arc<dyn Any + Send + Sync>>,
+    waker: Waker,
+}
+
+/// Queues reconciles of a controller's objects from outside a reconcile: for work a reconcile
+/// started and does not wait for (e.g. a long task on a remote system), so that the reconcile
+/// returns and its worker serves other objects meanwhile. Cheap to clone. A wake is a trigger
+/// like a change of the object: queued at once, or once more after a reconcile of the same
+/// object in progress; ignored once the controller has stopped.
+#[derive(Clone, Debug)]
+pub struct Waker {
+    triggers: mpsc::UnboundedSender<Trigger>,
+}
+
+impl Waker {
+    /// Queues a reconcile of the object named `key`.
+    pub fn wake(&self, key: &str) {
+        let _ = self.triggers.send(Trigger::Key(key.to_string()));
+    }
 }
 
 impl<K> std::fmt::Debug for Context<K> {
@@ -83,6 +101,11 @@ impl<K: HasStatus + Into<Object> + TryFrom<Object>> Context<K> {
             .get(&R::KIND)
             .and_then(|c| c.downcast_ref::<Cache<R>>())
             .cloned()
+    }
+
+    /// A handle that queues reconciles of this controller's objects later (see [`Waker`]).
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
     }
 
     /// The typed client of kind `R` (e.g. `ctx.api::<Secret>().get_opt(name)`).
@@ -388,8 +411,12 @@ impl<R: Reconciler> Controller<R> {
             ready.push(r_ready);
             forwarders.spawn(fwd);
         }
+        let waker = Waker {
+            triggers: tx.clone(),
+        };
         drop(tx);
         let ctx = Arc::new(Context {
+            waker,
             client: shared.client.clone(),
             cache: cache.clone(),
             recorder: Recorder::new(shared.client.clone(), name.clone()),

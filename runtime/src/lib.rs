@@ -39,7 +39,7 @@ pub mod status;
 pub mod watcher;
 
 pub use cache::Cache;
-pub use controller::{Context, Controller, ControllerConfig, ControllerError, Reconciler};
+pub use controller::{Context, Controller, ControllerConfig, ControllerError, Reconciler, Waker};
 pub use error::{Action, ErrorKind, ReconcileError, ReconcileResult};
 pub use leader::LeaderConfig;
 pub use manager::{Manager, Running};

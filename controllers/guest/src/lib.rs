@@ -14,7 +14,10 @@
 //!   when that ends well it is reported Ready from the create's own parameters, without reading
 //!   it back (ADR 0018). A start that fails there is retried as a start, never as a create.
 //! - A create's UPID is written to `status.lastTask` before it is waited for; a restarted
-//!   controller waits for that task instead of creating again. A create that failed in
+//!   controller waits for that task instead of creating again. The reconcile does not wait:
+//!   it returns once the task runs, the task is waited for in the background (holding its
+//!   node and storage slots) and the Guest woken when it has ended, so a few workers keep
+//!   many creates going ([`phoenix_runtime::Waker`]). A create that failed in
 //!   transport is not repeated before the state was read back.
 //! - The config converges with one minimal PUT (changed keys and a `delete` list) guarded by
 //!   the digest; volumes only grow; the firewall's options and rules converge to the spec (rules
@@ -42,6 +45,7 @@ mod classify;
 pub mod desired;
 pub mod disks;
 mod firewall;
+mod in_flight;
 pub mod inventory;
 pub mod metrics;
 pub mod props;

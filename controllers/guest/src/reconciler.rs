@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::blockers;
 use crate::classify::classify;
+use crate::in_flight::{Ended, InFlight, Progress};
 use crate::inventory::{Inventory, InventoryOptions};
 use crate::metrics::GuestMetrics;
 use crate::vmid;
@@ -29,6 +30,7 @@ pub struct GuestReconciler {
     pve: PveClient,
     task_poll: Duration,
     inventory: Arc<Inventory>,
+    in_flight: Arc<InFlight>,
     metrics: GuestMetrics,
 }
 
@@ -49,6 +51,7 @@ impl GuestReconciler {
             pve,
             task_poll,
             inventory,
+            in_flight: Arc::default(),
             metrics: GuestMetrics::unregistered(),
         }
     }
@@ -102,6 +105,16 @@ fn description(config: &Map<String, Value>) -> Option<&str> {
 }
 
 impl GuestReconciler {
+    /// Whether an ended create this process waited for is still the Guest's last task (not
+    /// recorded as ended by another process meanwhile).
+    fn still_ours(guest: &Guest, ended: &Ended) -> bool {
+        guest
+            .status
+            .as_ref()
+            .and_then(|s| s.last_task.as_ref())
+            .is_some_and(|t| t.upid == ended.launch.upid.to_string() && t.exit_status.is_none())
+    }
+
     /// When `status.lastTask` is still running: `Some(requeue)`; when it ended, its exit
     /// status is recorded (an error when it failed).
     async fn resume_task(
@@ -199,6 +212,21 @@ impl Reconciler for GuestReconciler {
                 "the object has no uid yet",
             ));
         };
+        match self.in_flight.poll(&uid) {
+            // Its wait wakes the Guest when the task has ended.
+            Some(Progress::Running) => return Ok(Action::done()),
+            Some(Progress::Ended(ended)) => {
+                // The cache may not show the task's UPID yet: then ask the API once.
+                if !Self::still_ours(&guest, &ended) {
+                    guest = Arc::new(ctx.api::<Guest>().get(guest.name()).await?);
+                }
+                if Self::still_ours(&guest, &ended) {
+                    return self.finish_create(&guest, ctx, *ended).await;
+                }
+                // Another process recorded the task meanwhile (it led): go by status.
+            }
+            None => {}
+        }
         if let Some(action) = self.resume_task(&guest, ctx).await? {
             return Ok(action);
         }
@@ -259,6 +287,18 @@ impl Reconciler for GuestReconciler {
     }
 
     async fn cleanup(&self, guest: Arc<Guest>, ctx: &Context<Guest>) -> ReconcileResult {
+        if let Some(uid) = guest.metadata.uid.as_deref()
+            && let Some(Progress::Running) = self.in_flight.poll(uid)
+        {
+            // PVE refuses to destroy a guest while its create runs; the wait wakes us.
+            ctx.progressing(
+                &guest,
+                "Creating",
+                "waiting for the create task to end before deleting",
+            )
+            .await?;
+            return Ok(Action::requeue(self.task_poll));
+        }
         self.clean_up(&guest, ctx).await
     }
 }

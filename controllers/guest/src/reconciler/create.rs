@@ -2,6 +2,7 @@
 //! task's UPID in `status.lastTask` while it runs, and a read-back after a create lost in
 //! transport.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use phoenix_api::Resource;
@@ -15,6 +16,7 @@ use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult};
 use super::{GuestReconciler, converge, exit_text, guest_ref, invalid, kind_of, task_ref};
 use crate::addresses;
 use crate::classify::classify;
+use crate::in_flight::{Ended, Launch};
 use crate::{desired, disks, props};
 
 /// Whether the create itself starts the guest (`start=1`): a guest made from the spec (not a
@@ -236,13 +238,43 @@ impl GuestReconciler {
         {
             tracing::warn!(guest = guest.name(), error = %e, "recording the create task failed");
         }
-        let upid = task.upid().clone();
-        let result = self.pve.wait(task).await;
+        // The reconcile returns while the task runs: its wait goes on in the background and
+        // wakes the Guest when it has ended (then `finish_create`).
+        let launch = Launch {
+            guest: Arc::new(guest.clone()),
+            node,
+            vmid,
+            upid: task.upid().clone(),
+        };
+        self.in_flight
+            .start(&self.pve, uid, guest.name(), task, launch, ctx.waker());
+        Ok(Action::done())
+    }
+
+    /// Finishes a create whose task has ended: Ready from the create's own parameters when it
+    /// ended well and nothing else is to be done; else its exit in `status.lastTask`, and the
+    /// guest read back next (a `start=1` whose start failed may have left a stopped guest).
+    /// `current` is the Guest as it is now; the create was made from `ended.launch.guest`.
+    pub(super) async fn finish_create(
+        &self,
+        current: &Guest,
+        ctx: &Context<Guest>,
+        ended: Ended,
+    ) -> ReconcileResult {
+        let Ended { launch, result } = ended;
+        let guest = &*launch.guest;
+        let (vmid, node, what) = (launch.vmid, launch.node, kind_of(guest));
         let exit = match &result {
             Ok(outcome) => exit_text(outcome),
             Err(e) => e.to_string(),
         };
-        let done = task_ref(&upid, Some(exit));
+        let done = task_ref(&launch.upid, Some(exit));
+        // Changed since the create was sent: converge the new spec right after.
+        let next = if current.metadata.generation == guest.metadata.generation {
+            Action::done()
+        } else {
+            Action::requeue(Duration::from_millis(50))
+        };
         if result.is_ok() && converged_by_create(guest) {
             let state = if starts_on_create(guest) {
                 "running"
@@ -254,7 +286,7 @@ impl GuestReconciler {
             let addresses = addresses::from_spec(guest).unwrap_or_default();
             converge::report_created(ctx, guest, &at, state, addresses, done).await?;
             self.inventory.expect(guest);
-            return Ok(Action::done());
+            return Ok(next);
         }
         // A failed create may have left a guest (a start=1 whose start failed): read it next.
         self.inventory.invalidate();
