@@ -14,8 +14,9 @@
 //!
 //! The first Phoenix run uses the defaults (4 reconciles at once, the PVE client's default
 //! limits). `--also LABEL:KEY=VALUE,...` adds a Phoenix run with other settings (keys
-//! `concurrency`, `tasks-per-node`, `tasks-per-storage`, `rps`, `burst`; repeatable), on a
-//! fresh fakepve, compared with the same baseline; those skip the resync windows.
+//! `concurrency`, `tasks-per-node`, `tasks-per-storage`, `tasks-per-thin-storage`, `rps`,
+//! `burst`; repeatable), on a fresh fakepve, compared with the same baseline; those skip the
+//! resync windows.
 
 use std::collections::BTreeMap;
 
@@ -77,6 +78,9 @@ impl Setup {
                 }
                 "tasks-per-storage" => {
                     out.limits.tasks_per_storage = value.parse().unwrap_or_else(|_| bad())
+                }
+                "tasks-per-thin-storage" => {
+                    out.limits.tasks_per_thin_storage = value.parse().unwrap_or_else(|_| bad())
                 }
                 "rps" => out.limits.requests_per_second = value.parse().unwrap_or_else(|_| bad()),
                 "burst" => out.limits.burst = value.parse().unwrap_or_else(|_| bad()),

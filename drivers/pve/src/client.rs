@@ -160,6 +160,7 @@ impl PveClient {
         let metrics = PveMetrics::new(registry);
         let rate = RateLimiter::new(config.limits.requests_per_second, config.limits.burst);
         metrics.rate_limit.set(rate.rate().unwrap_or(0.0));
+        let slots = TaskSlots::new(&config.limits, metrics.task_slots.clone());
         Ok(PveClient {
             inner: Arc::new(Inner {
                 http,
@@ -168,7 +169,7 @@ impl PveClient {
                 auth,
                 generation: AtomicU64::new(0),
                 metrics,
-                slots: TaskSlots::new(&config.limits),
+                slots,
                 rate,
                 default_node: config.default_node,
                 timeouts: config.timeouts,

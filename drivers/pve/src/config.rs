@@ -158,8 +158,9 @@ impl PveConfig {
 ///   caFile: /etc/phoenix/pve-root-ca.pem       # or fingerprint: "AB:CD:..."
 ///   insecureSkipVerify: false
 ///   node: pve1
-///   tasksPerNode: 8
-///   tasksPerStorage: 4
+///   tasksPerNode: 16
+///   tasksPerStorage: 4                         # storages that are not thin
+///   tasksPerThinStorage: 16                    # local zfspool, lvmthin, btrfs
 ///   requestsPerSecond: 200                     # the adaptive limit's ceiling
 ///   burst: 20
 /// ```
@@ -192,8 +193,11 @@ pub struct PveSettings {
     pub node: Option<String>,
     /// `--pve-tasks-per-node N` (0: no limit).
     pub tasks_per_node: Option<usize>,
-    /// `--pve-tasks-per-storage N` (0: no limit).
+    /// `--pve-tasks-per-storage N`: per storage that is not thin (0: no limit).
     pub tasks_per_storage: Option<usize>,
+    /// `--pve-tasks-per-thin-storage N`: per local `zfspool`, `lvmthin` or `btrfs` storage
+    /// (0: no limit).
+    pub tasks_per_thin_storage: Option<usize>,
     /// `--pve-requests-per-second R`: the adaptive limit's ceiling (0: no limit).
     pub requests_per_second: Option<f64>,
     /// `--pve-burst N`: the most requests at once above the rate.
@@ -454,6 +458,9 @@ impl PveSettings {
         let limits = Limits {
             tasks_per_node: self.tasks_per_node.unwrap_or(defaults.tasks_per_node),
             tasks_per_storage: self.tasks_per_storage.unwrap_or(defaults.tasks_per_storage),
+            tasks_per_thin_storage: self
+                .tasks_per_thin_storage
+                .unwrap_or(defaults.tasks_per_thin_storage),
             requests_per_second: self
                 .requests_per_second
                 .unwrap_or(defaults.requests_per_second),
@@ -506,7 +513,7 @@ mod tests {
         let password = dir.path().join("password");
         std::fs::write(&password, "pw\n").unwrap();
         let yaml = format!(
-            "endpoints: [https://pve1:8006, pve2]\ntokenFile: {}\nfingerprint: \"{}\"\nnode: pve1\ntasksPerStorage: 2\n",
+            "endpoints: [https://pve1:8006, pve2]\ntokenFile: {}\nfingerprint: \"{}\"\nnode: pve1\ntasksPerStorage: 2\ntasksPerThinStorage: 6\n",
             token.display(),
             ["AB"; 32].join(":")
         );
@@ -517,6 +524,7 @@ mod tests {
         assert!(matches!(config.credentials, Credentials::Token { .. }));
         assert!(matches!(config.tls, TlsVerify::Fingerprint(_)));
         assert_eq!(config.limits.tasks_per_storage, 2);
+        assert_eq!(config.limits.tasks_per_thin_storage, 6);
         assert_eq!(
             config.limits.tasks_per_node,
             Limits::default().tasks_per_node

@@ -11,7 +11,8 @@
 //!   GETs may be retried ([`PveClient::get_retry`]); writes are sent again only when PVE
 //!   refused them on lock contention, never after a transport failure: then the caller reads
 //!   the state back.
-//! - Bounded tasks per node and per storage, a global request rate ([`Limits`]).
+//! - Bounded tasks per node and per storage (more on local thin storages), a global request
+//!   rate ([`Limits`]).
 //! - Prometheus metrics registered into the caller's registry ([`PveMetrics`]).
 //!
 //! With the `testing` feature, [`testing::FakePve`] runs fakepve (a fake PVE API) for tests.
@@ -43,7 +44,7 @@ pub use guest::{
     CloneOptions, ConfigUpdate, DestroyOptions, GuestConfig, GuestInterface, GuestKind, GuestRef,
     GuestStatus, PendingItem, ShutdownOptions,
 };
-pub use limits::Limits;
+pub use limits::{Limits, StorageClass};
 pub use metrics::PveMetrics;
 pub use params::Params;
 pub use reqwest::Method;

@@ -7,21 +7,39 @@
 //! would succeed. The client holds a permit of its node, and one of every storage the task
 //! allocates on, from before it sends a task-starting request until the task has ended, so
 //! no more than the configured number of them ever queue on PVE's locks.
+//!
+//! How many a storage gets depends on its type ("Task slots by storage type" in ADR 0029): a
+//! local thin or copy-on-write storage ([`THIN_PLUGINS`], not shared) allocates in
+//! milliseconds under the lock and gets [`Limits::tasks_per_thin_storage`]; every other one
+//! [`Limits::tasks_per_storage`].
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use serde::Deserialize;
+use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+use crate::metrics::SlotLabels;
 
 /// Concurrency and rate limits. Zero means "no limit" for every field.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
-    /// Tasks the client runs at once on one node (default 8).
+    /// Tasks the client runs at once on one node (default 16).
     pub tasks_per_node: usize,
-    /// Tasks the client runs at once that allocate on one storage of one node (default 4).
+    /// Tasks the client runs at once that allocate on one storage of one node, for every
+    /// storage that is not thin (default 4): shared ones, thick LVM, directories, NFS, CIFS,
+    /// Ceph, iSCSI, unknown types, and any storage whose type could not be read.
     pub tasks_per_storage: usize,
+    /// The same for a local thin or copy-on-write storage: `zfspool`, `lvmthin`, `btrfs`, not
+    /// shared (default 16). Their allocation is a quick metadata operation under PVE's
+    /// storage lock.
+    pub tasks_per_thin_storage: usize,
     /// The most requests per second to PVE, all endpoints together (default 200). The rate
     /// itself adapts below it: it starts at [`START_RATE`], grows while PVE answers fast and
     /// halves on overload (5xx, timeouts, lock timeouts, broken connections), never below
@@ -35,11 +53,87 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            tasks_per_node: 8,
+            tasks_per_node: 16,
             tasks_per_storage: 4,
+            tasks_per_thin_storage: 16,
             requests_per_second: 200.0,
             burst: 20,
         }
+    }
+}
+
+/// The storage types (`plugintype`) whose allocation is a quick metadata operation: ZFS
+/// datasets and zvols, LVM-thin volumes, btrfs subvolumes.
+pub const THIN_PLUGINS: [&str; 3] = ["zfspool", "lvmthin", "btrfs"];
+
+/// How long a storage the last read of the storage types did not list (or a failed read)
+/// counts as not thin before the types are read again.
+pub const STORAGE_REREAD: Duration = Duration::from_secs(60);
+
+/// Which task limit a storage gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StorageClass {
+    /// Local thin or copy-on-write: [`Limits::tasks_per_thin_storage`].
+    Thin,
+    /// Anything else, or not known: [`Limits::tasks_per_storage`].
+    Other,
+    /// Both limits are the same, so the type was not read.
+    Any,
+}
+
+impl StorageClass {
+    /// The type of a storage as `/cluster/resources` shows it: thin for a [`THIN_PLUGINS`]
+    /// type that is not shared, else other (the conservative limit).
+    pub fn of(plugintype: &str, shared: bool) -> Self {
+        if !shared && THIN_PLUGINS.contains(&plugintype) {
+            StorageClass::Thin
+        } else {
+            StorageClass::Other
+        }
+    }
+
+    /// The metric label: `thin`, `other`, `any`.
+    pub fn label(self) -> &'static str {
+        match self {
+            StorageClass::Thin => "thin",
+            StorageClass::Other => "other",
+            StorageClass::Any => "any",
+        }
+    }
+}
+
+/// One entry of `GET /cluster/resources?type=storage`, the fields the classes come from.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct StorageResource {
+    /// The node.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// The storage id.
+    #[serde(default)]
+    pub storage: Option<String>,
+    /// The storage type: `zfspool`, `dir`, `lvm`, `rbd`, ...
+    #[serde(default)]
+    pub plugintype: Option<String>,
+    /// `1` for a storage shared by the cluster's nodes.
+    #[serde(default)]
+    pub shared: Option<Value>,
+}
+
+impl StorageResource {
+    /// `node/storage` and its class; `None` for an entry without node or storage.
+    fn classified(&self) -> Option<(String, StorageClass)> {
+        let shared = match &self.shared {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::Number(n)) => n.as_u64() != Some(0),
+            Some(Value::String(s)) => s != "0",
+            Some(_) => true,
+        };
+        let class = StorageClass::of(self.plugintype.as_deref().unwrap_or_default(), shared);
+        Some((
+            format!("{}/{}", self.node.as_deref()?, self.storage.as_deref()?),
+            class,
+        ))
     }
 }
 
@@ -49,56 +143,227 @@ pub struct TaskPermits {
     _permits: Vec<OwnedSemaphorePermit>,
 }
 
-/// Semaphores per node and per node/storage, created on first use.
+/// One storage's slots.
+#[derive(Debug)]
+struct StorageSlot {
+    class: StorageClass,
+    /// From a read that listed the storage: final. Else the class is provisional (other
+    /// until a later read lists the storage).
+    settled: bool,
+    /// `None`: no limit.
+    semaphore: Option<Arc<Semaphore>>,
+}
+
+/// The storage classes known from the last read, and when a read was last tried.
+#[derive(Debug, Default)]
+struct Classes {
+    known: HashMap<String, StorageClass>,
+    read_at: Option<Instant>,
+}
+
+/// Semaphores per node and per node/storage, created on first use; a storage's size follows
+/// its class, read once (single flight) when a storage is first used.
 #[derive(Debug)]
 pub(crate) struct TaskSlots {
     per_node: usize,
     per_storage: usize,
+    per_thin_storage: usize,
+    reread: Duration,
     nodes: Mutex<HashMap<String, Arc<Semaphore>>>,
-    storages: Mutex<HashMap<String, Arc<Semaphore>>>,
+    storages: Mutex<HashMap<String, StorageSlot>>,
+    classes: tokio::sync::Mutex<Classes>,
+    gauge: Family<SlotLabels, Gauge>,
 }
 
-fn semaphore(
-    map: &Mutex<HashMap<String, Arc<Semaphore>>>,
-    key: &str,
-    size: usize,
-) -> Arc<Semaphore> {
-    let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    map.entry(key.to_string())
-        .or_insert_with(|| Arc::new(Semaphore::new(size)))
-        .clone()
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl TaskSlots {
-    pub(crate) fn new(limits: &Limits) -> Self {
+    /// Slots for `limits`; `gauge` gets each storage's slot count (`pve_task_slots`).
+    pub(crate) fn new(limits: &Limits, gauge: Family<SlotLabels, Gauge>) -> Self {
         TaskSlots {
             per_node: limits.tasks_per_node,
             per_storage: limits.tasks_per_storage,
+            per_thin_storage: limits.tasks_per_thin_storage,
+            reread: STORAGE_REREAD,
             nodes: Mutex::new(HashMap::new()),
             storages: Mutex::new(HashMap::new()),
+            classes: tokio::sync::Mutex::new(Classes::default()),
+            gauge,
         }
+    }
+
+    fn size(&self, class: StorageClass) -> usize {
+        match class {
+            StorageClass::Thin => self.per_thin_storage,
+            StorageClass::Other | StorageClass::Any => self.per_storage,
+        }
+    }
+
+    /// The classes of `keys` (`node/storage`). Reads them with `read` when one is not known
+    /// and no read was tried within [`STORAGE_REREAD`]; concurrent callers wait for that one
+    /// read. A key not known after that is other, provisionally (`false`). A failed read is
+    /// logged and counts as not listing anything.
+    async fn classify<E: std::fmt::Display>(
+        &self,
+        keys: &[String],
+        read: impl Future<Output = Result<Vec<StorageResource>, E>>,
+    ) -> Vec<(StorageClass, bool)> {
+        let mut classes = self.classes.lock().await;
+        let missing = keys.iter().any(|k| !classes.known.contains_key(k));
+        let due = classes.read_at.is_none_or(|at| at.elapsed() >= self.reread);
+        if missing && due {
+            classes.read_at = Some(Instant::now());
+            match read.await {
+                Ok(resources) => {
+                    classes.known = resources
+                        .iter()
+                        .filter_map(StorageResource::classified)
+                        .collect();
+                }
+                Err(err) => {
+                    tracing::debug!(%err, "reading the storage types failed; they count as not thin");
+                }
+            }
+        }
+        keys.iter()
+            .map(|k| match classes.known.get(k) {
+                Some(class) => (*class, true),
+                None => (StorageClass::Other, false),
+            })
+            .collect()
+    }
+
+    /// The semaphore of storage `key` for `class`, made or resized when the slot is new or
+    /// its class was provisional.
+    fn storage_semaphore(
+        &self,
+        key: &str,
+        class: StorageClass,
+        settled: bool,
+    ) -> Option<Arc<Semaphore>> {
+        let mut storages = lock(&self.storages);
+        let size = self.size(class);
+        let (node, storage) = key.split_once('/').unwrap_or((key, ""));
+        let labels = |class: StorageClass| SlotLabels {
+            node: node.to_string(),
+            storage: storage.to_string(),
+            class: class.label().to_string(),
+        };
+        match storages.get_mut(key) {
+            Some(slot) if slot.settled || (!settled && slot.class == class) => {
+                return slot.semaphore.clone();
+            }
+            Some(slot) => {
+                // A provisional class now known: the semaphore takes the class's size. It
+                // grows in place; a smaller (or no) limit is a new semaphore, and tasks still
+                // holding permits of the old one finish outside the count.
+                let old = self.size(slot.class);
+                slot.semaphore = match slot.semaphore.take() {
+                    Some(sem) if size > old && old > 0 => {
+                        sem.add_permits(size - old);
+                        Some(sem)
+                    }
+                    Some(sem) if size == old => Some(sem),
+                    _ => (size > 0).then(|| Arc::new(Semaphore::new(size))),
+                };
+                if slot.class != class {
+                    self.gauge.remove(&labels(slot.class));
+                }
+                slot.class = class;
+                slot.settled = settled;
+            }
+            None => {
+                storages.insert(
+                    key.to_string(),
+                    StorageSlot {
+                        class,
+                        settled,
+                        semaphore: (size > 0).then(|| Arc::new(Semaphore::new(size))),
+                    },
+                );
+            }
+        }
+        self.gauge.get_or_create(&labels(class)).set(size as i64);
+        storages.get(key).and_then(|slot| slot.semaphore.clone())
+    }
+
+    /// The storages' semaphores, classifying those not settled yet (see `classify`).
+    async fn storage_semaphores<E: std::fmt::Display>(
+        &self,
+        keys: &[String],
+        read: impl Future<Output = Result<Vec<StorageResource>, E>>,
+    ) -> Vec<Option<Arc<Semaphore>>> {
+        if self.per_storage == self.per_thin_storage {
+            return keys
+                .iter()
+                .map(|k| self.storage_semaphore(k, StorageClass::Any, true))
+                .collect();
+        }
+        let unsettled: Vec<String> = {
+            let storages = lock(&self.storages);
+            keys.iter()
+                .filter(|k| !storages.get(*k).is_some_and(|slot| slot.settled))
+                .cloned()
+                .collect()
+        };
+        let classes = if unsettled.is_empty() {
+            Vec::new()
+        } else {
+            self.classify(&unsettled, read).await
+        };
+        keys.iter()
+            .map(|key| match unsettled.iter().position(|k| k == key) {
+                Some(i) => {
+                    let (class, settled) = classes[i];
+                    self.storage_semaphore(key, class, settled)
+                }
+                None => lock(&self.storages)
+                    .get(key)
+                    .and_then(|slot| slot.semaphore.clone()),
+            })
+            .collect()
     }
 
     /// Waits for a slot on each of `storages` (of `node`), then on `node`. Always in that
     /// order (storages sorted), so two tasks never wait on each other's permits, and a task
-    /// queued behind a busy storage holds no slot of its node meanwhile.
-    pub(crate) async fn acquire(&self, node: &str, storages: &[String]) -> TaskPermits {
+    /// queued behind a busy storage holds no slot of its node meanwhile. A storage used for
+    /// the first time is classified first, with `read` (`/cluster/resources?type=storage`;
+    /// awaited only when needed); a failed read never fails the task.
+    pub(crate) async fn acquire<E: std::fmt::Display>(
+        &self,
+        node: &str,
+        storages: &[String],
+        read: impl Future<Output = Result<Vec<StorageResource>, E>>,
+    ) -> TaskPermits {
         let mut permits = Vec::new();
-        if self.per_storage > 0 {
+        if self.per_storage > 0 || self.per_thin_storage > 0 {
             let mut keys: Vec<String> = storages.iter().map(|s| format!("{node}/{s}")).collect();
             keys.sort();
             keys.dedup();
-            for key in keys {
-                let sem = semaphore(&self.storages, &key, self.per_storage);
-                permits.push(
-                    sem.acquire_owned()
-                        .await
-                        .expect("task semaphores are never closed"),
-                );
+            if !keys.is_empty() {
+                for sem in self
+                    .storage_semaphores(&keys, read)
+                    .await
+                    .into_iter()
+                    .flatten()
+                {
+                    permits.push(
+                        sem.acquire_owned()
+                            .await
+                            .expect("task semaphores are never closed"),
+                    );
+                }
             }
         }
         if self.per_node > 0 {
-            let sem = semaphore(&self.nodes, node, self.per_node);
+            let sem = lock(&self.nodes)
+                .entry(node.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_node)))
+                .clone();
             permits.push(
                 sem.acquire_owned()
                     .await
@@ -340,6 +605,10 @@ impl RateLimiter {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::json;
+
     use super::*;
 
     #[tokio::test(start_paused = true)]
@@ -487,23 +756,25 @@ mod tests {
 
     #[tokio::test]
     async fn task_slots_bound_each_node_and_storage() {
+        // Both storage limits the same: the types are never read (`never()` would hang).
         let limits = Limits {
             tasks_per_node: 3,
             tasks_per_storage: 2,
+            tasks_per_thin_storage: 2,
             ..Limits::default()
         };
-        let slots = Arc::new(TaskSlots::new(&limits));
+        let slots = Arc::new(TaskSlots::new(&limits, Family::default()));
         let disks = vec!["disks".to_string()];
         let spawn = |node: &'static str, storage: &'static str| {
             let slots = slots.clone();
-            tokio::spawn(async move { slots.acquire(node, &[storage.to_string()]).await })
+            tokio::spawn(async move { slots.acquire(node, &[storage.to_string()], never()).await })
         };
-        let a = slots.acquire("pve1", &disks).await;
-        let b = slots.acquire("pve1", &disks).await;
+        let a = slots.acquire("pve1", &disks, never()).await;
+        let b = slots.acquire("pve1", &disks, never()).await;
         // A third on the same storage waits, holding nothing; one on another storage of the
         // node gets the node's last slot.
         let third = spawn("pve1", "disks");
-        let other = slots.acquire("pve1", &["local".to_string()]).await;
+        let other = slots.acquire("pve1", &["local".to_string()], never()).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             !third.is_finished(),
@@ -517,9 +788,12 @@ mod tests {
             "node limit 3 holds the fourth task back"
         );
         // Same storage name on another node is another storage, on another node.
-        let elsewhere = tokio::time::timeout(Duration::from_secs(5), slots.acquire("pve2", &disks))
-            .await
-            .expect("another node's storage is free");
+        let elsewhere = tokio::time::timeout(
+            Duration::from_secs(5),
+            slots.acquire("pve2", &disks, never()),
+        )
+        .await
+        .expect("another node's storage is free");
         drop(other);
         let fourth = tokio::time::timeout(Duration::from_secs(5), fourth)
             .await
@@ -531,5 +805,267 @@ mod tests {
             .await
             .expect("a freed both");
         drop((b, third, fourth, elsewhere));
+    }
+
+    type Answer = Result<Vec<StorageResource>, String>;
+
+    /// A read that must not happen.
+    fn never() -> impl Future<Output = Answer> {
+        std::future::pending()
+    }
+
+    /// A read that counts itself in `calls` and answers `answer` after 50 ms.
+    fn reader(calls: &Arc<AtomicUsize>, answer: Answer) -> impl Future<Output = Answer> + use<> {
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            answer
+        }
+    }
+
+    fn storage(node: &str, id: &str, plugintype: &str, shared: Value) -> StorageResource {
+        StorageResource {
+            node: Some(node.into()),
+            storage: Some(id.into()),
+            plugintype: Some(plugintype.into()),
+            shared: Some(shared),
+        }
+    }
+
+    /// The cluster the slot tests see: local ZFS and LVM-thin, a directory, a shared NFS.
+    fn cluster() -> Vec<StorageResource> {
+        vec![
+            storage("pve1", "zfs", "zfspool", json!(0)),
+            storage("pve1", "thin", "lvmthin", json!(0)),
+            storage("pve1", "local", "dir", json!(0)),
+            storage("pve1", "nfs", "nfs", json!(1)),
+            storage("pve2", "zfs", "zfspool", json!(0)),
+        ]
+    }
+
+    fn gauges(family: &Family<SlotLabels, Gauge>) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("slots", "", family.clone());
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        let mut lines: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        lines.sort();
+        lines.join("\n")
+    }
+
+    /// `fut`, which must be ready within 5 s.
+    async fn soon<T>(fut: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), fut)
+            .await
+            .expect("waited 5 s for a free slot")
+    }
+
+    /// How many of `n` more acquires on `storage` get a slot at once, the others left waiting
+    /// (then dropped).
+    async fn free_slots(slots: &Arc<TaskSlots>, storage: &str, n: usize) -> usize {
+        let mut waiting = Vec::new();
+        for _ in 0..n {
+            let slots = slots.clone();
+            let storage = vec![storage.to_string()];
+            waiting.push(tokio::spawn(async move {
+                slots.acquire("pve1", &storage, never()).await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let got = waiting.iter().filter(|t| t.is_finished()).count();
+        for t in waiting {
+            t.abort();
+        }
+        got
+    }
+
+    #[test]
+    fn only_local_zfspool_lvmthin_and_btrfs_storages_are_thin() {
+        for plugintype in ["zfspool", "lvmthin", "btrfs"] {
+            assert_eq!(StorageClass::of(plugintype, false), StorageClass::Thin);
+            assert_eq!(
+                StorageClass::of(plugintype, true),
+                StorageClass::Other,
+                "shared {plugintype}: a cluster-wide lock"
+            );
+        }
+        for plugintype in [
+            "dir",
+            "lvm",
+            "nfs",
+            "cifs",
+            "rbd",
+            "cephfs",
+            "iscsi",
+            "iscsidirect",
+            "zfs",
+            "glusterfs",
+            "pbs",
+            "esxi",
+            "something-new",
+            "",
+        ] {
+            for shared in [false, true] {
+                assert_eq!(
+                    StorageClass::of(plugintype, shared),
+                    StorageClass::Other,
+                    "{plugintype:?} shared={shared}"
+                );
+            }
+        }
+        // `shared` as PVE (0/1), as a string or a bool; missing is not shared. An entry
+        // without a type is not thin; one without node or storage is no entry.
+        let class = |r: StorageResource| r.classified().map(|(_, c)| c);
+        assert_eq!(
+            class(storage("pve1", "z", "zfspool", json!(0))),
+            Some(StorageClass::Thin)
+        );
+        for shared in [json!(1), json!("1"), json!(true)] {
+            assert_eq!(
+                class(storage("pve1", "z", "zfspool", shared)),
+                Some(StorageClass::Other)
+            );
+        }
+        let mut missing = storage("pve1", "z", "zfspool", json!(0));
+        missing.shared = None;
+        assert_eq!(class(missing.clone()), Some(StorageClass::Thin));
+        missing.plugintype = None;
+        assert_eq!(class(missing.clone()), Some(StorageClass::Other));
+        missing.node = None;
+        assert_eq!(class(missing), None);
+        let parsed: Vec<StorageResource> = serde_json::from_value(json!([
+            {"id": "storage/pve1/quickOS-lxc-disks", "type": "storage", "node": "pve1",
+             "storage": "quickOS-lxc-disks", "plugintype": "zfspool", "shared": 0,
+             "status": "available", "disk": 0, "maxdisk": 107374182400u64},
+        ]))
+        .unwrap();
+        assert_eq!(
+            parsed[0].classified(),
+            Some(("pve1/quickOS-lxc-disks".into(), StorageClass::Thin))
+        );
+        assert_eq!(Limits::default().tasks_per_thin_storage, 16);
+        assert_eq!(Limits::default().tasks_per_node, 16);
+        assert_eq!(Limits::default().tasks_per_storage, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn thin_storages_get_the_thin_limit_from_one_shared_read() {
+        let limits = Limits {
+            tasks_per_node: 0,
+            tasks_per_storage: 2,
+            tasks_per_thin_storage: 5,
+            ..Limits::default()
+        };
+        let gauge = Family::default();
+        let slots = Arc::new(TaskSlots::new(&limits, gauge.clone()));
+        let calls = Arc::new(AtomicUsize::new(0));
+        // Ten first tasks at once, on a thin and on a directory storage: one read for all.
+        let mut first = Vec::new();
+        for i in 0..10 {
+            let slots = slots.clone();
+            let read = reader(&calls, Ok(cluster()));
+            let storage = vec![if i % 2 == 0 { "zfs" } else { "local" }.to_string()];
+            first.push(tokio::spawn(async move {
+                slots.acquire("pve1", &storage, read).await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one read, shared");
+        let done = |tasks: &Vec<tokio::task::JoinHandle<TaskPermits>>, parity: usize| {
+            tasks
+                .iter()
+                .enumerate()
+                .filter(|(i, t)| i % 2 == parity && t.is_finished())
+                .count()
+        };
+        assert_eq!(done(&first, 0), 5, "thin: 5 of 5 at once");
+        assert_eq!(done(&first, 1), 2, "directory: 2 of 5 at once");
+        // Later tasks on classified storages read nothing (`never()`), nor do tasks on the
+        // same storages of the shared NFS and the LVM-thin pool, known from the same read.
+        assert_eq!(free_slots(&slots, "zfs", 3).await, 0, "thin storage full");
+        assert_eq!(free_slots(&slots, "thin", 6).await, 5);
+        assert_eq!(free_slots(&slots, "nfs", 3).await, 2, "shared: not thin");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            gauges(&gauge),
+            [
+                r#"slots{node="pve1",storage="local",class="other"} 2"#,
+                r#"slots{node="pve1",storage="nfs",class="other"} 2"#,
+                r#"slots{node="pve1",storage="thin",class="thin"} 5"#,
+                r#"slots{node="pve1",storage="zfs",class="thin"} 5"#,
+            ]
+            .join("\n")
+        );
+        for t in first {
+            t.abort();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_or_incomplete_read_counts_as_not_thin_until_a_read_a_minute_later() {
+        let limits = Limits {
+            tasks_per_node: 0,
+            tasks_per_storage: 2,
+            tasks_per_thin_storage: 5,
+            ..Limits::default()
+        };
+        let gauge = Family::default();
+        let slots = Arc::new(TaskSlots::new(&limits, gauge.clone()));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let zfs = vec!["zfs".to_string()];
+        // The read fails: the task still gets its slot, as not thin.
+        let held: Vec<TaskPermits> = vec![
+            soon(slots.acquire("pve1", &zfs, reader(&calls, Err("500 boom".into())))).await,
+            soon(slots.acquire("pve1", &zfs, reader(&calls, Ok(cluster())))).await,
+        ];
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "no second read within a minute"
+        );
+        assert_eq!(free_slots(&slots, "zfs", 3).await, 0, "other: 2 slots");
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        let blocked = {
+            let slots = slots.clone();
+            let read = reader(&calls, Ok(cluster()));
+            tokio::spawn(async move { slots.acquire("pve1", &["zfs".to_string()], read).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!blocked.is_finished());
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "59 s: still no read");
+        blocked.abort();
+        // A minute after the failed read: read again, now thin; the two permits held count.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let third = soon(slots.acquire("pve1", &zfs, reader(&calls, Ok(cluster())))).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(free_slots(&slots, "zfs", 4).await, 2, "5 in all");
+        assert_eq!(
+            gauges(&gauge),
+            r#"slots{node="pve1",storage="zfs",class="thin"} 5"#
+        );
+        drop((held, third));
+
+        // A storage the answer does not list (made after the read): other, and read again
+        // only a minute after the last read.
+        let new = vec!["new-zfs".to_string()];
+        let mut with_new = cluster();
+        with_new.push(storage("pve1", "new-zfs", "zfspool", json!(0)));
+        let a = soon(slots.acquire("pve1", &new, reader(&calls, Ok(with_new.clone())))).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "read 0 s ago");
+        assert_eq!(free_slots(&slots, "new-zfs", 3).await, 1, "other: 2 slots");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let b = soon(slots.acquire("pve1", &new, reader(&calls, Ok(with_new)))).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            free_slots(&slots, "new-zfs", 5).await,
+            3,
+            "thin now: 5 in all"
+        );
+        drop((a, b));
+        // Known storages read nothing more, a minute later or not.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(free_slots(&slots, "new-zfs", 6).await, 5);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 }

@@ -77,6 +77,21 @@ pub struct PveMetrics {
     pub rate_limit: Gauge<f64, AtomicU64>,
     /// `pve_rate_limit_decreases_total{reason}`.
     pub rate_limit_decreases: Family<ReasonLabels, Counter>,
+    /// `pve_task_slots{node,storage,class}`: tasks that may run at once on a storage used so
+    /// far (0: no limit).
+    pub task_slots: Family<SlotLabels, Gauge>,
+}
+
+/// Labels of a storage's task slots.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SlotLabels {
+    /// The node.
+    pub node: String,
+    /// The storage id.
+    pub storage: String,
+    /// `thin`, `other`, or `any` when both limits are the same
+    /// ([`crate::limits::StorageClass`]).
+    pub class: String,
 }
 
 /// Labels of a cut of the rate limit.
@@ -105,6 +120,7 @@ impl PveMetrics {
             logins: Family::default(),
             rate_limit: Gauge::default(),
             rate_limit_decreases: Family::default(),
+            task_slots: Family::default(),
         };
         registry.register(
             "pve_requests",
@@ -150,6 +166,13 @@ impl PveMetrics {
             "Times the adaptive request rate limit was halved, by reason \
              (server_error, timeout, lock, connection)",
             metrics.rate_limit_decreases.clone(),
+        );
+        registry.register(
+            "pve_task_slots",
+            "Tasks the client runs at once that allocate on a storage of a node, by storage class \
+             (thin: local zfspool, lvmthin, btrfs, --pve-tasks-per-thin-storage; other: \
+             --pve-tasks-per-storage; 0: no limit), for the storages used so far",
+            metrics.task_slots.clone(),
         );
         metrics
     }

@@ -29,7 +29,7 @@ use serde_json::Value;
 
 use crate::client::{PveClient, decode};
 use crate::error::{Call, ErrorKind, PveError, message_kind};
-use crate::limits::TaskPermits;
+use crate::limits::{StorageResource, TaskPermits};
 use crate::params::{Params, endpoint_template};
 use crate::upid::Upid;
 
@@ -219,7 +219,10 @@ fn warnings(exitstatus: &str) -> Option<u32> {
 
 impl PveClient {
     /// Starts a task (a call that answers with a UPID), after taking a slot of `node` and of
-    /// each of `storages` (held until the task is waited for). PVE's refusals on lock
+    /// each of `storages` (held until the task is waited for). A storage's slot count follows
+    /// its type ([`crate::Limits::tasks_per_thin_storage`]), read with one
+    /// `/cluster/resources?type=storage` when a storage is first used; a failed read counts as
+    /// not thin and does not fail the task. PVE's refusals on lock
     /// contention are retried (see [`PveClient::write_lock_retry`]); a transport failure is
     /// not: read the state back, or list the node's tasks, before starting it again.
     pub async fn start_task(
@@ -230,7 +233,11 @@ impl PveClient {
         params: &Params,
         storages: &[String],
     ) -> Result<RunningTask, PveError> {
-        let permits = self.inner.slots.acquire(node, storages).await;
+        let permits = self
+            .inner
+            .slots
+            .acquire(node, storages, self.storage_types())
+            .await;
         let data = self.write_lock_retry(method.clone(), path, params).await?;
         let call = Call::new(method, path);
         let upid = match &data {
@@ -250,6 +257,13 @@ impl PveClient {
             upid,
             _permits: permits,
         })
+    }
+
+    /// `GET /cluster/resources?type=storage`, once (no retry): the storage types the task
+    /// slots follow.
+    async fn storage_types(&self) -> Result<Vec<StorageResource>, PveError> {
+        self.get("/cluster/resources", &Params::new().set("type", "storage"))
+            .await
     }
 
     /// Waits for a started task (up to [`crate::Timeouts::task_wait`]), then frees its slots.
@@ -530,7 +544,11 @@ impl PveClient {
         path: &str,
         params: &Params,
     ) -> Result<Option<TaskOutcome>, PveError> {
-        let permits = self.inner.slots.acquire(node, &[]).await;
+        let permits = self
+            .inner
+            .slots
+            .acquire(node, &[], self.storage_types())
+            .await;
         let data = self.write_lock_retry(method.clone(), path, params).await?;
         match data {
             Value::Null => Ok(None),

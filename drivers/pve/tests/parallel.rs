@@ -42,9 +42,13 @@ async fn create_all(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_parallel_creates_on_one_storage_all_succeed() {
     let fake = start();
+    // The seeds' storage is a local ZFS pool, so its limit is the thin one: 4 here, as the
+    // model holds the lock 1 PVE second per create (a slow allocation, not what a thin pool
+    // takes), to show that a storage limit keeps the creates clear of the lock.
     let limits = Limits {
         tasks_per_node: 8,
         tasks_per_storage: 4,
+        tasks_per_thin_storage: 4,
         requests_per_second: 0.0,
         burst: 1,
     };
@@ -78,6 +82,7 @@ async fn without_limits_the_same_burst_fails_on_the_storage_lock() {
     let unlimited = Limits {
         tasks_per_node: 0,
         tasks_per_storage: 0,
+        tasks_per_thin_storage: 0,
         requests_per_second: 0.0,
         burst: 1,
     };
@@ -130,6 +135,7 @@ async fn waits_on_one_node_share_their_polls_and_failures_keep_their_message() {
     config.limits = Limits {
         tasks_per_node: 0,
         tasks_per_storage: 0,
+        tasks_per_thin_storage: 0,
         requests_per_second: 0.0,
         burst: 1,
     };

@@ -36,5 +36,5 @@ done
 for n in ${SLOW_GUESTS-100}; do
   echo "== 1 s creates, N = $n"
   hack/bench/in-group.sh "$bench" --guests "$n" --latency 0.02 --create-secs 1 \
-    --also "wide-16:concurrency=16,tasks-per-node=16,tasks-per-storage=16" "$@"
+    --also "wide-16:concurrency=16,tasks-per-node=16,tasks-per-storage=16,tasks-per-thin-storage=16" "$@"
 done

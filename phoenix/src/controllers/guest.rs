@@ -44,12 +44,20 @@ pub struct PveArgs {
     /// Node on which guests without `spec.node` are created.
     #[arg(long, value_name = "NAME")]
     pub pve_node: Option<String>,
-    /// PVE tasks run at once on one node (default 8; 0: no limit).
+    /// PVE tasks run at once on one node (default 16; 0: no limit).
     #[arg(long, value_name = "N")]
     pub pve_tasks_per_node: Option<usize>,
-    /// PVE tasks run at once that allocate on one storage of one node (default 4; 0: no limit).
+    /// PVE tasks run at once that allocate on one storage of one node, for storages that are
+    /// not thin: shared ones, thick LVM, directories, NFS, CIFS, Ceph, iSCSI, unknown types,
+    /// or when the types could not be read (default 4; 0: no limit). Keeps slow allocations
+    /// clear of PVE's storage lock timeout.
     #[arg(long, value_name = "N")]
     pub pve_tasks_per_storage: Option<usize>,
+    /// The same for thin storages: local (not shared) `zfspool`, `lvmthin` and `btrfs`, whose
+    /// allocation is a quick metadata operation under PVE's storage lock (default 16; 0: no
+    /// limit). Types are read once from /cluster/resources. Lower it for a slow thin pool.
+    #[arg(long, value_name = "N")]
+    pub pve_tasks_per_thin_storage: Option<usize>,
     /// Ceiling of the adaptive request rate to PVE, all endpoints together (default 200; it
     /// starts at 50/s, grows while PVE answers fast, halves on overload; 0: no limit).
     #[arg(long, value_name = "R")]
@@ -90,6 +98,7 @@ impl PveArgs {
             node: self.pve_node.clone(),
             tasks_per_node: self.pve_tasks_per_node,
             tasks_per_storage: self.pve_tasks_per_storage,
+            tasks_per_thin_storage: self.pve_tasks_per_thin_storage,
             requests_per_second: self.pve_requests_per_second,
             burst: self.pve_burst,
         }
@@ -169,6 +178,8 @@ mod tests {
             "3",
             "--pve-tasks-per-storage",
             "2",
+            "--pve-tasks-per-thin-storage",
+            "9",
             "--pve-requests-per-second",
             "12.5",
             "--pve-burst",
@@ -182,6 +193,7 @@ mod tests {
         assert_eq!(s.password_env.as_deref(), Some("PVE_PASSWORD"));
         assert_eq!(s.tasks_per_node, Some(3));
         assert_eq!(s.tasks_per_storage, Some(2));
+        assert_eq!(s.tasks_per_thin_storage, Some(9));
         assert_eq!(s.requests_per_second, Some(12.5));
         assert_eq!(s.burst, Some(7));
         assert_eq!(
