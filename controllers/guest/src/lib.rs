@@ -17,7 +17,8 @@
 //!   controller waits for that task instead of creating again. The reconcile does not wait:
 //!   it returns once the task runs, the task is waited for in the background (holding its
 //!   node and storage slots) and the Guest woken when it has ended, so a few workers keep
-//!   many creates going ([`phoenix_runtime::Waker`]). A create that failed in
+//!   many creates going ([`phoenix_runtime::Waker`]). A task found unfinished in status after
+//!   a restart is waited for the same way. A create that failed in
 //!   transport is not repeated before the state was read back.
 //! - The config converges with one minimal PUT (changed keys and a `delete` list) guarded by
 //!   the digest; volumes only grow; the firewall's options and rules converge to the spec (rules

@@ -13,13 +13,13 @@ use async_trait::async_trait;
 use phoenix_api::Resource;
 use phoenix_api::kinds::Guest;
 use phoenix_api::kinds::guest::{GuestType, TaskRef};
-use phoenix_pve::{ClusterResource, GuestKind, GuestRef, PveClient, TaskOutcome, Upid};
+use phoenix_pve::{ClusterResource, GuestKind, GuestRef, PveClient, PveError, TaskOutcome, Upid};
 use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult, Reconciler};
 use serde_json::{Map, Value};
 
 use crate::blockers;
 use crate::classify::classify;
-use crate::in_flight::{Ended, InFlight, Progress};
+use crate::in_flight::{Ended, InFlight, Origin, Progress};
 use crate::inventory::{Inventory, InventoryOptions};
 use crate::metrics::GuestMetrics;
 use crate::vmid;
@@ -105,22 +105,24 @@ fn description(config: &Map<String, Value>) -> Option<&str> {
 }
 
 impl GuestReconciler {
-    /// Whether an ended create this process waited for is still the Guest's last task (not
-    /// recorded as ended by another process meanwhile).
-    fn still_ours(guest: &Guest, ended: &Ended) -> bool {
+    /// Whether `upid` is still the Guest's unfinished last task (not recorded as ended, e.g.
+    /// by another process that led meanwhile).
+    fn still_running_in_status(guest: &Guest, upid: &Upid) -> bool {
         guest
             .status
             .as_ref()
             .and_then(|s| s.last_task.as_ref())
-            .is_some_and(|t| t.upid == ended.launch.upid.to_string() && t.exit_status.is_none())
+            .is_some_and(|t| t.upid == upid.to_string() && t.exit_status.is_none())
     }
 
-    /// When `status.lastTask` is still running: `Some(requeue)`; when it ended, its exit
-    /// status is recorded (an error when it failed).
+    /// When `status.lastTask` has not ended: waits for it in the background (the wait wakes
+    /// the Guest) and returns `Some(done)`. A last task that is not a UPID is recorded as
+    /// ended (`unknown`).
     async fn resume_task(
         &self,
         guest: &Guest,
         ctx: &Context<Guest>,
+        uid: &str,
     ) -> Result<Option<Action>, ReconcileError> {
         let Some(task) = guest.status.as_ref().and_then(|s| s.last_task.clone()) else {
             return Ok(None);
@@ -128,19 +130,50 @@ impl GuestReconciler {
         if task.exit_status.is_some() {
             return Ok(None);
         }
-        let exit = match task.upid.parse::<Upid>() {
-            Err(_) => "unknown: not a UPID".to_string(),
-            Ok(upid) => match self.pve.task_status(&upid).await {
-                Ok(s) if s.status == "running" => {
-                    let message = format!("waiting for PVE task {} ({})", task.upid, task.type_);
-                    ctx.progressing(guest, "TaskRunning", &message).await?;
-                    return Ok(Some(Action::requeue(self.task_poll)));
-                }
-                Ok(s) => s.exitstatus.unwrap_or_else(|| "unknown".into()),
-                Err(e) if e.is_retryable() => return Err(classify("reading the last task", &e)),
-                Err(e) => format!("unknown: {e}"),
-            },
+        let Ok(upid) = task.upid.parse::<Upid>() else {
+            self.record_task_end(guest, ctx, &task, "unknown: not a UPID".into())
+                .await?;
+            return Ok(None);
         };
+        self.in_flight
+            .resume(&self.pve, (uid, guest.name()), upid, ctx.waker());
+        let message = format!("waiting for PVE task {} ({})", task.upid, task.type_);
+        ctx.progressing(guest, "TaskRunning", &message).await?;
+        Ok(Some(Action::done()))
+    }
+
+    /// The end of the last task, resumed after a restart: its exit status in
+    /// `status.lastTask`; an error when it failed. A wait that ran out or could not read the
+    /// task is an error that retries (the next reconcile waits again).
+    async fn resumed_task_ended(
+        &self,
+        guest: &Guest,
+        ctx: &Context<Guest>,
+        result: Result<TaskOutcome, PveError>,
+    ) -> Result<(), ReconcileError> {
+        let Some(task) = guest.status.as_ref().and_then(|s| s.last_task.clone()) else {
+            return Ok(());
+        };
+        let exit = match result {
+            Ok(outcome) => exit_text(&outcome),
+            Err(PveError::TaskFailed { exitstatus, .. }) => exitstatus,
+            Err(e) if e.is_retryable() || matches!(e, PveError::TaskTimeout { .. }) => {
+                return Err(classify("waiting for the last task", &e));
+            }
+            Err(e) => format!("unknown: {e}"),
+        };
+        self.record_task_end(guest, ctx, &task, exit).await
+    }
+
+    /// Records `exit` as the last task's exit status (the inventory is read again next); an
+    /// error when it says the task failed.
+    async fn record_task_end(
+        &self,
+        guest: &Guest,
+        ctx: &Context<Guest>,
+        task: &TaskRef,
+        exit: String,
+    ) -> Result<(), ReconcileError> {
         self.inventory.invalidate();
         let ok = exit == "OK" || exit.starts_with("WARNINGS: ");
         let recorded = TaskRef {
@@ -155,7 +188,7 @@ impl GuestReconciler {
                 format!("PVE task {} ({}) failed: {exit}", task.upid, task.type_),
             ));
         }
-        Ok(None)
+        Ok(())
     }
 
     /// Allocates a vmid for a Guest without one and records it in `status.vmid` before
@@ -212,22 +245,38 @@ impl Reconciler for GuestReconciler {
                 "the object has no uid yet",
             ));
         };
+        let mut resumed = false;
         match self.in_flight.poll(&uid) {
             // Its wait wakes the Guest when the task has ended.
             Some(Progress::Running) => return Ok(Action::done()),
             Some(Progress::Ended(ended)) => {
+                let Ended {
+                    upid,
+                    origin,
+                    result,
+                } = *ended;
                 // The cache may not show the task's UPID yet: then ask the API once.
-                if !Self::still_ours(&guest, &ended) {
+                if !Self::still_running_in_status(&guest, &upid) {
                     guest = Arc::new(ctx.api::<Guest>().get(guest.name()).await?);
                 }
-                if Self::still_ours(&guest, &ended) {
-                    return self.finish_create(&guest, ctx, *ended).await;
+                // Else another process recorded the task meanwhile (it led): go by status.
+                if Self::still_running_in_status(&guest, &upid) {
+                    match origin {
+                        Origin::Create(launch) => {
+                            return self
+                                .finish_create(&guest, ctx, (launch, upid), result)
+                                .await;
+                        }
+                        Origin::Resumed => {
+                            self.resumed_task_ended(&guest, ctx, result).await?;
+                            resumed = true;
+                        }
+                    }
                 }
-                // Another process recorded the task meanwhile (it led): go by status.
             }
             None => {}
         }
-        if let Some(action) = self.resume_task(&guest, ctx).await? {
+        if !resumed && let Some(action) = self.resume_task(&guest, ctx, &uid).await? {
             return Ok(action);
         }
         let recorded = guest.status.as_ref().and_then(|s| s.vmid);

@@ -108,6 +108,7 @@ async fn a_controller_killed_right_after_sending_a_create_leaves_exactly_one_gue
     .unwrap();
     let st = g.status.unwrap();
     assert_eq!(st.vmid, Some(980));
+
     assert_eq!(copies(&api, 980).await, 1, "exactly one guest");
     assert_eq!(
         create_tasks(&fake, 980).await,
@@ -130,6 +131,67 @@ async fn a_controller_killed_right_after_sending_a_create_leaves_exactly_one_gue
             .unwrap_or_default()
             .contains(&format!("phoenix-uid: {}", g.metadata.uid.unwrap())),
         "the marker is there: {config:?}"
+    );
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_while_its_recorded_create_runs_is_followed_by_one_that_waits_for_it() {
+    let fake = FakePve::start().expect("fakepve");
+    // 3 s creates: the task still runs when the next process takes over.
+    fake.set("ct_secs", json!({"create": 300})).await.unwrap();
+    let server = Server::start_opts(Backend::Embedded, &["--no-controllers"]).await;
+    let client = server.client().await;
+    let api = pve(fake.config());
+    let log = server.data_dir().join("controller.log");
+
+    let mut first = spawn_controller(&server, &fake, &log);
+    client
+        .apply(&guest_yaml(&fake, "resumed", 981, "  cores: 1\n"), false)
+        .await
+        .unwrap();
+    // Kill it once the create's UPID is in status.
+    wait_guest(&client, "resumed", "creating (lastTask recorded)", |g| {
+        g.and_then(|g| g.status.as_ref())
+            .and_then(|s| s.last_task.as_ref())
+            .is_some_and(|t| t.exit_status.is_none())
+    })
+    .await;
+    first.0.kill().expect("SIGKILL");
+    first.0.wait().expect("reaped");
+    drop(first);
+
+    let (takeover, _) = fake.requests_since(u64::MAX).await.unwrap();
+    let second = spawn_controller(&server, &fake, &log);
+    let g = wait_guest(&client, "resumed", "Ready after the restart", |g| {
+        g.is_some_and(ready_at_generation)
+    })
+    .await
+    .unwrap();
+    let last = g.status.unwrap().last_task.expect("status.lastTask");
+    assert_eq!(
+        (last.type_.as_str(), last.exit_status.as_deref()),
+        ("vzcreate", Some("OK")),
+        "the recorded create, waited for to its end"
+    );
+    assert_eq!(create_tasks(&fake, 981).await, (1, 0), "one create task");
+    assert_eq!(copies(&api, 981).await, 1);
+    // The new process waited through the node's task list, shared by every wait, not by
+    // reading the task's own status.
+    let (_, requests) = fake.requests_since(takeover).await.unwrap();
+    let own_status: Vec<_> = requests
+        .iter()
+        .filter(|(_, p)| p.contains("/tasks/") && p.ends_with("/status"))
+        .collect();
+    assert!(
+        own_status.is_empty(),
+        "per-task status reads: {own_status:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|(m, p)| m == "GET" && p.ends_with(&format!("/nodes/{}/tasks", fake.node()))),
+        "no task list read: {requests:?}"
     );
     drop(second);
 }

@@ -275,6 +275,12 @@ impl PveClient {
         result
     }
 
+    /// [`PveClient::wait_upid`] up to the client's task timeout ([`crate::Timeouts::task_wait`]),
+    /// for a task started earlier (e.g. by a process before a restart): no slot is taken.
+    pub async fn wait_started(&self, upid: &Upid) -> Result<TaskOutcome, PveError> {
+        self.wait_upid(upid, self.inner.timeouts.task_wait).await
+    }
+
     /// Waits up to `timeout` for the task with this UPID to end. For resuming after a restart:
     /// no slot is taken, the task is already running.
     pub async fn wait_upid(&self, upid: &Upid, timeout: Duration) -> Result<TaskOutcome, PveError> {

@@ -10,13 +10,13 @@ use phoenix_api::condition::mark_progressing;
 use phoenix_api::kinds::Guest;
 use phoenix_api::kinds::guest::{CloneSource, GuestType, PowerState};
 use phoenix_pve::task::allocation_storages;
-use phoenix_pve::{ErrorKind, GuestKind, GuestRef, Method, Params, PveError};
+use phoenix_pve::{ErrorKind, GuestKind, GuestRef, Method, Params, PveError, TaskOutcome, Upid};
 use phoenix_runtime::{Action, Context, ReconcileError, ReconcileResult};
 
 use super::{GuestReconciler, converge, exit_text, guest_ref, invalid, kind_of, task_ref};
 use crate::addresses;
 use crate::classify::classify;
-use crate::in_flight::{Ended, Launch};
+use crate::in_flight::Launch;
 use crate::{desired, disks, props};
 
 /// Whether the create itself starts the guest (`start=1`): a guest made from the spec (not a
@@ -244,31 +244,30 @@ impl GuestReconciler {
             guest: Arc::new(guest.clone()),
             node,
             vmid,
-            upid: task.upid().clone(),
         };
         self.in_flight
-            .start(&self.pve, uid, guest.name(), task, launch, ctx.waker());
+            .start(&self.pve, (uid, guest.name()), task, launch, ctx.waker());
         Ok(Action::done())
     }
 
     /// Finishes a create whose task has ended: Ready from the create's own parameters when it
     /// ended well and nothing else is to be done; else its exit in `status.lastTask`, and the
     /// guest read back next (a `start=1` whose start failed may have left a stopped guest).
-    /// `current` is the Guest as it is now; the create was made from `ended.launch.guest`.
+    /// `current` is the Guest as it is now; the create was made from `launch.guest`.
     pub(super) async fn finish_create(
         &self,
         current: &Guest,
         ctx: &Context<Guest>,
-        ended: Ended,
+        (launch, upid): (Launch, Upid),
+        result: Result<TaskOutcome, PveError>,
     ) -> ReconcileResult {
-        let Ended { launch, result } = ended;
         let guest = &*launch.guest;
         let (vmid, node, what) = (launch.vmid, launch.node, kind_of(guest));
         let exit = match &result {
             Ok(outcome) => exit_text(outcome),
             Err(e) => e.to_string(),
         };
-        let done = task_ref(&launch.upid, Some(exit));
+        let done = task_ref(&upid, Some(exit));
         // Changed since the create was sent: converge the new spec right after.
         let next = if current.metadata.generation == guest.metadata.generation {
             Action::done()
