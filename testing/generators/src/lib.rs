@@ -67,7 +67,7 @@ const IDNA: &[&str] = &[
 pub fn dns_label() -> BoxedStrategy<String> {
     prop_oneof![
         6 => "[a-z][a-z0-9]{0,8}",
-        2 => "[a-z0-9][a-z0-9-]{0,61}[a-z0-9]",
+        2 => "[a-z0-9][a-z0-9-]{0,61}[a-z0-9]".prop_map(unreserved),
         1 => "[a-z0-9]{63}",
         1 => prop::sample::select(IDNA).prop_map(str::to_string),
         1 => "[0-9]{1,3}",
@@ -75,12 +75,25 @@ pub fn dns_label() -> BoxedStrategy<String> {
     .boxed()
 }
 
+/// `label` without hyphens in its 3rd and 4th places: such labels are reserved (RFC 5891
+/// 4.2.3.1; `xn--` marks an IDNA label, which must then be valid punycode), and URL parsers
+/// refuse a random one. Valid IDNA labels come from [`IDNA`].
+fn unreserved(mut label: String) -> String {
+    if label.get(2..4) == Some("--") {
+        label.replace_range(3..4, "a");
+    }
+    label
+}
+
 /// A lowercase RFC 1123 host name whose last label starts with a letter (so a URL parser
 /// never takes it for an IPv4 number), at most 253 characters.
 pub fn hostname() -> BoxedStrategy<String> {
     (
         prop::collection::vec(dns_label(), 0..4),
-        prop_oneof![4 => "[a-z][a-z0-9]{0,6}", 1 => "[a-z][a-z0-9-]{61}[a-z0-9]"],
+        prop_oneof![
+            4 => "[a-z][a-z0-9]{0,6}",
+            1 => "[a-z][a-z0-9-]{61}[a-z0-9]".prop_map(unreserved),
+        ],
     )
         .prop_map(|(mut labels, last)| {
             labels.push(last);
@@ -1286,4 +1299,34 @@ pub fn with_leaf(v: &Value, pointer: &str, value: &str) -> Value {
 /// An error path as [`string_leaves`] writes paths: map keys `["k"]` become `.k`.
 pub fn normalize_path(path: &str) -> String {
     path.replace("[\"", ".").replace("\"]", "")
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// No generated host name has a reserved label (hyphens 3rd and 4th, e.g. a random
+        /// `xn--` one) other than the valid IDNA ones: CI once drew
+        /// `xn---6-49r-v4--uz4m-...`, which admission rightly refused.
+        #[test]
+        fn host_names_have_no_reserved_labels(host in hostname()) {
+            for label in host.split('.') {
+                prop_assert!(
+                    label.get(2..4) != Some("--") || IDNA.contains(&label),
+                    "{host}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reserved_labels_are_mended() {
+        assert_eq!(unreserved("xn---6-49r".into()), "xn-a-6-49r");
+        assert_eq!(unreserved("ab--cd".into()), "ab-acd");
+        assert_eq!(unreserved("a--b".into()), "a--b");
+        assert_eq!(unreserved("ab".into()), "ab");
+    }
 }
