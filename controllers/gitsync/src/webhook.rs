@@ -84,6 +84,15 @@ async fn handle(
             return e.into_response();
         }
     };
+    // A request that carries no signature at all is refused before anything is read.
+    if !signature_given(&headers) {
+        return answer(
+            &hook,
+            "unauthorized",
+            StatusCode::UNAUTHORIZED,
+            "bad or missing signature\n",
+        );
+    }
     let Some(client) = hook.client.get().cloned() else {
         return answer(
             &hook,
@@ -164,22 +173,34 @@ async fn handle(
     }
 }
 
-/// Whether one of the signature headers carries the HMAC-SHA256 of `body` under `key`.
-pub fn signed(headers: &HeaderMap, body: &[u8], key: &[u8]) -> bool {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    let given = [
-        ("x-hub-signature-256", "sha256="),
-        ("x-gitea-signature", ""),
-        ("x-forgejo-signature", ""),
-    ];
-    given.iter().any(|(header, prefix)| {
+/// The signature headers GitHub, Gitea and Forgejo send, with the prefix of their value.
+const SIGNATURE_HEADERS: [(&str, &str); 3] = [
+    ("x-hub-signature-256", "sha256="),
+    ("x-gitea-signature", ""),
+    ("x-forgejo-signature", ""),
+];
+
+/// The signatures in `headers` that are well-formed (hex of an HMAC-SHA256's 32 bytes).
+fn signatures(headers: &HeaderMap) -> impl Iterator<Item = Vec<u8>> + '_ {
+    SIGNATURE_HEADERS.iter().filter_map(|(header, prefix)| {
         headers
             .get(*header)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().strip_prefix(prefix))
             .and_then(|hex_sig| hex::decode(hex_sig).ok())
-            .is_some_and(|sig| ring::hmac::verify(&key, body, &sig).is_ok())
+            .filter(|sig| sig.len() == 32)
     })
+}
+
+/// Whether `headers` carry a well-formed signature at all (checked before anything is read).
+pub fn signature_given(headers: &HeaderMap) -> bool {
+    signatures(headers).next().is_some()
+}
+
+/// Whether one of the signature headers carries the HMAC-SHA256 of `body` under `key`.
+pub fn signed(headers: &HeaderMap, body: &[u8], key: &[u8]) -> bool {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    signatures(headers).any(|sig| ring::hmac::verify(&key, body, &sig).is_ok())
 }
 
 /// GitHub's `ping` (sent when a hook is created) and Gitea/Forgejo's test deliveries.
@@ -244,5 +265,29 @@ mod tests {
         );
         assert!(!signed(&h, body, b"k3y"));
         assert!(!signed(&HeaderMap::new(), body, b"k3y"));
+    }
+
+    #[test]
+    fn requests_without_a_well_formed_signature_are_told_apart_before_any_read() {
+        let good = sign(b"k3y", b"{}");
+        let mut h = HeaderMap::new();
+        assert!(!signature_given(&h), "no header");
+        h.insert("x-gitea-signature", HeaderValue::from_static("not hex"));
+        h.insert("x-hub-signature-256", HeaderValue::from_str(&good).unwrap());
+        assert!(
+            !signature_given(&h),
+            "no hex, or GitHub's without its prefix"
+        );
+        h.insert(
+            "x-forgejo-signature",
+            HeaderValue::from_str(&good[..62]).unwrap(),
+        );
+        assert!(!signature_given(&h), "31 bytes");
+        // Well-formed with any key: the key is checked after the Secret is read.
+        h.insert(
+            "x-forgejo-signature",
+            HeaderValue::from_str(&sign(b"another key", b"x")).unwrap(),
+        );
+        assert!(signature_given(&h));
     }
 }
