@@ -151,12 +151,7 @@ async fn a_controller_killed_while_its_recorded_create_runs_is_followed_by_one_t
         .await
         .unwrap();
     // Kill it once the create's UPID is in status.
-    wait_guest(&client, "resumed", "creating (lastTask recorded)", |g| {
-        g.and_then(|g| g.status.as_ref())
-            .and_then(|s| s.last_task.as_ref())
-            .is_some_and(|t| t.exit_status.is_none())
-    })
-    .await;
+    wait_task_running(&client, "resumed").await;
     first.0.kill().expect("SIGKILL");
     first.0.wait().expect("reaped");
     drop(first);

@@ -157,6 +157,18 @@ pub async fn wait_guest(
     }
 }
 
+/// Waits until the Guest's create (or another task) is under way: an unfinished
+/// `status.lastTask`.
+pub async fn wait_task_running(client: &Client, name: &str) -> Guest {
+    wait_guest(client, name, "a task running (lastTask recorded)", |g| {
+        g.and_then(|g| g.status.as_ref())
+            .and_then(|s| s.last_task.as_ref())
+            .is_some_and(|t| t.exit_status.is_none())
+    })
+    .await
+    .expect("present")
+}
+
 pub async fn wait_ready(client: &Client, name: &str) -> Guest {
     wait_guest(client, name, "Ready at its generation", |g| {
         g.is_some_and(ready_at_generation)
