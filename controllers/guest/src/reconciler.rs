@@ -255,11 +255,12 @@ impl Reconciler for GuestReconciler {
                     origin,
                     result,
                 } = *ended;
-                // The cache may not show the task's UPID yet: then ask the API once.
+                // The outcome counts only while status names the task unfinished; the cache
+                // may not show the task's UPID yet, so then the API is asked once. If it still
+                // does not, another process recorded the task's end (it led): go by status.
                 if !Self::still_running_in_status(&guest, &upid) {
                     guest = Arc::new(ctx.api::<Guest>().get(guest.name()).await?);
                 }
-                // Else another process recorded the task meanwhile (it led): go by status.
                 if Self::still_running_in_status(&guest, &upid) {
                     match origin {
                         Origin::Create(launch) => {
