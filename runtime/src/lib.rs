@@ -36,6 +36,7 @@ pub mod queue;
 pub mod runner;
 pub mod shutdown;
 pub mod status;
+pub mod tls;
 pub mod watcher;
 
 pub use cache::Cache;

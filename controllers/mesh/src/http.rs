@@ -21,6 +21,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use phoenix_runtime::tls::TlsListener;
+
 use crate::file::Outcome;
 use crate::metrics::MeshMetrics;
 use crate::plan::{Certificate, Rendered};
@@ -57,37 +59,6 @@ struct Listener {
     meshes: Table,
     tls: Option<Tls>,
     task: tokio::task::JoinHandle<()>,
-}
-
-/// `tokio::net::TcpListener` with a TLS handshake per connection (failed or slow handshakes
-/// are dropped; the accept loop goes on).
-struct TlsListener {
-    tcp: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((stream, addr)) = self.tcp.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            };
-            let handshake = self.acceptor.accept(stream);
-            if let Ok(Ok(tls)) =
-                tokio::time::timeout(std::time::Duration::from_secs(5), handshake).await
-            {
-                return (tls, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.tcp.local_addr()
-    }
 }
 
 fn certified_key(c: &Certificate) -> Result<CertifiedKey, String> {
@@ -344,10 +315,7 @@ impl HttpProvider {
                 .with_no_client_auth()
                 .with_cert_resolver(cert.clone());
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                let listener = TlsListener {
-                    tcp: socket,
-                    acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-                };
+                let listener = TlsListener::new(socket, config);
                 (
                     tokio::spawn(async move {
                         if let Err(e) = axum::serve(listener, app).await {

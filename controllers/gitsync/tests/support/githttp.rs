@@ -5,6 +5,7 @@
 //! Needs `git` (Debian `git`, installed by hack/install-deps.sh).
 #![allow(dead_code)]
 
+use phoenix_runtime::tls::TlsListener;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -107,10 +108,7 @@ impl GitHttps {
             .await
             .unwrap();
         let addr = tcp.local_addr().unwrap();
-        let listener = TlsListener {
-            tcp,
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-        };
+        let listener = TlsListener::new(tcp, config);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let expected = login.map(|(u, p)| {
             format!(
@@ -263,30 +261,4 @@ fn git_exec_path() -> PathBuf {
         .output()
         .expect("git not runnable: install git with hack/install-deps.sh");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-/// A TCP listener that completes a TLS handshake before handing a connection to axum.
-struct TlsListener {
-    tcp: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((tcp, addr)) = self.tcp.accept().await else {
-                continue;
-            };
-            if let Ok(tls) = self.acceptor.accept(tcp).await {
-                return (tls, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
 }

@@ -2,6 +2,7 @@
 //! HTTP backends on 127.0.0.x, a test CA, and HTTP clients that verify against it.
 #![allow(dead_code)]
 
+use phoenix_runtime::tls::TlsListener;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -333,10 +334,7 @@ impl TestBackend {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
-        let tls = TlsListener {
-            tcp: listener,
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-        };
+        let tls = TlsListener::new(listener, config);
         let hits = Arc::new(AtomicUsize::new(0));
         let app = echo_app(hits.clone(), id.to_string());
         let task = tokio::spawn(async move {
@@ -394,32 +392,6 @@ fn echo_app(hits: Arc<AtomicUsize>, name: String) -> axum::Router {
             )
         }
     })
-}
-
-/// A TCP listener that completes a TLS handshake before handing a connection to axum.
-struct TlsListener {
-    tcp: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((tcp, addr)) = self.tcp.accept().await else {
-                continue;
-            };
-            if let Ok(tls) = self.acceptor.accept(tcp).await {
-                return (tls, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
 }
 
 impl Drop for TestBackend {
