@@ -12,6 +12,7 @@ pub mod caddy;
 pub mod dnsmasq;
 pub mod docker;
 pub mod pebble;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

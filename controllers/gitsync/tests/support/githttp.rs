@@ -5,6 +5,7 @@
 //! Needs `git` (Debian `git`, installed by hack/install-deps.sh).
 #![allow(dead_code)]
 
+pub use phoenix_e2e::tls::TestCa;
 use phoenix_runtime::tls::TlsListener;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,47 +19,6 @@ use base64::Engine as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::AsyncWriteExt as _;
-
-/// A test certificate authority (PEM) and the issuer of server certificates.
-pub struct TestCa {
-    /// The CA certificate, PEM.
-    pub pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl TestCa {
-    /// A new self-signed CA.
-    pub fn new(name: &str) -> TestCa {
-        let mut params = rcgen::CertificateParams::default();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        TestCa {
-            pem: cert.pem(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    /// `(certificate PEM, key PEM)` for 127.0.0.1, signed by this CA.
-    fn issue_loopback(&self) -> (String, String) {
-        let mut params = rcgen::CertificateParams::default();
-        params.subject_alt_names = vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())];
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "127.0.0.1");
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 /// What the server saw of one request: the URI, and whether it carried a login.
 #[derive(Debug, Clone)]
@@ -91,7 +51,7 @@ impl GitHttps {
             backend.display()
         );
         let ca = TestCa::new("Phoenix GitSync test CA");
-        let (cert, key) = ca.issue_loopback();
+        let (cert, key) = ca.issue("127.0.0.1");
         let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .unwrap();

@@ -408,41 +408,27 @@ pub fn fields(body: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A test certificate authority.
-pub struct TestCa {
-    pub pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
+/// A test certificate authority issuing certificates as nginx takes them.
+pub struct TestCa(phoenix_e2e::tls::TestCa);
 
 impl TestCa {
     pub fn new() -> TestCa {
-        let mut params = rcgen::CertificateParams::default();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Phoenix test CA");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        TestCa {
-            pem: cert.pem(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
+        TestCa(phoenix_e2e::tls::TestCa::new("Phoenix test CA"))
     }
 
     /// A server certificate for `host` signed by this CA.
     pub fn issue(&self, host: &str) -> TlsCertificate {
-        let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, host);
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        TlsCertificate::new(cert.pem(), key.serialize_pem()).unwrap()
+        let (cert, key) = self.0.issue(host);
+        TlsCertificate::new(cert, key).unwrap()
+    }
+}
+
+/// The shared test CA (`ca.pem`).
+impl std::ops::Deref for TestCa {
+    type Target = phoenix_e2e::tls::TestCa;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
