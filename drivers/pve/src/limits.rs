@@ -949,8 +949,9 @@ mod tests {
         assert_eq!(Limits::default().tasks_per_storage, 4);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn thin_storages_get_the_thin_limit_from_one_shared_read() {
+    /// Slots with 5 per thin storage, 2 per other one, no node limit; their gauge, and a
+    /// counter for the reads of the storage types.
+    fn thin_5_other_2() -> (Arc<TaskSlots>, Family<SlotLabels, Gauge>, Arc<AtomicUsize>) {
         let limits = Limits {
             tasks_per_node: 0,
             tasks_per_storage: 2,
@@ -959,7 +960,12 @@ mod tests {
         };
         let gauge = Family::default();
         let slots = Arc::new(TaskSlots::new(&limits, gauge.clone()));
-        let calls = Arc::new(AtomicUsize::new(0));
+        (slots, gauge, Arc::new(AtomicUsize::new(0)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn thin_storages_get_the_thin_limit_from_one_shared_read() {
+        let (slots, gauge, calls) = thin_5_other_2();
         // Ten first tasks at once, on a thin and on a directory storage: one read for all.
         let mut first = Vec::new();
         for i in 0..10 {
@@ -1004,15 +1010,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_or_incomplete_read_counts_as_not_thin_until_a_read_a_minute_later() {
-        let limits = Limits {
-            tasks_per_node: 0,
-            tasks_per_storage: 2,
-            tasks_per_thin_storage: 5,
-            ..Limits::default()
-        };
-        let gauge = Family::default();
-        let slots = Arc::new(TaskSlots::new(&limits, gauge.clone()));
-        let calls = Arc::new(AtomicUsize::new(0));
+        let (slots, gauge, calls) = thin_5_other_2();
         let zfs = vec!["zfs".to_string()];
         // The read fails: the task still gets its slot, as not thin.
         let held: Vec<TaskPermits> = vec![

@@ -19,6 +19,16 @@ use serde_json::{Value, json};
 const DIR: &str = "dir-disks";
 const RESOURCES: &str = "/api2/json/cluster/resources";
 
+/// 8 tasks at once per thin storage, 3 per other one; no node limit and no rate limit, so the
+/// storages' limits alone bound each batch.
+const THIN_8_OTHER_3: Limits = Limits {
+    tasks_per_node: 0,
+    tasks_per_storage: 3,
+    tasks_per_thin_storage: 8,
+    requests_per_second: 0.0,
+    burst: 1,
+};
+
 /// fakepve in real time (1 PVE second = 1 s) with creates of 1 s, and a directory storage
 /// for containers.
 async fn start() -> FakePve {
@@ -118,14 +128,7 @@ async fn a_zfs_pool_runs_the_thin_limit_at_once_a_directory_the_storage_limit() 
     let fake = start().await;
     let zfs = fake.info().storage.clone();
     let mut config = fake.config();
-    // No node limit, so the storages' limits alone bound each batch.
-    config.limits = Limits {
-        tasks_per_node: 0,
-        tasks_per_storage: 3,
-        tasks_per_thin_storage: 8,
-        requests_per_second: 0.0,
-        burst: 1,
-    };
+    config.limits = THIN_8_OTHER_3;
     let (client, registry) = client_with(config);
     let (since, _) = fake.requests_since(u64::MAX).await.unwrap();
     let guests: Vec<(u32, &str)> = (0..24)
@@ -196,13 +199,7 @@ async fn when_the_storage_types_cannot_be_read_creates_still_run_with_the_storag
     .await
     .unwrap();
     let mut config = fake.config();
-    config.limits = Limits {
-        tasks_per_node: 0,
-        tasks_per_storage: 3,
-        tasks_per_thin_storage: 8,
-        requests_per_second: 0.0,
-        burst: 1,
-    };
+    config.limits = THIN_8_OTHER_3;
     let (client, _registry) = client_with(config);
     let (since, _) = fake.requests_since(u64::MAX).await.unwrap();
     let guests: Vec<(u32, &str)> = (0..9).map(|i| (900 + i, zfs.as_str())).collect();
